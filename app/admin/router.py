@@ -1,0 +1,5 @@
+"""The admin API over the config store."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,84 @@
+"""Dependencies through which handlers reach the process's shared resources."""
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.settings import Settings
+from app.state import GatewayState
+from app.store.database import session_scope
+from app.store.snapshot import ConfigStore
+from app.upstreams.bots import BotsClient
+from app.upstreams.caller import UpstreamCaller
+from app.upstreams.market_data import MarketDataClient
+from app.upstreams.news import NewsClient
+from app.upstreams.orders import OrdersClient
+from app.upstreams.portfolio import PortfolioClient
+
+
+async def gateway_state(request: Request) -> GatewayState:
+    state: GatewayState = request.state.gateway
+    return state
+
+
+StateDep = Annotated[GatewayState, Depends(gateway_state)]
+
+
+async def settings(state: StateDep) -> Settings:
+    return state.settings
+
+
+async def caller(state: StateDep) -> UpstreamCaller:
+    return state.caller
+
+
+async def config_store(state: StateDep) -> ConfigStore:
+    return state.config
+
+
+async def db_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    async for session in session_scope(state.sessions):
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(settings)]
+CallerDep = Annotated[UpstreamCaller, Depends(caller)]
+ConfigStoreDep = Annotated[ConfigStore, Depends(config_store)]
+SessionDep = Annotated[AsyncSession, Depends(db_session)]
+
+
+async def market_data(caller: CallerDep) -> MarketDataClient:
+    return MarketDataClient(caller)
+
+
+async def portfolio(caller: CallerDep) -> PortfolioClient:
+    return PortfolioClient(caller)
+
+
+async def orders(caller: CallerDep) -> OrdersClient:
+    return OrdersClient(caller)
+
+
+async def news(caller: CallerDep) -> NewsClient:
+    return NewsClient(caller)
+
+
+async def bots(caller: CallerDep) -> BotsClient:
+    return BotsClient(caller)
+
+
+MarketDataDep = Annotated[MarketDataClient, Depends(market_data)]
+PortfolioDep = Annotated[PortfolioClient, Depends(portfolio)]
+OrdersDep = Annotated[OrdersClient, Depends(orders)]
+NewsDep = Annotated[NewsClient, Depends(news)]
+BotsDep = Annotated[BotsClient, Depends(bots)]
+
+
+async def current_account_id(settings: SettingsDep) -> str:
+    """The account the request acts for: the demo account until authentication lands."""
+    return settings.demo_account_id
+
+
+AccountIdDep = Annotated[str, Depends(current_account_id)]

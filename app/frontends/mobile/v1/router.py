@@ -1,0 +1,5 @@
+"""The mobile frontend's endpoints, version 1."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""The partner frontend's endpoints, version 1."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

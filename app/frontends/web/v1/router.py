@@ -1,0 +1,5 @@
+"""The web frontend's endpoints, version 1."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

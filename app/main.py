@@ -1,0 +1,103 @@
+"""The gateway application: `create_app(settings)` wires routers, middleware and lifespan."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.admin.router import router as admin_router
+from app.discovery.health import router as health_router
+from app.discovery.registry import ServiceRegistry
+from app.errors import install_error_handlers, problem_responses
+from app.frontends.mobile.v1.router import router as mobile_v1
+from app.frontends.partner.v1.router import router as partner_v1
+from app.frontends.web.v1.router import router as web_v1
+from app.middleware.stack import install_middleware
+from app.openapi import ApiDocument, install_docs, stable_operation_id
+from app.settings import Settings
+from app.state import GatewayState
+from app.store.database import create_engine, session_factory
+from app.store.snapshot import ConfigStore
+from app.upstreams.caller import UpstreamCaller, create_session
+
+DOCUMENTS = [
+    ApiDocument(
+        slug="web-v1",
+        title="stock-bot web API",
+        prefix="/web/v1",
+        description="Backend for the trading dashboard: view-shaped, aggregated responses.",
+    ),
+    ApiDocument(
+        slug="mobile-v1",
+        title="stock-bot mobile API",
+        prefix="/mobile/v1",
+        description="Backend for the mobile app: compact payloads, cursor pagination.",
+    ),
+    ApiDocument(
+        slug="partner-v1",
+        title="stock-bot partner API",
+        prefix="/partner/v1",
+        description="Market data and order entry for partner systems.",
+    ),
+    ApiDocument(
+        slug="admin-v1",
+        title="stock-bot gateway admin API",
+        prefix="/admin/v1",
+        description="Configuration of the gateway: services, instances, consumers, plans.",
+    ),
+]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, GatewayState]]:
+        engine = create_engine(settings.database_url)
+        sessions = session_factory(engine)
+        config = ConfigStore(sessions)
+        await config.seed_services(
+            settings.services, timeout_ms=int(settings.upstream.default_timeout_s * 1000)
+        )
+        await config.reload()
+        registry = ServiceRegistry(config)
+        http = create_session(settings.upstream)
+        caller = UpstreamCaller(session=http, registry=registry, settings=settings.upstream)
+        state = GatewayState(
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            config=config,
+            registry=registry,
+            http=http,
+            caller=caller,
+        )
+        try:
+            yield {"gateway": state}
+        finally:
+            await http.close()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="stock-bot API gateway",
+        version="1.0.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        generate_unique_id_function=stable_operation_id,
+    )
+    install_error_handlers(app)
+    install_middleware(app, settings)
+    frontend_errors = problem_responses(404, 413, 422, 502, 503, 504)
+    app.include_router(web_v1, prefix="/web/v1", tags=["web"], responses=frontend_errors)
+    app.include_router(mobile_v1, prefix="/mobile/v1", tags=["mobile"], responses=frontend_errors)
+    app.include_router(
+        partner_v1, prefix="/partner/v1", tags=["partner"], responses=frontend_errors
+    )
+    app.include_router(admin_router, prefix="/admin/v1", tags=["admin"])
+    app.include_router(health_router)
+    install_docs(app, DOCUMENTS)
+    logging.getLogger("gateway").setLevel(settings.log_level.upper())
+    return app

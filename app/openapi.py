@@ -1,0 +1,124 @@
+"""One OpenAPI document per frontend, and the pages that show them.
+
+Each frontend is its own API with its own clients, so each gets its own document at
+`<prefix>/openapi.json`; Swagger UI at `/docs` offers them in a selector, ReDoc at
+`/redoc?doc=<slug>` shows one.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
+
+from app.errors import PROBLEM_MEDIA_TYPE, NotFound
+
+
+@dataclass(frozen=True, slots=True)
+class ApiDocument:
+    slug: str
+    title: str
+    prefix: str
+    description: str
+    version: str = "1.0.0"
+
+
+def stable_operation_id(route: APIRoute) -> str:
+    """operationIds are the handler names, so generated clients keep their method names."""
+    return route.name
+
+
+def build_document(app: FastAPI, document: ApiDocument) -> dict[str, Any]:
+    """The OpenAPI document of the routes under `document.prefix`."""
+    routes = [
+        route
+        for route in app.routes
+        if isinstance(route, APIRoute)
+        and route.include_in_schema
+        and route.path.startswith(document.prefix + "/")
+    ]
+    schema = get_openapi(
+        title=document.title,
+        version=document.version,
+        description=document.description,
+        routes=routes,
+    )
+    _problems_as_problem_json(schema)
+    return schema
+
+
+def _problems_as_problem_json(schema: dict[str, Any]) -> None:
+    """Error responses are problem+json; FastAPI writes every model as application/json."""
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                if str(status)[0] in "45" and "application/json" in content:
+                    content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+
+
+def install_docs(app: FastAPI, documents: list[ApiDocument]) -> None:
+    """Serve each document, Swagger UI over all of them, and ReDoc for one."""
+    cache: dict[str, dict[str, Any]] = {}
+    docs = APIRouter(include_in_schema=False)
+
+    for document in documents:
+
+        async def openapi_json(request: Request, document: ApiDocument = document) -> JSONResponse:
+            if document.slug not in cache:
+                cache[document.slug] = build_document(request.app, document)
+            return JSONResponse(cache[document.slug])
+
+        docs.add_api_route(f"{document.prefix}/openapi.json", openapi_json, methods=["GET"])
+
+    urls = [{"url": f"{d.prefix}/openapi.json", "name": d.title} for d in documents]
+
+    @docs.get("/docs")
+    async def swagger_ui() -> HTMLResponse:
+        return HTMLResponse(_swagger_page(urls))
+
+    @docs.get("/redoc")
+    async def redoc(doc: str = documents[0].slug) -> HTMLResponse:
+        chosen = next((d for d in documents if d.slug == doc), None)
+        if chosen is None:
+            known = ", ".join(d.slug for d in documents)
+            raise NotFound(f"No API document named {doc!r}; known: {known}.")
+        return HTMLResponse(_redoc_page(chosen))
+
+    app.include_router(docs)
+
+
+_SWAGGER_VERSION = "5.17.14"
+
+
+def _swagger_page(urls: list[dict[str, str]]) -> str:
+
+    cdn = f"https://cdn.jsdelivr.net/npm/swagger-ui-dist@{_SWAGGER_VERSION}"
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>stock-bot API gateway</title>
+<link rel="stylesheet" href="{cdn}/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="{cdn}/swagger-ui-bundle.js"></script>
+<script src="{cdn}/swagger-ui-standalone-preset.js"></script>
+<script>
+window.ui = SwaggerUIBundle({{
+  urls: {json.dumps(urls)},
+  dom_id: "#swagger-ui",
+  deepLinking: true,
+  persistAuthorization: true,
+  displayOperationId: true,
+  presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+  layout: "StandaloneLayout"
+}});
+</script></body></html>"""
+
+
+def _redoc_page(document: ApiDocument) -> str:
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{document.title}</title></head>
+<body><redoc spec-url="{document.prefix}/openapi.json"></redoc>
+<script src="https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js"></script>
+</body></html>"""

@@ -1,0 +1,64 @@
+"""Gateway settings: environment variables with the GATEWAY_ prefix, nested per concern.
+
+`DATABASE_URL` and `REDIS_URL` are also read without the prefix, as deployments name them.
+Nested values use a double underscore: `GATEWAY_UPSTREAM__DEFAULT_TIMEOUT_S=1.5`.
+"""
+
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SERVICES: dict[str, list[str]] = {
+    "market-data": ["http://127.0.0.1:9101", "http://127.0.0.1:9102"],
+    "portfolio": ["http://127.0.0.1:9103"],
+    "orders": ["http://127.0.0.1:9104"],
+    "news": ["http://127.0.0.1:9105"],
+    "bots": ["http://127.0.0.1:9106"],
+}
+
+
+class UpstreamSettings(BaseModel):
+    """How the gateway talks to the platform's services."""
+
+    default_timeout_s: float = Field(2.0, gt=0, le=60)
+    connect_timeout_s: float = Field(0.5, gt=0, le=30)
+    pool_limit: int = Field(200, ge=1)
+    pool_limit_per_host: int = Field(100, ge=1)
+    keepalive_timeout_s: float = Field(30.0, gt=0)
+
+
+class HttpSettings(BaseModel):
+    """Limits and headers of the gateway's own HTTP surface."""
+
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    gzip_minimum_bytes: int = Field(1024, ge=0)
+    cors_origins: list[str] = Field(default_factory=list)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str = Field(
+        "sqlite+aiosqlite:///./var/gateway.db",
+        validation_alias=AliasChoices("DATABASE_URL", "GATEWAY_DATABASE_URL"),
+    )
+    redis_url: str | None = Field(
+        None, validation_alias=AliasChoices("REDIS_URL", "GATEWAY_REDIS_URL")
+    )
+    redis_prefix: str = "gw:"
+    # Seeds the service registry in the config store when a service is not there yet.
+    services: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_SERVICES))
+    # Bootstrap token for the admin API; off unless configured.
+    admin_token: str | None = None
+    # The account every request acts for until authentication identifies the caller.
+    demo_account_id: str = "ACC-1001"
+    upstream: UpstreamSettings = UpstreamSettings()
+    http: HttpSettings = HttpSettings()
+    log_level: str = "info"
+    access_log: bool = True

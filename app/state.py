@@ -1,0 +1,22 @@
+"""The shared resources of one gateway process, built in the lifespan."""
+
+from dataclasses import dataclass
+
+import aiohttp
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.discovery.registry import ServiceRegistry
+from app.settings import Settings
+from app.store.snapshot import ConfigStore
+from app.upstreams.caller import UpstreamCaller
+
+
+@dataclass
+class GatewayState:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    config: ConfigStore
+    registry: ServiceRegistry
+    http: aiohttp.ClientSession
+    caller: UpstreamCaller

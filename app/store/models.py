@@ -1,0 +1,86 @@
+"""Tables of the config store. Changed only through Alembic migrations."""
+
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Service(Base):
+    """A platform service the gateway calls, by name."""
+
+    __tablename__ = "services"
+
+    service_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    timeout_ms: Mapped[int] = mapped_column(Integer, default=2000)
+    balancer: Mapped[str] = mapped_column(String(32), default="round_robin")
+    health_path: Mapped[str] = mapped_column(String(200), default="/health")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=_now, onupdate=_now
+    )
+    instances: Mapped[list["ServiceInstance"]] = relationship(
+        back_populates="service",
+        cascade="all, delete-orphan",
+        order_by="ServiceInstance.instance_id",
+        lazy="selectin",
+    )
+
+
+class ServiceInstance(Base):
+    """One address at which a service answers."""
+
+    __tablename__ = "service_instances"
+    __table_args__ = (UniqueConstraint("service_id", "url"),)
+
+    instance_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service_id: Mapped[int] = mapped_column(
+        ForeignKey("services.service_id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(String(500))
+    weight: Mapped[int] = mapped_column(Integer, default=1)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    service: Mapped[Service] = relationship(back_populates="instances")
+
+
+class Plan(Base):
+    """What a consumer may do: rates, quotas and scopes."""
+
+    __tablename__ = "plans"
+
+    plan_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    rate_per_second: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rate_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    quota_per_day: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    quota_per_month: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_in_flight: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Consumer(Base):
+    """A partner system or other client of the gateway."""
+
+    __tablename__ = "consumers"
+
+    consumer_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    plan_id: Mapped[int | None] = mapped_column(
+        ForeignKey("plans.plan_id", ondelete="RESTRICT"), nullable=True
+    )
+    # Accounts this consumer may act on (partner orders).
+    account_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    plan: Mapped[Plan | None] = relationship(lazy="selectin")
