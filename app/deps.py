@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.settings import Settings
@@ -38,6 +39,10 @@ async def config_store(state: StateDep) -> ConfigStore:
     return state.config
 
 
+async def redis_client(state: StateDep) -> Redis | None:
+    return state.redis
+
+
 async def db_session(state: StateDep) -> AsyncIterator[AsyncSession]:
     async for session in session_scope(state.sessions):
         yield session
@@ -47,6 +52,7 @@ SettingsDep = Annotated[Settings, Depends(settings)]
 CallerDep = Annotated[UpstreamCaller, Depends(caller)]
 ConfigStoreDep = Annotated[ConfigStore, Depends(config_store)]
 SessionDep = Annotated[AsyncSession, Depends(db_session)]
+RedisDep = Annotated[Redis | None, Depends(redis_client)]
 
 
 async def market_data(caller: CallerDep) -> MarketDataClient:

@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from redis.asyncio import Redis
 
 from app.admin.router import router as admin_router
 from app.discovery.health import router as health_router
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = ServiceRegistry(config)
         http = create_session(settings.upstream)
         caller = UpstreamCaller(session=http, registry=registry, settings=settings.upstream)
+        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         state = GatewayState(
             settings=settings,
             engine=engine,
@@ -72,10 +74,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             registry=registry,
             http=http,
             caller=caller,
+            redis=redis,
         )
         try:
             yield {"gateway": state}
         finally:
+            if redis is not None:
+                await redis.aclose()
             await http.close()
             await engine.dispose()
 

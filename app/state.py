@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 import aiohttp
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.discovery.registry import ServiceRegistry
@@ -20,3 +21,5 @@ class GatewayState:
     registry: ServiceRegistry
     http: aiohttp.ClientSession
     caller: UpstreamCaller
+    # None on embedded defaults; each concern then keeps its state in process.
+    redis: Redis | None = None

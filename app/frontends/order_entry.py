@@ -1,0 +1,84 @@
+"""Order entry shared by every frontend: the validated request and the one way to place it.
+
+Each frontend exposes `POST /orders` with its own response model, but the rules of a valid
+order and the path to the orders service are the same, so they live here once.
+"""
+
+from typing import Annotated, Self
+
+from fastapi import Header
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.upstreams.orders import OrdersClient, OrderSide, OrderType, PlacedOrder, TimeInForce
+
+SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,9}$"
+IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_\-:.]{8,128}$"
+
+Symbol = Annotated[
+    str,
+    Field(pattern=SYMBOL_PATTERN, description="Ticker symbol, upper case", examples=["AAPL"]),
+]
+
+IdempotencyKey = Annotated[
+    str,
+    Header(
+        alias="Idempotency-Key",
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description=(
+            "Unique per intended order (8-128 characters). A repeat with the same key and "
+            "body returns the first result instead of placing a second order."
+        ),
+        examples=["3f1c9b7e-4a2d-4b8e-9c1f-2e7d5a6b8c90"],
+    ),
+]
+
+
+class OrderRequest(BaseModel):
+    """A new order. Prices are required or forbidden according to the order type."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "symbol": "AAPL",
+                    "side": "buy",
+                    "type": "limit",
+                    "quantity": 10,
+                    "limit_price": 187.5,
+                    "time_in_force": "day",
+                }
+            ]
+        },
+    )
+
+    symbol: Symbol
+    side: OrderSide
+    type: OrderType
+    quantity: float = Field(gt=0, le=1_000_000, description="Shares; fractions allowed")
+    limit_price: float | None = Field(None, gt=0, le=1_000_000)
+    stop_price: float | None = Field(None, gt=0, le=1_000_000)
+    time_in_force: TimeInForce = TimeInForce.day
+
+    @model_validator(mode="after")
+    def _prices_match_type(self) -> Self:
+        needs_limit = self.type in (OrderType.limit, OrderType.stop_limit)
+        needs_stop = self.type in (OrderType.stop, OrderType.stop_limit)
+        if needs_limit and self.limit_price is None:
+            raise ValueError(f"limit_price is required for {self.type.value} orders")
+        if not needs_limit and self.limit_price is not None:
+            raise ValueError(f"limit_price is not allowed for {self.type.value} orders")
+        if needs_stop and self.stop_price is None:
+            raise ValueError(f"stop_price is required for {self.type.value} orders")
+        if not needs_stop and self.stop_price is not None:
+            raise ValueError(f"stop_price is not allowed for {self.type.value} orders")
+        return self
+
+
+async def place_order(
+    orders: OrdersClient, *, account_id: str, order: OrderRequest, idempotency_key: str
+) -> PlacedOrder:
+    """Send the order to the orders service under the client's idempotency key."""
+    return await orders.place(
+        account_id, order.model_dump(mode="json"), idempotency_key=idempotency_key
+    )
