@@ -24,6 +24,8 @@ class Service(Base):
     timeout_ms: Mapped[int] = mapped_column(Integer, default=2000)
     balancer: Mapped[str] = mapped_column(String(32), default="round_robin")
     health_path: Mapped[str] = mapped_column(String(200), default="/health")
+    # Traffic policies of this service (retries, breaker, bulkhead, health checks), as JSON.
+    policy: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=_now, onupdate=_now
@@ -84,3 +86,40 @@ class Consumer(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     plan: Mapped[Plan | None] = relationship(lazy="selectin")
+
+
+class ApiKey(Base):
+    """A consumer's API key: only its hash is stored; the prefix identifies it in lists."""
+
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    consumer_id: Mapped[int] = mapped_column(
+        ForeignKey("consumers.consumer_id", ondelete="CASCADE"), index=True
+    )
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class RateLimitRule(Base):
+    """A rate limit configured in the store: whom it keys on, where it applies, how much."""
+
+    __tablename__ = "rate_limit_rules"
+
+    rule_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    # consumer | plan | user | address | route
+    key_by: Mapped[str] = mapped_column(String(16))
+    # Path prefix the rule applies to, e.g. "/partner/v1/quotes"; "" for every route.
+    route_prefix: Mapped[str] = mapped_column(String(200), default="")
+    # For key_by=plan: the plan's name; otherwise empty.
+    plan_name: Mapped[str] = mapped_column(String(64), default="")
+    limit: Mapped[int] = mapped_column(Integer)
+    period_s: Mapped[float] = mapped_column(Float)
+    burst: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
