@@ -1,12 +1,13 @@
 """The shared resources of one gateway process, built in the lifespan."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.discovery.registry import ServiceRegistry
+from app.security.authenticate import Authenticator
 from app.settings import Settings
 from app.store.snapshot import ConfigStore
 from app.upstreams.caller import UpstreamCaller
@@ -23,3 +24,5 @@ class GatewayState:
     caller: UpstreamCaller
     # None on embedded defaults; each concern then keeps its state in process.
     redis: Redis | None = None
+    # Tried in order: session cookie, bearer token, API key.
+    authenticators: list[Authenticator] = field(default_factory=list)
