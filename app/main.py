@@ -1,6 +1,5 @@
 """The gateway application: `create_app(settings)` wires routers, middleware and lifespan."""
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,9 +14,11 @@ from app.frontends.mobile.v1.router import router as mobile_v1
 from app.frontends.partner.v1.router import router as partner_v1
 from app.frontends.web.v1.router import router as web_v1
 from app.middleware.stack import install_middleware
+from app.observability.logging import configure_logging
 from app.openapi import ApiDocument, install_docs, stable_operation_id
 from app.settings import Settings
 from app.state import GatewayState
+from app.store.changes import ChangeNotices
 from app.store.database import create_engine, session_factory
 from app.store.snapshot import ConfigStore
 from app.upstreams.caller import UpstreamCaller, create_session
@@ -66,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         http = create_session(settings.upstream)
         caller = UpstreamCaller(session=http, registry=registry, settings=settings.upstream)
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        notices = ChangeNotices(config, redis, prefix=settings.redis_prefix)
+        await notices.start()
         state = GatewayState(
             settings=settings,
             engine=engine,
@@ -75,10 +78,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             http=http,
             caller=caller,
             redis=redis,
+            notices=notices,
         )
         try:
             yield {"gateway": state}
         finally:
+            await notices.stop()
             if redis is not None:
                 await redis.aclose()
             await http.close()
@@ -104,5 +109,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin_router, prefix="/admin/v1", tags=["admin"])
     app.include_router(health_router)
     install_docs(app, DOCUMENTS)
-    logging.getLogger("gateway").setLevel(settings.log_level.upper())
+    configure_logging(settings.log_level)
     return app

@@ -1,0 +1,1 @@
+"""`make bench`: throughput and latency figures of the gateway against a bare baseline."""
