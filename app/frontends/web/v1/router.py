@@ -1,5 +1,212 @@
-"""The web frontend's endpoints, version 1."""
+"""The web frontend's endpoints, version 1: what the trading dashboard calls.
 
-from fastapi import APIRouter
+The account always comes from `AccountIdDep`, never from the request, so a caller can only
+see and act on its own account.
+"""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Response, status
+
+from app.deps import AccountIdDep, BotsDep, MarketDataDep, NewsDep, OrdersDep, PortfolioDep
+from app.errors import InvalidRequest, problem_responses
+from app.frontends import order_entry
+from app.frontends.order_entry import SYMBOL_PATTERN, IdempotencyKey, OrderRequest
+from app.frontends.web.v1.compose import (
+    WebServices,
+    bot_view,
+    bots_view,
+    compose_dashboard,
+    compose_symbol_detail,
+    order_view,
+)
+from app.frontends.web.v1.views import (
+    BotsView,
+    BotView,
+    ChartInterval,
+    ChartRange,
+    DashboardView,
+    OrderStatusFilter,
+    OrdersView,
+    OrderView,
+    SymbolDetailView,
+)
 
 router = APIRouter()
+
+ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
+
+# The finest interval is only served over short ranges: a chart holds at most 500 bars,
+# so a finer interval would show only the tail of the range asked for.
+LONGEST_RANGE_BY_INTERVAL: dict[ChartInterval, ChartRange] = {
+    ChartInterval.m1: ChartRange.d5,
+    ChartInterval.m5: ChartRange.mo1,
+    ChartInterval.m15: ChartRange.mo3,
+    ChartInterval.h1: ChartRange.y1,
+    ChartInterval.d1: ChartRange.y1,
+}
+_RANGE_ORDER = list(ChartRange)
+_CHART_RULE = ", ".join(
+    f"{interval.value} up to {longest.value}"
+    for interval, longest in LONGEST_RANGE_BY_INTERVAL.items()
+)
+
+SymbolPath = Annotated[
+    str,
+    Path(pattern=SYMBOL_PATTERN, description="Ticker symbol, upper case", examples=["AAPL"]),
+]
+OrderIdPath = Annotated[
+    str,
+    Path(pattern=ID_PATTERN, description="Identifier of the order", examples=["ord_3f9a1c2b7d4e"]),
+]
+BotIdPath = Annotated[
+    str,
+    Path(pattern=ID_PATTERN, description="Identifier of the bot", examples=["bot-momentum-1"]),
+]
+
+
+async def web_services(
+    market_data: MarketDataDep,
+    portfolio: PortfolioDep,
+    orders: OrdersDep,
+    news: NewsDep,
+    bots: BotsDep,
+) -> WebServices:
+    return WebServices(
+        market_data=market_data, portfolio=portfolio, orders=orders, news=news, bots=bots
+    )
+
+
+WebServicesDep = Annotated[WebServices, Depends(web_services)]
+
+
+@router.get(
+    "/dashboard",
+    response_model=DashboardView,
+    responses=problem_responses(502, 503, 504),
+)
+async def get_dashboard(services: WebServicesDep, account_id: AccountIdDep) -> DashboardView:
+    """Account summary, positions, watchlists, open orders, bots and news in one view."""
+    return await compose_dashboard(services, account_id=account_id)
+
+
+@router.get(
+    "/symbols/{symbol}",
+    response_model=SymbolDetailView,
+    responses=problem_responses(404, 422, 502, 503, 504),
+)
+async def get_symbol_detail(
+    services: WebServicesDep,
+    account_id: AccountIdDep,
+    symbol: SymbolPath,
+    chart_range: Annotated[
+        ChartRange, Query(alias="range", description="How far back the chart reaches")
+    ] = ChartRange.d1,
+    interval: Annotated[
+        ChartInterval,
+        Query(description=f"Candle width; longest range per interval: {_CHART_RULE}"),
+    ] = ChartInterval.m5,
+) -> SymbolDetailView:
+    """Quote, company data, chart, news, and the user's position and orders for one symbol."""
+    longest = LONGEST_RANGE_BY_INTERVAL[interval]
+    if _RANGE_ORDER.index(chart_range) > _RANGE_ORDER.index(longest):
+        message = (
+            f"{interval.value} candles are served for ranges up to {longest.value}, "
+            f"not {chart_range.value}; choose a wider interval or a shorter range"
+        )
+        raise InvalidRequest(
+            f"query.interval: {message}",
+            extra={"errors": [{"field": "query.interval", "message": message}]},
+        )
+    return await compose_symbol_detail(
+        services,
+        account_id=account_id,
+        symbol=symbol,
+        chart_range=chart_range,
+        interval=interval,
+    )
+
+
+@router.get("/orders", response_model=OrdersView, responses=problem_responses(502, 503, 504))
+async def list_orders(
+    orders: OrdersDep,
+    account_id: AccountIdDep,
+    order_status: Annotated[
+        OrderStatusFilter, Query(alias="status", description="Which orders to list")
+    ] = OrderStatusFilter.all,
+) -> OrdersView:
+    """The user's orders, newest first, filtered by status."""
+    found = await orders.orders(account_id, status=order_status.value)
+    return OrdersView(status=order_status, orders=[order_view(order) for order in found])
+
+
+@router.post(
+    "/orders",
+    response_model=OrderView,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        201: {
+            "description": "The order; on a replay of the same key, the first order again",
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "`true` when the order was placed by an earlier request "
+                    "with the same Idempotency-Key",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            },
+        },
+        **problem_responses(422, 502, 503, 504),
+    },
+)
+async def place_order(
+    orders: OrdersDep,
+    account_id: AccountIdDep,
+    order: OrderRequest,
+    idempotency_key: IdempotencyKey,
+    response: Response,
+) -> OrderView:
+    """Place an order; the Idempotency-Key makes a retry return the first order."""
+    placed = await order_entry.place_order(
+        orders, account_id=account_id, order=order, idempotency_key=idempotency_key
+    )
+    if placed.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return order_view(placed.order)
+
+
+@router.delete(
+    "/orders/{order_id}",
+    response_model=OrderView,
+    responses=problem_responses(404, 409, 502, 503, 504),
+)
+async def cancel_order(
+    orders: OrdersDep, account_id: AccountIdDep, order_id: OrderIdPath
+) -> OrderView:
+    """Cancel a working order."""
+    return order_view(await orders.cancel(account_id, order_id))
+
+
+@router.get("/bots", response_model=BotsView, responses=problem_responses(502, 503, 504))
+async def list_bots(bots: BotsDep, account_id: AccountIdDep) -> BotsView:
+    """The user's trading bots and how many are running."""
+    return bots_view(await bots.bots(account_id))
+
+
+@router.post(
+    "/bots/{bot_id}/start",
+    response_model=BotView,
+    responses=problem_responses(404, 409, 502, 503, 504),
+)
+async def start_bot(bots: BotsDep, account_id: AccountIdDep, bot_id: BotIdPath) -> BotView:
+    """Start a trading bot."""
+    return bot_view(await bots.start(account_id, bot_id))
+
+
+@router.post(
+    "/bots/{bot_id}/stop",
+    response_model=BotView,
+    responses=problem_responses(404, 409, 502, 503, 504),
+)
+async def stop_bot(bots: BotsDep, account_id: AccountIdDep, bot_id: BotIdPath) -> BotView:
+    """Stop a trading bot."""
+    return bot_view(await bots.stop(account_id, bot_id))

@@ -1,0 +1,374 @@
+"""How the web views are assembled from the platform's services.
+
+Every upstream call is settled (a failure becomes a value), so one failing section never
+cancels its siblings. The dashboard runs in two stages: everything that only needs the
+account id at once, and the market data for the held and watched symbols as soon as the
+positions and watchlists are in, without waiting for the slower, unrelated sections.
+"""
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from app.errors import NotFound
+from app.frontends.sections import Failed, Sections, settle
+from app.frontends.web.v1.views import (
+    AccountSummaryView,
+    ArticleView,
+    BotsView,
+    BotView,
+    CandleView,
+    ChartInterval,
+    ChartRange,
+    ChartView,
+    DashboardView,
+    EquityBasis,
+    OrderView,
+    PositionView,
+    QuoteView,
+    SymbolDetailView,
+    SymbolInfoView,
+    WatchlistItemView,
+    WatchlistView,
+)
+from app.upstreams.bots import Bot, BotsClient, BotStatus
+from app.upstreams.market_data import CandleSeries, MarketDataClient, Quote, Sparkline, SymbolInfo
+from app.upstreams.news import Article, NewsClient
+from app.upstreams.orders import Order, OrdersClient
+from app.upstreams.portfolio import Account, PortfolioClient, Position, Watchlist
+
+# market-data answers at most this many symbols per quotes call.
+QUOTE_BATCH = 50
+DASHBOARD_NEWS = 10
+SYMBOL_NEWS = 10
+SPARKLINE_POINTS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class WebServices:
+    """The upstream clients the web views draw on."""
+
+    market_data: MarketDataClient
+    portfolio: PortfolioClient
+    orders: OrdersClient
+    news: NewsClient
+    bots: BotsClient
+
+
+def money(value: float) -> float:
+    return round(value, 2)
+
+
+def percent(part: float, whole: float) -> float | None:
+    return round(part / whole * 100, 2) if whole else None
+
+
+async def quotes_for(market_data: MarketDataClient, symbols: Sequence[str]) -> list[Quote]:
+    """Quotes for any number of symbols, in concurrent batches the service accepts."""
+    batches = [symbols[i : i + QUOTE_BATCH] for i in range(0, len(symbols), QUOTE_BATCH)]
+    if len(batches) <= 1:
+        return await market_data.quotes(symbols)
+    # Every batch is awaited to the end, so no call is left running unobserved.
+    answers = await asyncio.gather(
+        *(market_data.quotes(batch) for batch in batches), return_exceptions=True
+    )
+    quotes: list[Quote] = []
+    for answer in answers:
+        if isinstance(answer, BaseException):
+            raise answer
+        quotes.extend(answer)
+    return quotes
+
+
+def position_view(position: Position, quote: Quote | None) -> PositionView:
+    cost_basis = position.quantity * position.average_cost
+    if quote is None:
+        return PositionView(
+            symbol=position.symbol,
+            quantity=position.quantity,
+            average_cost=money(position.average_cost),
+            cost_basis=money(cost_basis),
+            price=None,
+            change_pct=None,
+            market_value=None,
+            unrealized_pnl=None,
+            unrealized_pnl_pct=None,
+        )
+    market_value = money(position.quantity * quote.price)
+    unrealized = market_value - money(cost_basis)
+    return PositionView(
+        symbol=position.symbol,
+        quantity=position.quantity,
+        average_cost=money(position.average_cost),
+        cost_basis=money(cost_basis),
+        price=money(quote.price),
+        change_pct=round(quote.change_pct, 2),
+        market_value=market_value,
+        unrealized_pnl=money(unrealized),
+        unrealized_pnl_pct=percent(unrealized, cost_basis),
+    )
+
+
+def account_summary(account: Account, positions: Sequence[PositionView]) -> AccountSummaryView:
+    """Equity from the positions as shown, so it always equals cash plus their values."""
+    holdings = sum(
+        p.market_value if p.market_value is not None else p.cost_basis for p in positions
+    )
+    live = all(p.market_value is not None for p in positions)
+    equity = money(account.cash + holdings)
+    day_pnl = money(equity - account.prev_close_equity) if live else None
+    return AccountSummaryView(
+        account_id=account.account_id,
+        currency=account.currency,
+        equity=equity,
+        equity_basis=EquityBasis.live if live else EquityBasis.cost,
+        cash=money(account.cash),
+        buying_power=money(account.buying_power),
+        prev_close_equity=money(account.prev_close_equity),
+        day_pnl=day_pnl,
+        day_pnl_pct=None if day_pnl is None else percent(day_pnl, account.prev_close_equity),
+    )
+
+
+def watchlist_view(
+    watchlist: Watchlist,
+    *,
+    quotes: dict[str, Quote],
+    sparklines: dict[str, Sparkline] | None,
+) -> WatchlistView:
+    items = []
+    for symbol in watchlist.symbols:
+        quote = quotes.get(symbol)
+        line = sparklines.get(symbol) if sparklines is not None else None
+        items.append(
+            WatchlistItemView(
+                symbol=symbol,
+                price=None if quote is None else money(quote.price),
+                change=None if quote is None else money(quote.change),
+                change_pct=None if quote is None else round(quote.change_pct, 2),
+                sparkline=None if line is None else [money(point) for point in line.points],
+            )
+        )
+    return WatchlistView(watchlist_id=watchlist.watchlist_id, name=watchlist.name, items=items)
+
+
+def order_view(order: Order) -> OrderView:
+    return OrderView(
+        order_id=order.order_id,
+        symbol=order.symbol,
+        side=order.side,
+        type=order.type,
+        quantity=order.quantity,
+        filled_quantity=order.filled_quantity,
+        limit_price=order.limit_price,
+        stop_price=order.stop_price,
+        average_fill_price=(
+            None if order.average_fill_price is None else money(order.average_fill_price)
+        ),
+        time_in_force=order.time_in_force,
+        status=order.status,
+        created_at=order.created_at,
+        updated_at=order.updated_at,
+    )
+
+
+def bot_view(bot: Bot) -> BotView:
+    return BotView(
+        bot_id=bot.bot_id,
+        name=bot.name,
+        strategy=bot.strategy,
+        status=bot.status,
+        symbols=bot.symbols,
+        pnl_today=money(bot.pnl_today),
+        trades_today=bot.trades_today,
+        started_at=bot.started_at,
+    )
+
+
+def bots_view(bots: Sequence[Bot]) -> BotsView:
+    return BotsView(
+        running=sum(1 for bot in bots if bot.status is BotStatus.running),
+        bots=[bot_view(bot) for bot in bots],
+    )
+
+
+def article_view(article: Article) -> ArticleView:
+    return ArticleView(
+        article_id=article.article_id,
+        headline=article.headline,
+        source=article.source,
+        url=article.url,
+        summary=article.summary,
+        symbols=article.symbols,
+        published_at=article.published_at,
+    )
+
+
+def _unique(symbols: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(symbols))
+
+
+@dataclass(frozen=True, slots=True)
+class _MarketStage:
+    quotes: list[Quote] | Failed
+    sparklines: list[Sparkline] | Failed | None
+
+
+async def _market_stage(
+    market_data: MarketDataClient,
+    *,
+    positions: "asyncio.Task[list[Position] | Failed]",
+    watchlists: "asyncio.Task[list[Watchlist] | Failed]",
+) -> _MarketStage:
+    held, watched = await positions, await watchlists
+    held_symbols = [] if isinstance(held, Failed) else [p.symbol for p in held]
+    watched_symbols = (
+        [] if isinstance(watched, Failed) else _unique(s for w in watched for s in w.symbols)
+    )
+    quotes_call = settle(quotes_for(market_data, _unique([*held_symbols, *watched_symbols])))
+    if isinstance(watched, Failed):
+        return _MarketStage(quotes=await quotes_call, sparklines=None)
+    quotes, sparklines = await asyncio.gather(
+        quotes_call,
+        settle(market_data.sparklines(watched_symbols, points=SPARKLINE_POINTS)),
+    )
+    return _MarketStage(quotes=quotes, sparklines=sparklines)
+
+
+async def compose_dashboard(services: WebServices, *, account_id: str) -> DashboardView:
+    """The dashboard: portfolio is required, every other section may degrade."""
+    portfolio = services.portfolio
+    async with asyncio.TaskGroup() as group:
+        account_task = group.create_task(settle(portfolio.account(account_id)))
+        positions_task = group.create_task(settle(portfolio.positions(account_id)))
+        watchlists_task = group.create_task(settle(portfolio.watchlists(account_id)))
+        orders_task = group.create_task(settle(services.orders.orders(account_id, status="open")))
+        bots_task = group.create_task(settle(services.bots.bots(account_id)))
+        news_task = group.create_task(settle(services.news.latest(limit=DASHBOARD_NEWS)))
+        market_task = group.create_task(
+            _market_stage(
+                services.market_data, positions=positions_task, watchlists=watchlists_task
+            )
+        )
+
+    sections = Sections()
+    account = sections.required(account_task.result())
+    positions = sections.required(positions_task.result())
+    watchlists = sections.optional("watchlists", watchlists_task.result())
+    market = market_task.result()
+    quotes = sections.optional("quotes", market.quotes)
+    sparklines = (
+        None if market.sparklines is None else sections.optional("sparklines", market.sparklines)
+    )
+    open_orders = sections.optional("orders", orders_task.result())
+    bots = sections.optional("bots", bots_task.result())
+    news = sections.optional("news", news_task.result())
+
+    quote_by_symbol = {quote.symbol: quote for quote in quotes or []}
+    sparkline_by_symbol = None if sparklines is None else {line.symbol: line for line in sparklines}
+    position_views = [
+        position_view(position, quote_by_symbol.get(position.symbol)) for position in positions
+    ]
+    return DashboardView(
+        account=account_summary(account, position_views),
+        positions=position_views,
+        watchlists=None
+        if watchlists is None
+        else [
+            watchlist_view(w, quotes=quote_by_symbol, sparklines=sparkline_by_symbol)
+            for w in watchlists
+        ],
+        open_orders=None if open_orders is None else [order_view(o) for o in open_orders],
+        bots=None if bots is None else bots_view(bots),
+        news=None if news is None else [article_view(a) for a in news],
+        degraded=sections.degraded,
+    )
+
+
+def quote_view(quote: Quote) -> QuoteView:
+    return QuoteView(
+        symbol=quote.symbol,
+        price=money(quote.price),
+        change=money(quote.change),
+        change_pct=round(quote.change_pct, 2),
+        bid=money(quote.bid),
+        ask=money(quote.ask),
+        open=money(quote.open),
+        high=money(quote.high),
+        low=money(quote.low),
+        prev_close=money(quote.prev_close),
+        volume=quote.volume,
+        timestamp=quote.timestamp,
+    )
+
+
+def symbol_info_view(symbol: str, found: Sequence[SymbolInfo]) -> SymbolInfoView | None:
+    info = next((candidate for candidate in found if candidate.symbol == symbol), None)
+    if info is None:
+        return None
+    return SymbolInfoView(
+        name=info.name, exchange=info.exchange, sector=info.sector, currency=info.currency
+    )
+
+
+def chart_view(
+    series: CandleSeries, *, chart_range: ChartRange, interval: ChartInterval
+) -> ChartView:
+    return ChartView(
+        range=chart_range,
+        interval=interval,
+        candles=[
+            CandleView(time=c.t, open=c.o, high=c.h, low=c.l, close=c.c, volume=c.v)
+            for c in series.candles
+        ],
+    )
+
+
+async def compose_symbol_detail(
+    services: WebServices,
+    *,
+    account_id: str,
+    symbol: str,
+    chart_range: ChartRange,
+    interval: ChartInterval,
+) -> SymbolDetailView:
+    """The symbol page in one stage: the quote is required, every other section may degrade."""
+    market_data = services.market_data
+    async with asyncio.TaskGroup() as group:
+        quotes_task = group.create_task(settle(market_data.quotes([symbol])))
+        # Search ranks the exact ticker first, so one result is the symbol's own entry.
+        info_task = group.create_task(settle(market_data.search_symbols(symbol, limit=1)))
+        candles_task = group.create_task(
+            settle(market_data.candles(symbol, interval=interval.value, range_=chart_range.value))
+        )
+        news_task = group.create_task(
+            settle(services.news.for_symbols([symbol], limit=SYMBOL_NEWS))
+        )
+        positions_task = group.create_task(settle(services.portfolio.positions(account_id)))
+        orders_task = group.create_task(settle(services.orders.orders(account_id, status="all")))
+
+    sections = Sections()
+    quote = next((q for q in sections.required(quotes_task.result()) if q.symbol == symbol), None)
+    if quote is None:
+        raise NotFound(f"No listed symbol {symbol}.", extra={"symbol": symbol})
+    found = sections.optional("info", info_task.result())
+    series = sections.optional("candles", candles_task.result())
+    news = sections.optional("news", news_task.result())
+    positions = sections.optional("position", positions_task.result())
+    orders = sections.optional("orders", orders_task.result())
+
+    held = next((p for p in positions or [] if p.symbol == symbol), None)
+    return SymbolDetailView(
+        symbol=symbol,
+        quote=quote_view(quote),
+        info=None if found is None else symbol_info_view(symbol, found),
+        chart=None
+        if series is None
+        else chart_view(series, chart_range=chart_range, interval=interval),
+        news=None if news is None else [article_view(a) for a in news],
+        position=None if held is None else position_view(held, quote),
+        orders=None
+        if orders is None
+        else [order_view(order) for order in orders if order.symbol == symbol],
+        degraded=sections.degraded,
+    )
