@@ -21,6 +21,7 @@ from app.state import GatewayState
 from app.store.changes import ChangeNotices
 from app.store.database import create_engine, session_factory
 from app.store.snapshot import ConfigStore
+from app.traffic.policies import AdmissionControl, RateLimited
 from app.upstreams.caller import UpstreamCaller, create_session
 
 DOCUMENTS = [
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
         notices = ChangeNotices(config, redis, prefix=settings.redis_prefix)
         await notices.start()
+        admission = AdmissionControl(settings)
         state = GatewayState(
             settings=settings,
             engine=engine,
@@ -79,11 +81,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             caller=caller,
             redis=redis,
             notices=notices,
+            admission=admission,
         )
         try:
             yield {"gateway": state}
         finally:
             await notices.stop()
+            await admission.close()
             if redis is not None:
                 await redis.aclose()
             await http.close()
@@ -100,11 +104,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_middleware(app, settings)
-    frontend_errors = problem_responses(404, 413, 422, 502, 503, 504)
-    app.include_router(web_v1, prefix="/web/v1", tags=["web"], responses=frontend_errors)
-    app.include_router(mobile_v1, prefix="/mobile/v1", tags=["mobile"], responses=frontend_errors)
+    frontend_errors = problem_responses(404, 413, 422, 429, 502, 503, 504)
+    # Every frontend route is rate limited; 429 and 503 are in its documented responses.
+    limited = [RateLimited]
     app.include_router(
-        partner_v1, prefix="/partner/v1", tags=["partner"], responses=frontend_errors
+        web_v1, prefix="/web/v1", tags=["web"], responses=frontend_errors, dependencies=limited
+    )
+    app.include_router(
+        mobile_v1,
+        prefix="/mobile/v1",
+        tags=["mobile"],
+        responses=frontend_errors,
+        dependencies=limited,
+    )
+    app.include_router(
+        partner_v1,
+        prefix="/partner/v1",
+        tags=["partner"],
+        responses=frontend_errors,
+        dependencies=limited,
     )
     app.include_router(admin_router, prefix="/admin/v1", tags=["admin"])
     app.include_router(health_router)

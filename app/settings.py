@@ -36,6 +36,29 @@ class HttpSettings(BaseModel):
     cors_origins: list[str] = Field(default_factory=list)
 
 
+class RateLimitSettings(BaseModel):
+    """Rate limits and in-flight caps that apply without a rule in the config store."""
+
+    enabled: bool = True
+    # Callers without credentials, per client address.
+    anonymous_limit: int = Field(600, ge=1)
+    anonymous_period_s: float = Field(60.0, gt=0)
+    anonymous_burst: int | None = Field(None, ge=1)
+    # Signed-in users (web and mobile), per user; None for no per-user limit.
+    user_limit: int | None = Field(1200, ge=1)
+    user_period_s: float = Field(60.0, gt=0)
+    # With Redis unreachable: "open" limits in each process alone, "closed" answers 503.
+    redis_failure: Literal["open", "closed"] = "open"
+    # The limiter's own Redis calls give up after this long, so an outage never stalls.
+    redis_timeout_s: float = Field(0.25, gt=0, le=5)
+    # After a failure Redis is not asked again for this long; one request then probes it.
+    redis_retry_s: float = Field(1.0, gt=0, le=60)
+    # A consumer above its plan's max_in_flight waits this long for a slot before 429.
+    in_flight_wait_s: float = Field(0.25, ge=0, le=10)
+    # Requests in flight per gateway process above which it answers 503.
+    gateway_max_in_flight: int = Field(2000, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GATEWAY_",
@@ -60,5 +83,6 @@ class Settings(BaseSettings):
     demo_account_id: str = "ACC-1001"
     upstream: UpstreamSettings = UpstreamSettings()
     http: HttpSettings = HttpSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
     log_level: str = "info"
     access_log: bool = True

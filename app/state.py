@@ -10,6 +10,7 @@ from app.discovery.registry import ServiceRegistry
 from app.security.authenticate import Authenticator
 from app.settings import Settings
 from app.store.snapshot import ConfigStore
+from app.traffic.policies import AdmissionControl
 from app.upstreams.caller import UpstreamCaller
 
 
@@ -26,3 +27,5 @@ class GatewayState:
     redis: Redis | None = None
     # Tried in order: session cookie, bearer token, API key.
     authenticators: list[Authenticator] = field(default_factory=list)
+    # Rate limits and in-flight caps; None when the app was built without a lifespan.
+    admission: AdmissionControl | None = None

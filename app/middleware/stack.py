@@ -5,6 +5,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 
 from app.middleware.access_log import AccessLogMiddleware
+from app.middleware.admission import AdmissionMiddleware
 from app.middleware.body_limit import BodyLimitMiddleware
 from app.middleware.request_id import RequestIdMiddleware
 from app.middleware.security_headers import SecurityHeadersMiddleware
@@ -12,10 +13,13 @@ from app.settings import Settings
 
 
 def install_middleware(app: FastAPI, settings: Settings) -> None:
-    """Outermost first: request id -> access log -> compression -> body limit -> headers/CORS.
+    """Outermost first: request id -> access log -> compression -> body limit -> headers/CORS
+    -> admission (gateway-wide in-flight cap, rate-limit headers).
 
     Starlette wraps in reverse order of `add_middleware`, so they are added innermost first.
     """
+    # Innermost, so its 503s and headers still pass CORS and the access log.
+    app.add_middleware(AdmissionMiddleware, max_in_flight=settings.rate_limit.gateway_max_in_flight)
     if settings.http.cors_origins:
         app.add_middleware(
             CORSMiddleware,

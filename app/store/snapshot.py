@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.store.models import Service, ServiceInstance
+from app.store.models import RateLimitRule, Service, ServiceInstance
+from app.store.rate_limit_rules import RateLimitRuleRepository
 from app.store.services import ServiceRepository
 
 logger = logging.getLogger("gateway.config")
@@ -34,9 +35,24 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitRuleConfig:
+    rule_id: int
+    name: str
+    # consumer | plan | user | address | route
+    key_by: str
+    route_prefix: str
+    plan_name: str
+    limit: int
+    period_s: float
+    burst: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class ConfigSnapshot:
     version: int
     services: dict[str, ServiceConfig] = field(default_factory=dict)
+    # Enabled rules only, in rule_id order.
+    rate_limit_rules: tuple[RateLimitRuleConfig, ...] = ()
 
 
 def _service_config(service: Service) -> ServiceConfig:
@@ -49,6 +65,19 @@ def _service_config(service: Service) -> ServiceConfig:
             InstanceConfig(i.instance_id, i.url.rstrip("/"), i.weight, i.enabled)
             for i in service.instances
         ),
+    )
+
+
+def _rate_limit_rule_config(rule: RateLimitRule) -> RateLimitRuleConfig:
+    return RateLimitRuleConfig(
+        rule_id=rule.rule_id,
+        name=rule.name,
+        key_by=rule.key_by,
+        route_prefix=rule.route_prefix,
+        plan_name=rule.plan_name,
+        limit=rule.limit,
+        period_s=rule.period_s,
+        burst=rule.burst,
     )
 
 
@@ -81,9 +110,11 @@ class ConfigStore:
         async with self._lock:
             async with self._sessions() as session:
                 services = await ServiceRepository(session).all()
+                rules = await RateLimitRuleRepository(session).all()
                 snapshot = ConfigSnapshot(
                     version=self.current.version + 1,
                     services={s.name: _service_config(s) for s in services},
+                    rate_limit_rules=tuple(_rate_limit_rule_config(r) for r in rules if r.enabled),
                 )
             self.current = snapshot
             return snapshot

@@ -1,0 +1,289 @@
+"""Which rate limits and in-flight caps apply to a request, and the dependency enforcing them.
+
+Limits come from two places:
+- settings: callers without credentials per client address, signed-in users per user;
+- the config snapshot: a consumer's plan (`rate_per_second`, `rate_per_minute`,
+  `max_in_flight`) and the `rate_limit_rules` table, each rule keyed by consumer, plan
+  (each consumer on that plan), user, address or route (one count for all callers), and
+  applying to the routes under its path prefix.
+
+Every limit that applies is checked (in Redis, one pipelined round trip); the request is
+refused when any is exhausted. Responses carry `RateLimit-Policy` (every limit that
+applied) and `RateLimit` (the most restrictive one), per the IETF httpapi
+ratelimit-headers draft.
+"""
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Depends, Request
+from starlette.types import Scope
+
+from app.errors import ServiceUnavailable, TooManyRequests
+from app.security.authenticate import identify
+from app.security.principal import Principal
+from app.settings import RateLimitSettings, Settings
+from app.store.snapshot import ConfigSnapshot, RateLimitRuleConfig
+from app.traffic.ratelimit import (
+    LimitCheck,
+    LimitOutcome,
+    RateLimit,
+    RateLimiter,
+    RateLimiterUnavailable,
+)
+from app.traffic.throttle import ConsumerThrottle
+
+if TYPE_CHECKING:
+    from app.state import GatewayState
+
+# Where the dependency leaves its work for `AdmissionMiddleware`: headers for the response,
+# and the in-flight slot to give back once the response is sent.
+HEADERS_SCOPE_KEY = "gateway.ratelimit.headers"
+RELEASE_SCOPE_KEY = "gateway.throttle.release"
+
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    rule_id: int
+    key_by: str
+    route_prefix: str
+    plan_name: str
+    limit: RateLimit
+
+
+@dataclass(frozen=True, slots=True)
+class _PlanLimits:
+    limits: tuple[RateLimit, ...]
+    max_in_flight: int | None
+
+
+def _per_second(rate: float) -> RateLimit:
+    # Header counts are integers: a fractional rate becomes one request per 1/rate seconds.
+    if rate >= 1:
+        return RateLimit.of("consumer-second", limit=max(1, round(rate)), period_s=1)
+    return RateLimit.of("consumer-second", limit=1, period_s=round(1 / rate, 3))
+
+
+def _rule(rule: RateLimitRuleConfig) -> _Rule:
+    return _Rule(
+        rule_id=rule.rule_id,
+        key_by=rule.key_by,
+        route_prefix=rule.route_prefix,
+        plan_name=rule.plan_name,
+        limit=RateLimit.of(rule.name, limit=rule.limit, period_s=rule.period_s, burst=rule.burst),
+    )
+
+
+class RateLimitPolicies:
+    """Turns settings and the snapshot into the checks of one request; what it compiles from
+    the snapshot is kept until the snapshot's version changes."""
+
+    def __init__(self, settings: RateLimitSettings) -> None:
+        self.anonymous = RateLimit.of(
+            "address",
+            limit=settings.anonymous_limit,
+            period_s=settings.anonymous_period_s,
+            burst=settings.anonymous_burst,
+        )
+        self.user = (
+            RateLimit.of("user", limit=settings.user_limit, period_s=settings.user_period_s)
+            if settings.user_limit is not None
+            else None
+        )
+        self._version = -1
+        self._plans: dict[str, _PlanLimits] = {}
+        self._rules: tuple[_Rule, ...] = ()
+
+    def _compile(self, snapshot: ConfigSnapshot) -> None:
+        plans = {}
+        for plan in snapshot.plans.values():
+            limits = []
+            if plan.rate_per_second:
+                limits.append(_per_second(plan.rate_per_second))
+            if plan.rate_per_minute:
+                limits.append(
+                    RateLimit.of("consumer-minute", limit=plan.rate_per_minute, period_s=60)
+                )
+            plans[plan.name] = _PlanLimits(tuple(limits), plan.max_in_flight)
+        self._plans = plans
+        self._rules = tuple(_rule(rule) for rule in snapshot.rate_limit_rules)
+        self._version = snapshot.version
+
+    def plan_limits(self, snapshot: ConfigSnapshot, plan: str | None) -> _PlanLimits | None:
+        if snapshot.version != self._version:
+            self._compile(snapshot)
+        return self._plans.get(plan) if plan is not None else None
+
+    def checks_for(
+        self,
+        snapshot: ConfigSnapshot,
+        *,
+        principal: Principal | None,
+        address: str,
+        path: str,
+    ) -> list[LimitCheck]:
+        if snapshot.version != self._version:
+            self._compile(snapshot)
+        checks: list[LimitCheck] = []
+        kind = principal.kind if principal is not None else "anonymous"
+        if principal is not None and kind == "consumer" and principal.consumer_id is not None:
+            plan = self._plans.get(principal.plan) if principal.plan is not None else None
+            if plan is not None:
+                for limit in plan.limits:
+                    checks.append((f"c:{principal.consumer_id}:{limit.name}", limit))
+        elif principal is not None and kind == "user":
+            if self.user is not None:
+                checks.append((f"u:{principal.subject}", self.user))
+        else:
+            checks.append((f"a:{address}", self.anonymous))
+        for rule in self._rules:
+            if not path.startswith(rule.route_prefix):
+                continue
+            discriminator = _rule_discriminator(rule, principal, address)
+            if discriminator is not None:
+                checks.append((f"r:{rule.rule_id}:{discriminator}", rule.limit))
+        return checks
+
+
+def _rule_discriminator(rule: _Rule, principal: Principal | None, address: str) -> str | None:
+    """What the rule counts separately, or None when the rule does not apply to the caller."""
+    match rule.key_by:
+        case "route":
+            return ""
+        case "address":
+            return address
+        case "consumer":
+            if principal is None or principal.consumer_id is None:
+                return None
+            return str(principal.consumer_id)
+        case "plan":
+            if principal is None or principal.consumer_id is None:
+                return None
+            return str(principal.consumer_id) if principal.plan == rule.plan_name else None
+        case "user":
+            if principal is None or principal.kind != "user":
+                return None
+            return principal.subject
+    return None
+
+
+def rate_limit_headers(outcomes: Sequence[LimitOutcome]) -> list[tuple[bytes, bytes]]:
+    """`RateLimit-Policy` naming every limit checked; `RateLimit` for the most restrictive."""
+    tightest = min(outcomes, key=lambda o: (o.remaining, -o.reset_s))
+    return [
+        (b"ratelimit-policy", ", ".join(o.limit.policy_item for o in outcomes).encode()),
+        (b"ratelimit", tightest.header_item.encode()),
+    ]
+
+
+def _refusal(outcomes: Sequence[LimitOutcome]) -> TooManyRequests:
+    refused = max((o for o in outcomes if not o.admitted), key=lambda o: o.retry_after_s)
+    limit = refused.limit
+    headers = {name.decode(): value.decode() for name, value in rate_limit_headers(outcomes)}
+    # The refusing limit is the restrictive one, whatever the others still allow.
+    headers["ratelimit"] = refused.header_item
+    headers["retry-after"] = str(refused.retry_after_s)
+    window = f"{limit.period_s:g}"
+    return TooManyRequests(
+        f"Rate limit {limit.name!r} is exhausted: {limit.limit} requests per {window} s; "
+        f"retry in {refused.retry_after_s} s.",
+        headers=headers,
+        extra={
+            "limit": limit.name,
+            "quota": limit.limit,
+            "window_s": limit.period_s,
+            "retry_after_s": refused.retry_after_s,
+        },
+    )
+
+
+class AdmissionControl:
+    """One process's rate limiter, limit policies and per-consumer in-flight caps."""
+
+    def __init__(self, settings: Settings) -> None:
+        limits = settings.rate_limit
+        self.enabled = limits.enabled
+        self.in_flight_wait_s = limits.in_flight_wait_s
+        self.policies = RateLimitPolicies(limits)
+        self.limiter = RateLimiter.connect(
+            settings.redis_url,
+            prefix=settings.redis_prefix,
+            failure=limits.redis_failure,
+            timeout_s=limits.redis_timeout_s,
+            retry_s=limits.redis_retry_s,
+        )
+        self.throttle = ConsumerThrottle()
+
+    async def admit(
+        self, scope: Scope, *, principal: Principal | None, snapshot: ConfigSnapshot
+    ) -> None:
+        """Pass, or raise 429 (a limit or cap is exhausted) or 503 (limits cannot be checked)."""
+        if not self.enabled:
+            return
+        client = scope.get("client")
+        address = client[0] if client else "unknown"
+        checks = self.policies.checks_for(
+            snapshot, principal=principal, address=address, path=scope["path"]
+        )
+        if checks:
+            try:
+                outcomes = await self.limiter.check(checks)
+            except RateLimiterUnavailable:
+                raise ServiceUnavailable(
+                    "Rate limits cannot be checked right now; try again shortly.",
+                    headers={"Retry-After": "1"},
+                ) from None
+            for outcome in outcomes:
+                if not outcome.admitted:
+                    raise _refusal(outcomes)
+            scope[HEADERS_SCOPE_KEY] = rate_limit_headers(outcomes)
+        if principal is not None and principal.consumer_id is not None:
+            plan = self.policies.plan_limits(snapshot, principal.plan)
+            if plan is not None and plan.max_in_flight:
+                await self._hold_slot(scope, principal.consumer_id, plan.max_in_flight)
+
+    async def _hold_slot(self, scope: Scope, consumer_id: int, max_in_flight: int) -> None:
+        release = await self.throttle.acquire(
+            consumer_id, limit=max_in_flight, wait_s=self.in_flight_wait_s
+        )
+        if release is None:
+            retry_after = max(1, math.ceil(self.in_flight_wait_s))
+            raise TooManyRequests(
+                f"Too many requests in flight: this consumer's plan allows {max_in_flight} "
+                "at once.",
+                headers={"Retry-After": str(retry_after)},
+                extra={"limit": "in-flight", "max_in_flight": max_in_flight},
+            )
+        scope[RELEASE_SCOPE_KEY] = release
+
+    async def close(self) -> None:
+        await self.limiter.close()
+
+
+async def _principal(request: Request, state: "GatewayState") -> Principal | None:
+    # The same per-request memo the authorization dependencies use, so the caller is
+    # identified once whichever dependency asks first.
+    known = getattr(request.state, "principal", _UNSET)
+    if known is not _UNSET:
+        return known
+    principal = await identify(request, state.authenticators)
+    request.state.principal = principal
+    return principal
+
+
+async def rate_limited(request: Request) -> None:
+    """Admit the request under its caller's rate limits and in-flight cap."""
+    state: GatewayState = request.state.gateway
+    admission = state.admission
+    if admission is None or not admission.enabled:
+        return
+    principal = await _principal(request, state)
+    await admission.admit(request.scope, principal=principal, snapshot=state.config.current)
+
+
+# Declare on a route or router; document with `problem_responses(429, 503)`.
+RateLimited = Depends(rate_limited)

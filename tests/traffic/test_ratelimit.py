@@ -1,0 +1,183 @@
+"""GCRA rate limits: the arithmetic in Redis and in process, and the gateway's headers."""
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import pytest
+
+from app.settings import RateLimitSettings, Settings
+from app.store.database import create_engine, session_factory
+from app.store.models import RateLimitRule
+from app.store.rate_limit_rules import RateLimitRuleRepository
+from app.traffic.ratelimit import LimitCheck, LimitOutcome, LocalGcra, RateLimit, RedisGcra
+from tests.fixtures.gateway import running_gateway
+from tests.fixtures.redis import PrefixedRedis, prefixed_redis
+
+QUOTES = "/partner/v1/quotes?symbols=AAPL"
+_RATE_LIMIT = re.compile(r'^"(?P<name>[^"]+)";r=(?P<r>\d+);t=(?P<t>\d+)$')
+
+Check = Callable[[Sequence[LimitCheck]], "asyncio.Future[list[LimitOutcome]] | object"]
+
+
+@pytest.fixture
+async def shared_redis() -> AsyncIterator[PrefixedRedis]:
+    async with prefixed_redis() as redis:
+        yield redis
+
+
+@pytest.fixture(params=["redis", "in-process"])
+async def gcra(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Callable[[Sequence[LimitCheck]], "asyncio.Future[list[LimitOutcome]]"]]:
+    """Both implementations behind one awaitable `check(checks)`."""
+    if request.param == "in-process":
+        local = LocalGcra()
+
+        async def check_local(checks: Sequence[LimitCheck]) -> list[LimitOutcome]:
+            return local.check(checks)
+
+        yield check_local  # type: ignore[misc]
+        return
+    async with prefixed_redis() as redis:
+        shared = RedisGcra(redis.client, prefix=redis.prefix)
+        yield shared.check  # type: ignore[misc]
+
+
+async def test_a_burst_is_admitted_then_the_steady_rate(gcra) -> None:  # type: ignore[no-untyped-def]
+    limit = RateLimit.of("test", limit=5, period_s=2)  # one every 0.4 s, bursting to 5
+    burst = [(await gcra([("k", limit)]))[0] for _ in range(7)]
+    assert [o.admitted for o in burst] == [True] * 5 + [False] * 2
+    assert [o.remaining for o in burst[:5]] == [4, 3, 2, 1, 0]
+    assert all(o.retry_after_s == 1 for o in burst[5:])
+
+    await asyncio.sleep(0.4)
+    steady = [(await gcra([("k", limit)]))[0] for _ in range(2)]
+    assert [o.admitted for o in steady] == [True, False]
+
+
+async def test_retry_after_names_when_the_next_request_is_admitted(gcra) -> None:  # type: ignore[no-untyped-def]
+    limit = RateLimit.of("test", limit=3, period_s=60)  # one every 20 s
+    outcomes = [(await gcra([("k", limit)]))[0] for _ in range(4)]
+    assert [o.admitted for o in outcomes] == [True, True, True, False]
+    assert [o.reset_s for o in outcomes[:3]] == [20, 40, 60]
+    assert outcomes[3].retry_after_s == 20
+    assert outcomes[3].header_item == '"test";r=0;t=60'
+
+
+async def test_a_smaller_burst_spreads_the_limit(gcra) -> None:  # type: ignore[no-untyped-def]
+    limit = RateLimit.of("test", limit=60, period_s=60, burst=2)
+    outcomes = [(await gcra([("k", limit)]))[0] for _ in range(3)]
+    assert [o.admitted for o in outcomes] == [True, True, False]
+    assert outcomes[2].retry_after_s == 1
+
+
+async def test_keys_and_limits_count_separately(gcra) -> None:  # type: ignore[no-untyped-def]
+    tight = RateLimit.of("tight", limit=1, period_s=60)
+    loose = RateLimit.of("loose", limit=10, period_s=60)
+    first = await gcra([("a", tight), ("a2", loose)])
+    second = await gcra([("a", tight), ("a2", loose)])
+    other = await gcra([("b", tight)])
+    assert [o.admitted for o in first] == [True, True]
+    assert [o.admitted for o in second] == [False, True]
+    assert [o.remaining for o in second] == [0, 8]
+    assert other[0].admitted
+
+
+async def test_the_script_is_reloaded_when_redis_forgot_it(shared_redis: PrefixedRedis) -> None:
+    limiter = RedisGcra(shared_redis.client, prefix=shared_redis.prefix)
+    limit = RateLimit.of("test", limit=2, period_s=60)
+    assert (await limiter.check([("k", limit)]))[0].remaining == 1
+    await shared_redis.client.script_flush()
+    assert (await limiter.check([("k", limit)]))[0].remaining == 0
+
+
+def _limited_settings(settings: Settings, **limits: object) -> Settings:
+    return settings.model_copy(update={"rate_limit": RateLimitSettings(**limits)})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("store", ["redis", "in-process"])
+async def test_headers_count_down_and_429_names_the_limit(settings: Settings, store: str) -> None:
+    limited = _limited_settings(settings, anonymous_limit=5, anonymous_period_s=60)
+    async with prefixed_redis() as redis:
+        if store == "redis":
+            limited = limited.model_copy(
+                update={"redis_url": redis.url, "redis_prefix": redis.prefix}
+            )
+        async with running_gateway(limited) as gateway:
+            responses = [await gateway.client.get(QUOTES) for _ in range(6)]
+        if store == "redis":
+            assert await redis.client.exists(f"{redis.prefix}rl:a:127.0.0.1")
+
+    for response in responses[:5]:
+        assert response.status_code == 200, response.text
+        assert response.headers["ratelimit-policy"] == '"address";q=5;w=60'
+    remaining = [_RATE_LIMIT.match(r.headers["ratelimit"])["r"] for r in responses[:5]]  # type: ignore[index]
+    assert remaining == ["4", "3", "2", "1", "0"]
+
+    refused = responses[5]
+    assert refused.status_code == 429
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.headers["retry-after"] == "12"
+    assert refused.headers["ratelimit"] == '"address";r=0;t=60'
+    problem = refused.json()
+    assert problem["status"] == 429
+    assert problem["limit"] == "address"
+    assert "'address'" in problem["detail"]
+
+
+async def _add_rules(database_url: str, *rules: RateLimitRule) -> None:
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            for rule in rules:
+                await RateLimitRuleRepository(session).add(rule)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_route_rule_from_the_store_is_reported_when_most_restrictive(
+    settings: Settings, database_url: str
+) -> None:
+    await _add_rules(
+        database_url,
+        RateLimitRule(
+            name="quotes-route",
+            key_by="route",
+            route_prefix="/partner/v1/quotes",
+            plan_name="",
+            limit=2,
+            period_s=10,
+            burst=None,
+            enabled=True,
+        ),
+        RateLimitRule(
+            name="elsewhere",
+            key_by="route",
+            route_prefix="/web/",
+            plan_name="",
+            limit=1,
+            period_s=10,
+            burst=None,
+            enabled=True,
+        ),
+    )
+    async with running_gateway(_limited_settings(settings, anonymous_limit=100)) as gateway:
+        responses = [await gateway.client.get(QUOTES) for _ in range(3)]
+
+    assert [r.status_code for r in responses] == [200, 200, 429]
+    assert responses[0].headers["ratelimit-policy"] == (
+        '"address";q=100;w=60, "quotes-route";q=2;w=10'
+    )
+    assert responses[0].headers["ratelimit"] == '"quotes-route";r=1;t=5'
+    assert responses[1].headers["ratelimit"] == '"quotes-route";r=0;t=10'
+    assert responses[2].json()["limit"] == "quotes-route"
+    assert responses[2].headers["retry-after"] == "5"
+
+
+async def test_routes_outside_the_frontends_are_not_limited(settings: Settings) -> None:
+    async with running_gateway(_limited_settings(settings, anonymous_limit=1)) as gateway:
+        statuses = [(await gateway.client.get("/healthz")).status_code for _ in range(3)]
+        health = await gateway.client.get("/healthz")
+    assert statuses == [200, 200, 200]
+    assert "ratelimit" not in health.headers
