@@ -59,6 +59,13 @@ class RateLimitSettings(BaseModel):
     gateway_max_in_flight: int = Field(2000, ge=1)
 
 
+class PartnerSettings(BaseModel):
+    """The partner frontend."""
+
+    # Accounts partners may act on until security links them per consumer.
+    linked_accounts: list[str] = Field(default_factory=lambda: ["ACC-2001", "ACC-2002"])
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GATEWAY_",
@@ -83,6 +90,7 @@ class Settings(BaseSettings):
     demo_account_id: str = "ACC-1001"
     upstream: UpstreamSettings = UpstreamSettings()
     http: HttpSettings = HttpSettings()
+    partner: PartnerSettings = PartnerSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
     log_level: str = "info"
     access_log: bool = True

@@ -1,5 +1,122 @@
-"""The mobile frontend's endpoints, version 1."""
+"""The mobile frontend's endpoints, version 1: compact payloads, cursor pagination."""
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from app.deps import AccountIdDep, BotsDep, MarketDataDep, OrdersDep, PortfolioDep
+from app.errors import problem_responses
+from app.frontends.idempotency import IdempotencyDep
+from app.frontends.mobile.v1 import compose
+from app.frontends.mobile.v1.views import HomeView, PlacedOrderView, PositionsPage, QuoteList
+from app.frontends.order_entry import IdempotencyKey, OrderRequest, place_order
+from app.frontends.symbols import SymbolList
 
 router = APIRouter()
+
+
+@router.get(
+    "/home",
+    response_model=HomeView,
+    responses=problem_responses(502, 503, 504),
+)
+async def mobile_home(
+    account_id: AccountIdDep,
+    portfolio: PortfolioDep,
+    market_data: MarketDataDep,
+    orders: OrdersDep,
+    bots: BotsDep,
+) -> HomeView:
+    """Home screen: equity, today's P&L, top movers, open orders and running bots."""
+    return await compose.home(
+        account_id=account_id,
+        portfolio=portfolio,
+        market_data=market_data,
+        orders=orders,
+        bots=bots,
+    )
+
+
+@router.get(
+    "/positions",
+    response_model=PositionsPage,
+    responses=problem_responses(422, 502, 503, 504),
+)
+async def mobile_positions(
+    account_id: AccountIdDep,
+    portfolio: PortfolioDep,
+    market_data: MarketDataDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Positions per page")] = 20,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="`next_cursor` of the previous page; omit for the first page",
+        ),
+    ] = None,
+) -> PositionsPage:
+    """Positions with price and unrealised P&L, a page at a time in symbol order."""
+    after = compose.decode_cursor(cursor) if cursor is not None else None
+    return await compose.positions_page(
+        account_id=account_id,
+        after=after,
+        limit=limit,
+        portfolio=portfolio,
+        market_data=market_data,
+    )
+
+
+@router.get(
+    "/quotes",
+    response_model=QuoteList,
+    responses=problem_responses(422, 502, 503, 504),
+)
+async def mobile_quotes(symbols: SymbolList, market_data: MarketDataDep) -> QuoteList:
+    """Price and change % of up to 50 symbols."""
+    return await compose.compact_quotes(market_data, symbols)
+
+
+@router.post(
+    "/orders",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PlacedOrderView,
+    responses={
+        status.HTTP_201_CREATED: {
+            "description": "The order; `Idempotent-Replayed: true` when the key was seen before",
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "`true` when this is the first result for a repeated key",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            },
+        },
+        **problem_responses(404, 409, 422, 502, 503, 504),
+    },
+)
+async def mobile_place_order(
+    order: OrderRequest,
+    idempotency_key: IdempotencyKey,
+    idempotency: IdempotencyDep,
+    account_id: AccountIdDep,
+    orders: OrdersDep,
+    response: Response,
+) -> PlacedOrderView:
+    """Place an order; repeating the Idempotency-Key returns the first order."""
+    placed = await place_order(
+        orders,
+        account_id=account_id,
+        order=order,
+        idempotency_key=idempotency_key,
+        idempotency=idempotency,
+    )
+    if placed.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    accepted = placed.order
+    return PlacedOrderView(
+        order_id=accepted.order_id,
+        status=accepted.status,
+        symbol=accepted.symbol,
+        side=accepted.side,
+        quantity=accepted.quantity,
+        type=accepted.type,
+    )

@@ -1,0 +1,181 @@
+"""Builds the mobile views from the platform's services."""
+
+import asyncio
+import base64
+import binascii
+import re
+from collections.abc import Sequence
+
+from app.errors import InvalidRequest
+from app.frontends.mobile.v1.views import (
+    CompactQuote,
+    HomeView,
+    Mover,
+    PositionRow,
+    PositionsPage,
+    QuoteList,
+)
+from app.frontends.order_entry import SYMBOL_PATTERN
+from app.frontends.sections import Failed, Sections, settle
+from app.upstreams.bots import BotsClient, BotStatus
+from app.upstreams.market_data import MarketDataClient, Quote
+from app.upstreams.orders import OrdersClient
+from app.upstreams.portfolio import Account, PortfolioClient, Position
+
+MOVERS_SHOWN = 3
+
+_TICKER = re.compile(SYMBOL_PATTERN)
+
+
+async def _positions_and_quotes(
+    portfolio: PortfolioClient, market_data: MarketDataClient, account_id: str
+) -> tuple[list[Position], list[Quote] | Failed]:
+    """Positions, then their quotes: the second stage starts as soon as positions arrive."""
+    positions = await portfolio.positions(account_id)
+    quotes = await settle(market_data.quotes([p.symbol for p in positions]))
+    return positions, quotes
+
+
+async def _open_order_count(orders: OrdersClient, account_id: str) -> int:
+    return len(await orders.orders(account_id, status="open"))
+
+
+async def _running_bot_count(bots: BotsClient, account_id: str) -> int:
+    return sum(bot.status is BotStatus.running for bot in await bots.bots(account_id))
+
+
+def _equity(account: Account, positions: Sequence[Position], prices: dict[str, float]) -> float:
+    return account.cash + sum(p.quantity * prices[p.symbol] for p in positions)
+
+
+def _movers(positions: Sequence[Position], quotes: Sequence[Quote]) -> list[Mover]:
+    held = {p.symbol for p in positions}
+    ranked = sorted(
+        (q for q in quotes if q.symbol in held),
+        key=lambda q: (-abs(q.change_pct), q.symbol),
+    )
+    return [
+        Mover(symbol=q.symbol, price=q.price, change_pct=q.change_pct)
+        for q in ranked[:MOVERS_SHOWN]
+    ]
+
+
+async def home(
+    *,
+    account_id: str,
+    portfolio: PortfolioClient,
+    market_data: MarketDataClient,
+    orders: OrdersClient,
+    bots: BotsClient,
+) -> HomeView:
+    """The home screen; the portfolio is required, quotes, orders and bots are optional."""
+    async with asyncio.TaskGroup() as group:
+        account_task = group.create_task(settle(portfolio.account(account_id)))
+        holdings_task = group.create_task(
+            settle(_positions_and_quotes(portfolio, market_data, account_id))
+        )
+        orders_task = group.create_task(settle(_open_order_count(orders, account_id)))
+        bots_task = group.create_task(settle(_running_bot_count(bots, account_id)))
+
+    sections = Sections()
+    account = sections.required(account_task.result())
+    positions, quote_result = sections.required(holdings_task.result())
+    quotes = sections.optional("quotes", quote_result)
+    open_orders = sections.optional("orders", orders_task.result())
+    running_bots = sections.optional("bots", bots_task.result())
+
+    equity = day_pnl = day_pnl_pct = None
+    movers = None
+    if quotes is not None:
+        prices = {q.symbol: q.price for q in quotes}
+        movers = _movers(positions, quotes)
+        # A position without a quote cannot be valued; an equity without it would mislead.
+        if all(p.symbol in prices for p in positions):
+            equity = round(_equity(account, positions, prices), 2)
+            day_pnl = round(equity - account.prev_close_equity, 2)
+            if account.prev_close_equity:
+                day_pnl_pct = round(day_pnl / account.prev_close_equity * 100, 2)
+        else:
+            sections.degraded.append("quotes")
+    return HomeView(
+        currency=account.currency,
+        equity=equity,
+        day_pnl=day_pnl,
+        day_pnl_pct=day_pnl_pct,
+        movers=movers,
+        open_orders=open_orders,
+        running_bots=running_bots,
+        degraded=sections.degraded,
+    )
+
+
+CURSOR_FIELD = "query.cursor"
+
+
+def encode_cursor(symbol: str) -> str:
+    """An opaque cursor naming the last symbol of a page."""
+    return base64.urlsafe_b64encode(symbol.encode()).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> str:
+    """The symbol a cursor names; anything not made by `encode_cursor` is refused."""
+    try:
+        symbol = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, ValueError):
+        symbol = ""
+    if _TICKER.match(symbol) is None or encode_cursor(symbol) != cursor:
+        message = "not a cursor from a previous page; omit it to start from the first page"
+        raise InvalidRequest(
+            f"{CURSOR_FIELD}: {message}",
+            extra={"errors": [{"field": CURSOR_FIELD, "message": message}]},
+        )
+    return symbol
+
+
+def _position_row(position: Position, price: float | None) -> PositionRow:
+    pnl = pnl_pct = None
+    if price is not None:
+        pnl = round((price - position.average_cost) * position.quantity, 2)
+        cost = position.average_cost * position.quantity
+        pnl_pct = round(pnl / cost * 100, 2) if cost else None
+    return PositionRow(
+        symbol=position.symbol,
+        quantity=position.quantity,
+        average_cost=position.average_cost,
+        price=price,
+        unrealized_pnl=pnl,
+        unrealized_pnl_pct=pnl_pct,
+    )
+
+
+async def positions_page(
+    *,
+    account_id: str,
+    after: str | None,
+    limit: int,
+    portfolio: PortfolioClient,
+    market_data: MarketDataClient,
+) -> PositionsPage:
+    """The `limit` positions after symbol `after`, priced; quotes only for that page."""
+    held = sorted(await portfolio.positions(account_id), key=lambda p: p.symbol)
+    remaining = [p for p in held if after is None or p.symbol > after]
+    page = remaining[:limit]
+    sections = Sections()
+    quotes = sections.optional("quotes", await settle(market_data.quotes([p.symbol for p in page])))
+    prices = {q.symbol: q.price for q in quotes or ()}
+    next_cursor = encode_cursor(page[-1].symbol) if len(remaining) > limit else None
+    return PositionsPage(
+        items=[_position_row(p, prices.get(p.symbol)) for p in page],
+        next_cursor=next_cursor,
+        degraded=sections.degraded,
+    )
+
+
+async def compact_quotes(market_data: MarketDataClient, symbols: Sequence[str]) -> QuoteList:
+    """Quotes reduced to symbol, price and change %."""
+    quotes = await market_data.quotes(symbols)
+    return QuoteList(
+        quotes=[
+            CompactQuote(symbol=q.symbol, price=q.price, change_pct=q.change_pct) for q in quotes
+        ]
+    )
