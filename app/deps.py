@@ -7,6 +7,9 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.errors import Forbidden, Unauthorized
+from app.security.principal import Principal
+from app.security.rbac import current_principal
 from app.settings import Settings
 from app.state import GatewayState
 from app.store.database import session_scope
@@ -82,9 +85,18 @@ NewsDep = Annotated[NewsClient, Depends(news)]
 BotsDep = Annotated[BotsClient, Depends(bots)]
 
 
-async def current_account_id(settings: SettingsDep) -> str:
-    """The account the request acts for: the demo account until authentication lands."""
-    return settings.demo_account_id
+async def current_account_id(
+    principal: Annotated[Principal | None, Depends(current_principal)],
+) -> str:
+    """The account the request acts for: the caller's own, from its identity, never a parameter."""
+    if principal is None:
+        raise Unauthorized(
+            "This operation needs a signed-in user.",
+            headers={"WWW-Authenticate": 'Bearer realm="stock-bot"'},
+        )
+    if principal.account_id is None:
+        raise Forbidden("The caller has no trading account of its own to act on.")
+    return principal.account_id
 
 
 AccountIdDep = Annotated[str, Depends(current_account_id)]

@@ -10,12 +10,15 @@ from app.admin.router import router as admin_router
 from app.discovery.health import router as health_router
 from app.discovery.registry import ServiceRegistry
 from app.errors import install_error_handlers, problem_responses
+from app.frontends.idempotency import IdempotencyLedger
 from app.frontends.mobile.v1.router import router as mobile_v1
 from app.frontends.partner.v1.router import router as partner_v1
 from app.frontends.web.v1.router import router as web_v1
 from app.middleware.stack import install_middleware
 from app.observability.logging import configure_logging
 from app.openapi import ApiDocument, install_docs, stable_operation_id
+from app.security.apikeys import ApiKeyAuthenticator
+from app.security.quotas import QuotaCounter
 from app.settings import Settings
 from app.state import GatewayState
 from app.store.changes import ChangeNotices
@@ -82,7 +85,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             redis=redis,
             notices=notices,
             admission=admission,
+            quotas=QuotaCounter(redis, prefix=settings.redis_prefix),
+            idempotency=IdempotencyLedger(
+                redis, prefix=settings.redis_prefix, settings=settings.access
+            ),
         )
+        # Last in the chain (session cookie, bearer token, API key).
+        state.authenticators.append(ApiKeyAuthenticator(config, redis, settings))
         try:
             yield {"gateway": state}
         finally:

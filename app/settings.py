@@ -6,7 +6,7 @@ Nested values use a double underscore: `GATEWAY_UPSTREAM__DEFAULT_TIMEOUT_S=1.5`
 
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SERVICES: dict[str, list[str]] = {
@@ -66,6 +66,24 @@ class PartnerSettings(BaseModel):
     linked_accounts: list[str] = Field(default_factory=lambda: ["ACC-2001", "ACC-2002"])
 
 
+class AccessSettings(BaseModel):
+    """API keys, consumer quotas and order idempotency."""
+
+    # HMAC key for API key hashes; without it keys are hashed with plain SHA-256, which is
+    # safe for 256-bit random secrets but not bound to this deployment.
+    api_key_pepper: SecretStr | None = None
+    # How long a placed order's result is replayed for a repeated Idempotency-Key.
+    idempotency_ttl_s: int = Field(86_400, ge=60)
+    # A claim on a key outlives a crashed process by at most this long.
+    idempotency_lease_s: float = Field(30.0, gt=0, le=600)
+    # How long a duplicate waits for the first request's result before answering 409.
+    idempotency_wait_s: float = Field(10.0, gt=0, le=120)
+
+
+SigningAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384"]
+DEFAULT_SIGNING_ALGORITHMS: tuple[SigningAlgorithm, ...] = ("RS256", "ES256")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GATEWAY_",
@@ -90,6 +108,7 @@ class Settings(BaseSettings):
     demo_account_id: str = "ACC-1001"
     upstream: UpstreamSettings = UpstreamSettings()
     http: HttpSettings = HttpSettings()
+    access: AccessSettings = AccessSettings()
     partner: PartnerSettings = PartnerSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
     log_level: str = "info"

@@ -7,7 +7,9 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.discovery.registry import ServiceRegistry
+from app.frontends.idempotency import IdempotencyLedger
 from app.security.authenticate import Authenticator
+from app.security.quotas import QuotaCounter
 from app.settings import Settings
 from app.store.snapshot import ConfigStore
 from app.traffic.policies import AdmissionControl
@@ -29,3 +31,6 @@ class GatewayState:
     authenticators: list[Authenticator] = field(default_factory=list)
     # Rate limits and in-flight caps; None when the app was built without a lifespan.
     admission: AdmissionControl | None = None
+    # Consumer quotas and order idempotency; None when the app was built without a lifespan.
+    quotas: QuotaCounter | None = None
+    idempotency: IdempotencyLedger | None = None

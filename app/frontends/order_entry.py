@@ -9,7 +9,16 @@ from typing import Annotated, Self
 from fastapi import Header
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.upstreams.orders import OrdersClient, OrderSide, OrderType, PlacedOrder, TimeInForce
+from app.frontends.idempotency import IdempotencyScope, Outcome, fingerprint
+from app.upstreams.errors import UpstreamRejected
+from app.upstreams.orders import (
+    Order,
+    OrdersClient,
+    OrderSide,
+    OrderType,
+    PlacedOrder,
+    TimeInForce,
+)
 
 SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,9}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_\-:.]{8,128}$"
@@ -75,10 +84,49 @@ class OrderRequest(BaseModel):
         return self
 
 
+# Upstream refusals that say "not now" rather than "no": the key is released for a retry.
+_RETRYABLE_REJECTIONS = frozenset({408, 425, 429})
+
+
 async def place_order(
-    orders: OrdersClient, *, account_id: str, order: OrderRequest, idempotency_key: str
+    orders: OrdersClient,
+    *,
+    account_id: str,
+    order: OrderRequest,
+    idempotency_key: str,
+    idempotency: IdempotencyScope,
 ) -> PlacedOrder:
-    """Send the order to the orders service under the client's idempotency key."""
-    return await orders.place(
-        account_id, order.model_dump(mode="json"), idempotency_key=idempotency_key
+    """Place the order at most once per idempotency key, replaying the first outcome.
+
+    The key is also forwarded to the orders service, which deduplicates on it too.
+    """
+    body = order.model_dump(mode="json")
+    # The orders service may itself replay (a retry after an ambiguous failure).
+    upstream_replayed = False
+
+    async def attempt() -> Outcome:
+        nonlocal upstream_replayed
+        try:
+            placed = await orders.place(account_id, body, idempotency_key=idempotency_key)
+            upstream_replayed = placed.replayed
+        except UpstreamRejected as exc:
+            if exc.status in _RETRYABLE_REJECTIONS:
+                raise
+            return Outcome(status=exc.status, body={"detail": exc.detail, "service": exc.service})
+        return Outcome(status=201, body=placed.order.model_dump(mode="json"))
+
+    outcome, replayed = await idempotency.ledger.run(
+        scope=f"{idempotency.caller}\x00{account_id}",
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint(body),
+        attempt=attempt,
+    )
+    if outcome.status >= 400:
+        raise UpstreamRejected(
+            str(outcome.body.get("detail", "The orders service refused the order.")),
+            status=outcome.status,
+            service=str(outcome.body.get("service", "orders")),
+        )
+    return PlacedOrder(
+        order=Order.model_validate(outcome.body), replayed=replayed or upstream_replayed
     )

@@ -7,10 +7,12 @@ replaced as a whole when the configuration changes.
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.store.models import RateLimitRule, Service, ServiceInstance
+from app.store.consumers import ApiKeyRepository, ConsumerRepository, PlanRepository
+from app.store.models import ApiKey, Consumer, Plan, RateLimitRule, Service, ServiceInstance
 from app.store.rate_limit_rules import RateLimitRuleRepository
 from app.store.services import ServiceRepository
 
@@ -35,6 +37,38 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanConfig:
+    name: str
+    rate_per_second: float | None
+    rate_per_minute: int | None
+    quota_per_day: int | None
+    quota_per_month: int | None
+    max_in_flight: int | None
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerConfig:
+    consumer_id: int
+    name: str
+    plan: str | None
+    account_ids: tuple[str, ...]
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyConfig:
+    """What the hot path needs to check a presented key; the key itself is never stored."""
+
+    key_id: int
+    prefix: str
+    key_hash: str
+    consumer_id: int
+    expires_at: datetime | None
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
 class RateLimitRuleConfig:
     rule_id: int
     name: str
@@ -51,6 +85,10 @@ class RateLimitRuleConfig:
 class ConfigSnapshot:
     version: int
     services: dict[str, ServiceConfig] = field(default_factory=dict)
+    plans: dict[str, PlanConfig] = field(default_factory=dict)
+    consumers: dict[int, ConsumerConfig] = field(default_factory=dict)
+    # By the key's public prefix.
+    api_keys: dict[str, ApiKeyConfig] = field(default_factory=dict)
     # Enabled rules only, in rule_id order.
     rate_limit_rules: tuple[RateLimitRuleConfig, ...] = ()
 
@@ -78,6 +116,43 @@ def _rate_limit_rule_config(rule: RateLimitRule) -> RateLimitRuleConfig:
         limit=rule.limit,
         period_s=rule.period_s,
         burst=rule.burst,
+    )
+
+
+def _plan_config(plan: Plan) -> PlanConfig:
+    return PlanConfig(
+        name=plan.name,
+        rate_per_second=plan.rate_per_second,
+        rate_per_minute=plan.rate_per_minute,
+        quota_per_day=plan.quota_per_day,
+        quota_per_month=plan.quota_per_month,
+        max_in_flight=plan.max_in_flight,
+        scopes=frozenset(plan.scopes or ()),
+    )
+
+
+def _consumer_config(consumer: Consumer) -> ConsumerConfig:
+    return ConsumerConfig(
+        consumer_id=consumer.consumer_id,
+        name=consumer.name,
+        plan=consumer.plan.name if consumer.plan is not None else None,
+        account_ids=tuple(consumer.account_ids or ()),
+        enabled=consumer.enabled,
+    )
+
+
+def _api_key_config(key: ApiKey) -> ApiKeyConfig:
+    expires_at = key.expires_at
+    if expires_at is not None and expires_at.tzinfo is None:
+        # SQLite hands back naive datetimes; they were written in UTC.
+        expires_at = expires_at.replace(tzinfo=UTC)
+    return ApiKeyConfig(
+        key_id=key.key_id,
+        prefix=key.prefix,
+        key_hash=key.key_hash,
+        consumer_id=key.consumer_id,
+        expires_at=expires_at,
+        revoked=key.revoked_at is not None,
     )
 
 
@@ -110,10 +185,16 @@ class ConfigStore:
         async with self._lock:
             async with self._sessions() as session:
                 services = await ServiceRepository(session).all()
+                plans = await PlanRepository(session).all()
+                consumers = await ConsumerRepository(session).all()
+                api_keys = await ApiKeyRepository(session).all()
                 rules = await RateLimitRuleRepository(session).all()
                 snapshot = ConfigSnapshot(
                     version=self.current.version + 1,
                     services={s.name: _service_config(s) for s in services},
+                    plans={p.name: _plan_config(p) for p in plans},
+                    consumers={c.consumer_id: _consumer_config(c) for c in consumers},
+                    api_keys={k.prefix: _api_key_config(k) for k in api_keys},
                     rate_limit_rules=tuple(_rate_limit_rule_config(r) for r in rules if r.enabled),
                 )
             self.current = snapshot

@@ -1,0 +1,194 @@
+"""Admin endpoints over plans: what a consumer may do (rates, quotas, scopes).
+
+Changes are committed inside the handler and then published as a change notice, so every
+gateway process serves the new plan from its snapshot right away.
+"""
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.admin.services import ChangeNoticesDep
+from app.deps import SessionDep
+from app.errors import Conflict, NotFound, problem_responses
+from app.store.changes import ChangeNotices
+from app.store.consumers import PlanRepository
+from app.store.models import Plan
+
+router = APIRouter(prefix="/plans", tags=["admin: consumers"])
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
+
+PartnerScope = Literal["quotes:read", "candles:read", "orders:write"]
+PlanName = Annotated[str, Field(pattern=NAME_PATTERN, examples=["partner-basic"])]
+RatePerSecond = Annotated[float, Field(gt=0, le=100_000, description="Sustained requests/s")]
+RatePerMinute = Annotated[int, Field(ge=1, le=6_000_000, description="Requests per minute")]
+QuotaPerDay = Annotated[int, Field(ge=1, description="Requests per UTC day")]
+QuotaPerMonth = Annotated[int, Field(ge=1, description="Requests per UTC calendar month")]
+MaxInFlight = Annotated[int, Field(ge=1, le=10_000, description="Concurrent requests")]
+
+_PLAN_EXAMPLE: dict[str, Any] = {
+    "name": "partner-basic",
+    "rate_per_second": 5,
+    "rate_per_minute": 200,
+    "quota_per_day": 10000,
+    "quota_per_month": 250000,
+    "max_in_flight": 10,
+    "scopes": ["quotes:read", "candles:read"],
+}
+
+
+async def commit_change(session: AsyncSession, notices: ChangeNotices) -> None:
+    """Commit as one transaction, then make the change live in every process."""
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        raise Conflict("The change conflicts with the stored configuration.") from exc
+    await notices.changed()
+
+
+async def flush_change(session: AsyncSession) -> None:
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise Conflict("The change conflicts with the stored configuration.") from exc
+
+
+class PlanCreate(BaseModel):
+    """A new plan; omitted limits mean "no limit"."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_PLAN_EXAMPLE]})
+
+    name: PlanName
+    rate_per_second: RatePerSecond | None = None
+    rate_per_minute: RatePerMinute | None = None
+    quota_per_day: QuotaPerDay | None = None
+    quota_per_month: QuotaPerMonth | None = None
+    max_in_flight: MaxInFlight | None = None
+    scopes: list[PartnerScope] = Field(default_factory=list, max_length=10)
+
+
+class PlanUpdate(BaseModel):
+    """Fields to change; null removes a limit, omitted fields stay as they are."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"quota_per_day": 20000}]}
+    )
+
+    rate_per_second: RatePerSecond | None = None
+    rate_per_minute: RatePerMinute | None = None
+    quota_per_day: QuotaPerDay | None = None
+    quota_per_month: QuotaPerMonth | None = None
+    max_in_flight: MaxInFlight | None = None
+    scopes: list[PartnerScope] | None = Field(None, max_length=10)
+
+
+class PlanView(BaseModel):
+    """A plan."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"plan_id": 1, **_PLAN_EXAMPLE, "created_at": "2026-11-26T10:40:00Z"}]
+        }
+    )
+
+    plan_id: int
+    name: str
+    rate_per_second: float | None
+    rate_per_minute: int | None
+    quota_per_day: int | None
+    quota_per_month: int | None
+    max_in_flight: int | None
+    scopes: list[str]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, plan: Plan) -> "PlanView":
+        return cls(
+            plan_id=plan.plan_id,
+            name=plan.name,
+            rate_per_second=plan.rate_per_second,
+            rate_per_minute=plan.rate_per_minute,
+            quota_per_day=plan.quota_per_day,
+            quota_per_month=plan.quota_per_month,
+            max_in_flight=plan.max_in_flight,
+            scopes=list(plan.scopes or []),
+            created_at=plan.created_at,
+        )
+
+
+class PlanList(BaseModel):
+    plans: list[PlanView]
+
+
+async def plan_by_name(repo: PlanRepository, name: str) -> Plan:
+    plan = await repo.by_name(name)
+    if plan is None:
+        raise NotFound(f"No plan named {name!r} exists.")
+    return plan
+
+
+@router.get("", response_model=PlanList)
+async def list_plans(session: SessionDep) -> PlanList:
+    """Every plan."""
+    return PlanList(plans=[PlanView.of(p) for p in await PlanRepository(session).all()])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PlanView,
+    responses=problem_responses(409),
+)
+async def create_plan(body: PlanCreate, session: SessionDep, notices: ChangeNoticesDep) -> PlanView:
+    """Create a plan."""
+    repo = PlanRepository(session)
+    if await repo.by_name(body.name) is not None:
+        raise Conflict(f"A plan named {body.name!r} already exists.")
+    plan = Plan(**body.model_dump())
+    await repo.add(plan)
+    await flush_change(session)
+    await commit_change(session, notices)
+    return PlanView.of(plan)
+
+
+@router.get("/{name}", response_model=PlanView)
+async def get_plan(name: str, session: SessionDep) -> PlanView:
+    """One plan."""
+    return PlanView.of(await plan_by_name(PlanRepository(session), name))
+
+
+@router.patch("/{name}", response_model=PlanView)
+async def update_plan(
+    name: str, body: PlanUpdate, session: SessionDep, notices: ChangeNoticesDep
+) -> PlanView:
+    """Change a plan's limits or scopes; consumers on it are affected at once."""
+    plan = await plan_by_name(PlanRepository(session), name)
+    for field_name in body.model_fields_set:
+        value = getattr(body, field_name)
+        if field_name == "scopes" and value is None:
+            value = []
+        setattr(plan, field_name, value)
+    await flush_change(session)
+    await commit_change(session, notices)
+    return PlanView.of(plan)
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(409))
+async def delete_plan(name: str, session: SessionDep, notices: ChangeNoticesDep) -> Response:
+    """Delete a plan that no consumer uses."""
+    repo = PlanRepository(session)
+    plan = await plan_by_name(repo, name)
+    in_use = await repo.consumers_on(plan)
+    if in_use:
+        raise Conflict(
+            f"Plan {name!r} is used by {in_use} consumer(s); move them to another plan first.",
+            extra={"consumers": in_use},
+        )
+    await repo.delete(plan)
+    await commit_change(session, notices)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
