@@ -170,6 +170,10 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, GatewayError):
+        # FastAPI turns whatever fails while it reads the body into a 400; a gateway error
+        # raised there (the streamed body-size limit) keeps its own status.
+        return problem_response(request, exc.__cause__)
     phrase = HTTPStatus(exc.status_code).phrase
     error = GatewayError(exc.detail if isinstance(exc.detail, str) else phrase, headers=exc.headers)
     error.status = exc.status_code

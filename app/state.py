@@ -11,6 +11,7 @@ from app.frontends.idempotency import IdempotencyLedger
 from app.security.authenticate import Authenticator
 from app.security.quotas import QuotaCounter
 from app.settings import Settings
+from app.store.changes import ChangeNotices
 from app.store.snapshot import ConfigStore
 from app.traffic.policies import AdmissionControl
 from app.upstreams.caller import UpstreamCaller
@@ -29,6 +30,8 @@ class GatewayState:
     redis: Redis | None = None
     # Tried in order: session cookie, bearer token, API key.
     authenticators: list[Authenticator] = field(default_factory=list)
+    # Set in the lifespan: reload after a committed config change and tell other processes.
+    notices: ChangeNotices | None = None
     # Rate limits and in-flight caps; None when the app was built without a lifespan.
     admission: AdmissionControl | None = None
     # Consumer quotas and order idempotency; None when the app was built without a lifespan.

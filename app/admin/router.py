@@ -1,5 +1,17 @@
-"""The admin API over the config store."""
+"""The admin API over the config store: one guard for every admin endpoint."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-router = APIRouter()
+from app.admin.auth import require_admin
+from app.admin.consumers import router as consumers_router
+from app.admin.plans import router as plans_router
+from app.admin.services import router as services_router
+from app.errors import problem_responses
+
+router = APIRouter(
+    dependencies=[Depends(require_admin)],
+    responses=problem_responses(401, 404, 422),
+)
+router.include_router(services_router)
+router.include_router(plans_router)
+router.include_router(consumers_router)

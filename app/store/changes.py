@@ -1,0 +1,114 @@
+"""Change notices: after a committed change, every gateway process reloads its snapshot.
+
+The process that made the change reloads at once; with Redis configured it also publishes
+on `{redis_prefix}config-changed`, and each process's listener reloads on notices that
+other processes sent. Without Redis there is only this process to tell.
+"""
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.store.snapshot import ConfigSnapshot, ConfigStore
+
+logger = logging.getLogger("gateway.config")
+
+_FIRST_RETRY_S = 0.1
+_LAST_RETRY_S = 5.0
+# Start-up waits this long for the subscription, so a change right after start is not missed,
+# but a Redis outage does not hold the process back.
+_SUBSCRIBE_WAIT_S = 2.0
+
+
+class ChangeNotices:
+    """Publishes config changes and reloads on changes other processes published."""
+
+    def __init__(self, config: ConfigStore, redis: Redis | None, *, prefix: str) -> None:
+        self._config = config
+        self._redis = redis
+        self.channel = f"{prefix}config-changed"
+        # Lets the listener skip this process's own notices: it has reloaded already.
+        self.origin = uuid.uuid4().hex
+        self._listener: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Subscribe to other processes' notices (with Redis; otherwise nothing to do)."""
+        if self._redis is None or self._listener is not None:
+            return
+        attempted = asyncio.Event()
+        self._listener = asyncio.create_task(
+            self._listen(self._redis, attempted), name="config-change-listener"
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(attempted.wait(), _SUBSCRIBE_WAIT_S)
+
+    async def stop(self) -> None:
+        if self._listener is None:
+            return
+        self._listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._listener
+        self._listener = None
+
+    async def changed(self) -> ConfigSnapshot:
+        """The store has a committed change: reload here, then tell the other processes."""
+        snapshot = await self._config.reload()
+        if self._redis is not None:
+            notice = orjson.dumps({"origin": self.origin, "version": snapshot.version})
+            try:
+                await self._redis.publish(self.channel, notice)
+            except (RedisError, OSError) as exc:
+                # The change is committed and live here; the others catch up when their
+                # listener resubscribes (it reloads then) or on the next notice.
+                logger.warning("could not publish config change notice: %s", exc)
+        return snapshot
+
+    async def _listen(self, redis: Redis, attempted: asyncio.Event) -> None:
+        delay = _FIRST_RETRY_S
+        resubscribing = False
+        while True:
+            pubsub = redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                attempted.set()
+                if resubscribing:
+                    # Notices sent while we were away are lost; catch up in one go.
+                    await self._reload()
+                delay = _FIRST_RETRY_S
+                async for message in pubsub.listen():
+                    await self._on_message(message)
+            except (RedisError, OSError) as exc:
+                logger.warning("config change listener lost Redis, retrying: %s", exc)
+            finally:
+                attempted.set()
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+            resubscribing = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _LAST_RETRY_S)
+
+    async def _on_message(self, message: dict[str, Any]) -> None:
+        try:
+            notice = orjson.loads(message["data"])
+            origin = notice.get("origin")
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+            logger.warning("ignoring a malformed config change notice")
+            return
+        if origin == self.origin:
+            return
+        await self._reload()
+
+    async def _reload(self) -> None:
+        try:
+            snapshot = await self._config.reload()
+        except (SQLAlchemyError, OSError) as exc:
+            logger.warning("config reload after a change notice failed: %s", exc)
+            return
+        logger.info("config reloaded on change notice: version %d", snapshot.version)
