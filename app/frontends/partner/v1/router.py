@@ -1,5 +1,110 @@
-"""The partner frontend's endpoints, version 1."""
+"""The partner frontend's endpoints, version 1: market data and order entry for partner systems."""
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Response, status
+
+from app.deps import CallerDep, MarketDataDep, OrdersDep, SettingsDep
+from app.errors import Forbidden, problem_responses
+from app.frontends.idempotency import IdempotencyDep
+from app.frontends.order_entry import SYMBOL_PATTERN, IdempotencyKey
+from app.frontends.partner.v1 import compose
+from app.frontends.partner.v1.usage import router as usage_router
+from app.frontends.partner.v1.views import (
+    CandleInterval,
+    CandleRange,
+    PartnerCandles,
+    PartnerOrder,
+    PartnerOrderRequest,
+    PartnerQuotes,
+    UpstreamJSON,
+)
+from app.frontends.symbols import SymbolList
 
 router = APIRouter()
+router.include_router(usage_router)
+
+
+async def partner_accounts(settings: SettingsDep) -> list[str]:
+    """The accounts the calling partner may act on.
+
+    For now the demo partner's linked accounts from settings; authentication will
+    replace this with the consumer's own linked accounts.
+    """
+    return settings.partner.linked_accounts
+
+
+PartnerAccountsDep = Annotated[list[str], Depends(partner_accounts)]
+
+
+@router.get(
+    "/quotes",
+    response_model=PartnerQuotes,
+    response_class=UpstreamJSON,
+    responses=problem_responses(422, 502, 503, 504),
+)
+async def partner_quotes(symbols: SymbolList, caller: CallerDep) -> Response:
+    """Level-1 quotes of up to 50 symbols."""
+    # market-data's document already has the documented shape: pass its bytes through.
+    return UpstreamJSON(await compose.quote_document(caller, symbols))
+
+
+@router.get(
+    "/candles/{symbol}",
+    response_model=PartnerCandles,
+    responses=problem_responses(404, 422, 502, 503, 504),
+)
+async def partner_candles(
+    symbol: Annotated[
+        str,
+        Path(pattern=SYMBOL_PATTERN, description="Ticker symbol, upper case", examples=["AAPL"]),
+    ],
+    market_data: MarketDataDep,
+    interval: Annotated[CandleInterval, Query(description="Width of one candle")] = (
+        CandleInterval.five_minutes
+    ),
+    span: Annotated[
+        CandleRange, Query(alias="range", description="How far back the series reaches")
+    ] = CandleRange.one_day,
+) -> PartnerCandles:
+    """OHLCV candles of one symbol."""
+    return await compose.candles(market_data, symbol=symbol, interval=interval, span=span)
+
+
+@router.post(
+    "/orders",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PartnerOrder,
+    responses={
+        status.HTTP_201_CREATED: {
+            "description": "The order; `Idempotent-Replayed: true` when the key was seen before",
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "`true` when this is the first result for a repeated key",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            },
+        },
+        **problem_responses(403, 404, 409, 422, 502, 503, 504),
+    },
+)
+async def partner_place_order(
+    order: PartnerOrderRequest,
+    idempotency_key: IdempotencyKey,
+    idempotency: IdempotencyDep,
+    accounts: PartnerAccountsDep,
+    orders: OrdersDep,
+    response: Response,
+) -> PartnerOrder:
+    """Place an order in one of the partner's linked accounts."""
+    if order.account_id not in accounts:
+        raise Forbidden(
+            f"Account {order.account_id} is not linked to this partner.",
+            extra={"account_id": order.account_id},
+        )
+    placed, replayed = await compose.place(
+        orders, request=order, idempotency_key=idempotency_key, idempotency=idempotency
+    )
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return placed

@@ -1,0 +1,66 @@
+"""GET /partner/v1/quotes: validated symbols, market-data's bytes passed through."""
+
+from tests.fixtures.gateway import RunningGateway
+from tests.frontends.partner.conftest import Backends, assert_problem, field_errors
+
+QUOTES = "/partner/v1/quotes"
+
+
+async def test_body_is_market_datas_document(gateway: RunningGateway, backends: Backends) -> None:
+    symbols = "MSFT,AAPL,BRK.B,NOPE"
+
+    response = await gateway.client.get(QUOTES, params={"symbols": symbols})
+    direct = await backends.get("market-data", "/quotes", symbols=symbols)
+
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == set(direct) == {"quotes"}
+    assert [q["symbol"] for q in body["quotes"]] == [q["symbol"] for q in direct["quotes"]]
+    assert [q["symbol"] for q in body["quotes"]] == ["MSFT", "AAPL", "BRK.B"]
+    assert [sorted(q) for q in body["quotes"]] == [sorted(q) for q in direct["quotes"]]
+
+
+async def test_repeated_symbols_are_asked_once(gateway: RunningGateway, backends: Backends) -> None:
+    await backends.reset_stats("market-data")
+
+    response = await gateway.client.get(QUOTES, params={"symbols": "AAPL,AAPL,MSFT"})
+
+    assert response.status_code == 200, response.text
+    assert [q["symbol"] for q in response.json()["quotes"]] == ["AAPL", "MSFT"]
+    assert await backends.requests("market-data") == {"GET /quotes": 1}
+
+
+async def test_bad_symbols_never_reach_market_data(
+    gateway: RunningGateway, backends: Backends
+) -> None:
+    await backends.reset_stats("market-data")
+
+    response = await gateway.client.get(QUOTES, params={"symbols": "AAPL,msft"})
+
+    problem = assert_problem(response, 422)
+    assert field_errors(problem) == {"query.symbols"}
+    assert "'msft'" in problem["detail"]
+    assert await backends.requests("market-data") == {}
+
+
+async def test_market_data_down_on_every_instance(
+    gateway: RunningGateway, backends: Backends
+) -> None:
+    await backends.fault("market-data", error_rate=1.0, error_status=503)
+
+    response = await gateway.client.get(QUOTES, params={"symbols": "AAPL"})
+
+    problem = assert_problem(response, 503)
+    assert problem["service"] == "market-data"
+
+
+async def test_openapi_documents_the_typed_shape(gateway: RunningGateway) -> None:
+    document = gateway.app.openapi()
+
+    ok = document["paths"]["/partner/v1/quotes"]["get"]["responses"]["200"]
+    assert ok["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/PartnerQuotes"
+    }
+    quote = document["components"]["schemas"]["PartnerQuote"]
+    assert {"symbol", "price", "change_pct", "bid", "ask", "timestamp"} <= set(quote["properties"])
