@@ -67,10 +67,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.services, timeout_ms=int(settings.upstream.default_timeout_s * 1000)
         )
         await config.reload()
-        registry = ServiceRegistry(config)
-        http = create_session(settings.upstream)
-        caller = UpstreamCaller(session=http, registry=registry, settings=settings.upstream)
         redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        http = create_session(settings.upstream)
+        registry = ServiceRegistry.from_settings(config, redis=redis, settings=settings)
+        await registry.start(http=http, health_checks=settings.resilience.health_checks)
+        caller = UpstreamCaller(session=http, registry=registry, settings=settings.upstream)
         notices = ChangeNotices(config, redis, prefix=settings.redis_prefix)
         await notices.start()
         admission = AdmissionControl(settings)
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield {"gateway": state}
         finally:
+            await registry.stop()
             await notices.stop()
             await admission.close()
             if redis is not None:

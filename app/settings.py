@@ -84,6 +84,23 @@ SigningAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384"]
 DEFAULT_SIGNING_ALGORITHMS: tuple[SigningAlgorithm, ...] = ("RS256", "ES256")
 
 
+class ResilienceSettings(BaseModel):
+    """Deadlines of requests, and how upstream instances are discovered and health-checked."""
+
+    default_deadline_ms: int = Field(5_000, ge=10, le=600_000)
+    # Path prefix -> deadline in ms, e.g. {"/partner/v1/orders": 8000}; longest prefix wins.
+    route_deadlines_ms: dict[str, int] = Field(default_factory=dict)
+    # DNS discovery: empty uses the system's resolvers.
+    dns_nameservers: list[str] = Field(default_factory=list)
+    dns_port: int = Field(53, ge=1, le=65535)
+    # A self-registered instance that stops heartbeating leaves after this long by default.
+    registration_ttl_s: float = Field(15.0, gt=0, le=3600)
+    # How often each process re-reads self-registrations from Redis.
+    registry_refresh_s: float = Field(1.0, gt=0, le=60)
+    # Background health checks of every instance (per-service settings in its policy).
+    health_checks: bool = True
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GATEWAY_",
@@ -108,6 +125,7 @@ class Settings(BaseSettings):
     demo_account_id: str = "ACC-1001"
     upstream: UpstreamSettings = UpstreamSettings()
     http: HttpSettings = HttpSettings()
+    resilience: ResilienceSettings = ResilienceSettings()
     access: AccessSettings = AccessSettings()
     partner: PartnerSettings = PartnerSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()

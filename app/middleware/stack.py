@@ -7,14 +7,15 @@ from starlette.middleware.gzip import GZipMiddleware
 from app.middleware.access_log import AccessLogMiddleware
 from app.middleware.admission import AdmissionMiddleware
 from app.middleware.body_limit import BodyLimitMiddleware
+from app.middleware.deadline import DeadlineMiddleware
 from app.middleware.request_id import RequestIdMiddleware
 from app.middleware.security_headers import SecurityHeadersMiddleware
 from app.settings import Settings
 
 
 def install_middleware(app: FastAPI, settings: Settings) -> None:
-    """Outermost first: request id -> access log -> compression -> body limit -> headers/CORS
-    -> admission (gateway-wide in-flight cap, rate-limit headers).
+    """Outermost first: request id -> deadline -> access log -> compression -> body limit
+    -> headers/CORS -> admission (gateway-wide in-flight cap, rate-limit headers).
 
     Starlette wraps in reverse order of `add_middleware`, so they are added innermost first.
     """
@@ -34,4 +35,10 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(GZipMiddleware, minimum_size=settings.http.gzip_minimum_bytes)
     if settings.access_log:
         app.add_middleware(AccessLogMiddleware)
+    # Right inside the request id: the deadline clock starts before any other work.
+    app.add_middleware(
+        DeadlineMiddleware,
+        default_ms=settings.resilience.default_deadline_ms,
+        route_ms=settings.resilience.route_deadlines_ms,
+    )
     app.add_middleware(RequestIdMiddleware)

@@ -9,12 +9,14 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.store.consumers import ApiKeyRepository, ConsumerRepository, PlanRepository
 from app.store.models import ApiKey, Consumer, Plan, RateLimitRule, Service, ServiceInstance
 from app.store.rate_limit_rules import RateLimitRuleRepository
 from app.store.services import ServiceRepository
+from app.traffic.policy import ServicePolicy
 
 logger = logging.getLogger("gateway.config")
 
@@ -25,6 +27,8 @@ class InstanceConfig:
     url: str
     weight: int = 1
     enabled: bool = True
+    # config | registered (self-registration) | dns
+    source: str = "config"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,7 @@ class ServiceConfig:
     balancer: str
     health_path: str
     instances: tuple[InstanceConfig, ...]
+    policy: ServicePolicy = field(default_factory=ServicePolicy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +108,17 @@ def _service_config(service: Service) -> ServiceConfig:
             InstanceConfig(i.instance_id, i.url.rstrip("/"), i.weight, i.enabled)
             for i in service.instances
         ),
+        policy=_service_policy(service),
     )
+
+
+def _service_policy(service: Service) -> ServicePolicy:
+    try:
+        return ServicePolicy.model_validate(service.policy or {})
+    except ValidationError as exc:
+        # Written before validation existed, or by hand: keep serving on the defaults.
+        logger.warning("service %s has an invalid policy, using defaults: %s", service.name, exc)
+        return ServicePolicy()
 
 
 def _rate_limit_rule_config(rule: RateLimitRule) -> RateLimitRuleConfig:

@@ -1,9 +1,13 @@
 """The one way the gateway calls a platform service.
 
-Owns the pooled aiohttp session (the only place one is created), instance choice, the
-per-call timeout, request-id forwarding and the mapping of failures onto typed errors.
+Owns the pooled aiohttp session (the only place one is created) and the resilient call:
+discover instances -> balance -> breaker -> bulkhead -> deadline -> aiohttp -> retry policy
+-> decode. Identical concurrent GETs share one call (`collapse`). Failures become typed
+errors: `UpstreamError` 502, `UpstreamUnavailable` 503 (also "circuit open" and "bulkhead
+full"), `UpstreamTimeout` 504.
 """
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -16,6 +20,12 @@ from pydantic import BaseModel, ValidationError
 from app.discovery.registry import ServiceRegistry
 from app.observability.context import current_request_id
 from app.settings import UpstreamSettings
+from app.store.snapshot import InstanceConfig, ServiceConfig
+from app.traffic.breaker import BreakerBoard, CircuitBreaker, CircuitOpen
+from app.traffic.bulkhead import Bulkheads
+from app.traffic.collapse import RequestCollapser, collapse_key
+from app.traffic.deadline import DEADLINE_HEADER, Deadline, current_deadline
+from app.traffic.retry import RetryBudget, RetryBudgets, backoff_s, is_repeatable, retry_after_s
 from app.upstreams.errors import (
     UpstreamError,
     UpstreamRejected,
@@ -74,6 +84,39 @@ def create_session(settings: UpstreamSettings) -> aiohttp.ClientSession:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One logical upstream request, whatever number of attempts it takes."""
+
+    service: str
+    config: ServiceConfig
+    method: str
+    path: str
+    params: Mapping[str, str] | None
+    data: bytes | None
+    headers: dict[str, str]
+    timeout_s: float | None
+
+
+class _AttemptFailed(Exception):
+    """One attempt failed; `error` is what the client sees if it is not retried."""
+
+    def __init__(
+        self,
+        error: UpstreamError,
+        *,
+        kind: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(error.detail)
+        self.error = error
+        # connect | timeout | status | broken
+        self.kind = kind
+        self.status = status
+        self.retry_after = retry_after
+
+
 class UpstreamCaller:
     def __init__(
         self,
@@ -85,6 +128,14 @@ class UpstreamCaller:
         self._session = session
         self._registry = registry
         self._settings = settings
+        self.breakers = BreakerBoard()
+        self.bulkheads = Bulkheads()
+        self.budgets = RetryBudgets()
+        self.collapser: RequestCollapser[UpstreamResponse] = RequestCollapser()
+
+    @property
+    def registry(self) -> ServiceRegistry:
+        return self._registry
 
     async def request(
         self,
@@ -96,10 +147,15 @@ class UpstreamCaller:
         json_body: Any = None,
         headers: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
+        collapse: bool | None = None,
     ) -> UpstreamResponse:
-        """Call one instance of `service`; 5xx, timeouts and connection errors raise."""
+        """Call `service` resiliently; 5xx, timeouts and connection errors raise.
+
+        `collapse` (default: on for GETs) lets identical concurrent calls share one answer;
+        every header passed here is part of what must be identical.
+        """
+        method = method.upper()
         config = self._registry.service(service)
-        instance = self._registry.pick(service)
         outgoing = {"x-request-id": current_request_id()}
         data = None
         if json_body is not None:
@@ -107,33 +163,22 @@ class UpstreamCaller:
             outgoing["content-type"] = "application/json"
         if headers:
             outgoing.update(headers)
-        timeout = aiohttp.ClientTimeout(
-            total=timeout_s or config.timeout_s, connect=self._settings.connect_timeout_s
-        )
+        call = _Call(service, config, method, path, params, data, outgoing, timeout_s)
+        if collapse is None:
+            collapse = method == "GET" and data is None
+        if not collapse:
+            return await self._call(call)
+        key = collapse_key(service, path, params=params, headers=outgoing)
+        deadline = current_deadline()
+        shared = self.collapser.run(key, lambda: self._call(call))
+        if deadline is None:
+            return await shared
         try:
-            async with self._session.request(
-                method,
-                instance.url + path,
-                params=params,
-                data=data,
-                headers=outgoing,
-                timeout=timeout,
-                allow_redirects=False,
-            ) as response:
-                body = await response.read()
-        except TimeoutError as exc:
-            raise UpstreamTimeout(
-                f"{service} did not answer within {timeout.total:g} s.", service=service
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnavailable(
-                f"{service} could not be reached ({type(exc).__name__}).", service=service
-            ) from exc
-        result = UpstreamResponse(service, response.status, response.headers, body)
-        if response.status >= 500:
-            failure = _FAILURE_BY_STATUS.get(response.status, UpstreamError)
-            raise failure(f"{service} answered {response.status}.", service=service)
-        return result
+            # A follower keeps its own deadline even when the leader's is longer.
+            async with asyncio.timeout(max(deadline.remaining_s(), 0.0)):
+                return await shared
+        except TimeoutError:
+            raise _deadline_passed(service) from None
 
     async def fetch(
         self,
@@ -148,3 +193,200 @@ class UpstreamCaller:
         if response.status >= 400:
             raise UpstreamRejected(response.detail(), status=response.status, service=service)
         return response.model(model)
+
+    async def _call(self, call: _Call) -> UpstreamResponse:
+        policy = call.config.policy.retries
+        budget = self.budgets.budget(call.service, policy)
+        budget.record_call()
+        repeatable = is_repeatable(call.method, call.headers)
+        tried: set[str] = set()
+        retry = 0
+        while True:
+            deadline = current_deadline()
+            if deadline is not None and deadline.remaining_s() <= 0:
+                raise _deadline_passed(call.service)
+            instance, breaker = self._choose(call, tried)
+            tried.add(instance.url)
+            try:
+                return await self._attempt(call, instance, breaker, deadline)
+            except _AttemptFailed as failed:
+                retry += 1
+                delay = self._retry_delay(
+                    call, failed, retry=retry, repeatable=repeatable, budget=budget
+                )
+                if delay is None:
+                    raise failed.error from failed.__cause__
+            await asyncio.sleep(delay)
+
+    def _choose(self, call: _Call, tried: set[str]) -> tuple[InstanceConfig, CircuitBreaker]:
+        """An instance whose circuit lets the call through, preferring one not tried yet."""
+        instances = self._registry.routable(call.service)
+        if not instances:
+            raise UpstreamUnavailable(
+                f"{call.service} has no enabled instance.", service=call.service
+            )
+        policy = call.config.policy.breaker
+        open_for_calls = [
+            (instance, breaker)
+            for instance in instances
+            if (breaker := self.breakers.breaker(call.service, instance.url, policy)).available()
+        ]
+        balancer = self._registry.balancer(call.service)
+        while open_for_calls:
+            untried = [pair for pair in open_for_calls if pair[0].url not in tried]
+            pool = untried or open_for_calls
+            instance = balancer.pick([pair[0] for pair in pool])
+            breaker = next(b for i, b in pool if i is instance)
+            if breaker.try_acquire():
+                return instance, breaker
+            open_for_calls = [pair for pair in open_for_calls if pair[0] is not instance]
+        raise CircuitOpen(call.service)
+
+    async def _attempt(
+        self,
+        call: _Call,
+        instance: InstanceConfig,
+        breaker: CircuitBreaker,
+        deadline: Deadline | None,
+    ) -> UpstreamResponse:
+        service, policy = call.service, call.config.policy
+        own_timeout = call.timeout_s or call.config.timeout_s
+        outcome: bool | None = None
+        try:
+            bulkhead = self.bulkheads.bulkhead(service, policy.bulkhead)
+            max_wait = deadline.remaining_s() if deadline is not None else None
+            async with bulkhead.slot(max_wait_s=max_wait):
+                timeout_s = own_timeout
+                cut_by_deadline = False
+                if deadline is not None:
+                    remaining = deadline.remaining_s()
+                    if remaining <= 0:
+                        raise _deadline_passed(service)
+                    if remaining < own_timeout:
+                        timeout_s, cut_by_deadline = remaining, True
+                headers = dict(call.headers)
+                headers[DEADLINE_HEADER] = str(max(int(timeout_s * 1000), 1))
+                with self._registry.balancer(service).track(instance):
+                    try:
+                        response = await self._send(call, instance, headers, timeout_s)
+                    except _AttemptFailed as failed:
+                        # A timeout only says something about the instance when it was the
+                        # service's own; a short client deadline is not the instance's fault.
+                        if not (failed.kind == "timeout" and cut_by_deadline):
+                            outcome = False
+                        raise
+                outcome = response.status < 500
+                if response.status >= 500:
+                    failure = _FAILURE_BY_STATUS.get(response.status, UpstreamError)
+                    raise _AttemptFailed(
+                        failure(f"{service} answered {response.status}.", service=service),
+                        kind="status",
+                        status=response.status,
+                        retry_after=retry_after_s(response.headers.get("retry-after"))
+                        if response.status == 503
+                        else None,
+                    )
+                return response
+        finally:
+            if outcome is None:
+                breaker.release()
+            else:
+                if outcome:
+                    breaker.record_success()
+                else:
+                    breaker.record_failure()
+                self._registry.health.record_call(
+                    service, instance.url, ok=outcome, policy=policy.ejection
+                )
+
+    async def _send(
+        self,
+        call: _Call,
+        instance: InstanceConfig,
+        headers: dict[str, str],
+        timeout_s: float,
+    ) -> UpstreamResponse:
+        service = call.service
+        timeout = aiohttp.ClientTimeout(
+            total=timeout_s, connect=min(self._settings.connect_timeout_s, timeout_s)
+        )
+        try:
+            async with self._session.request(
+                call.method,
+                instance.url + call.path,
+                params=call.params,
+                data=call.data,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+            ) as response:
+                body = await response.read()
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise _AttemptFailed(
+                UpstreamUnavailable(
+                    f"{service} could not be reached within {timeout.connect:g} s.",
+                    service=service,
+                ),
+                kind="connect",
+            ) from exc
+        except TimeoutError as exc:
+            raise _AttemptFailed(
+                UpstreamTimeout(
+                    f"{service} did not answer within {timeout_s:g} s.", service=service
+                ),
+                kind="timeout",
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise _AttemptFailed(
+                UpstreamUnavailable(
+                    f"{service} could not be reached ({type(exc).__name__}).", service=service
+                ),
+                kind="connect",
+            ) from exc
+        except aiohttp.ClientError as exc:
+            # The connection broke after the request may have been sent.
+            raise _AttemptFailed(
+                UpstreamUnavailable(
+                    f"{service} could not be reached ({type(exc).__name__}).", service=service
+                ),
+                kind="broken",
+            ) from exc
+        return UpstreamResponse(service, response.status, response.headers, body)
+
+    def _retry_delay(
+        self,
+        call: _Call,
+        failed: _AttemptFailed,
+        *,
+        retry: int,
+        repeatable: bool,
+        budget: RetryBudget,
+    ) -> float | None:
+        """Seconds to wait before trying again, or None when this failure is final."""
+        policy = call.config.policy.retries
+        if not repeatable or retry >= policy.attempts:
+            return None
+        if failed.kind == "status" and failed.status not in policy.retry_on:
+            return None
+        if failed.kind == "connect" and not policy.retry_on_connect_errors:
+            return None
+        if failed.kind in {"timeout", "broken"} and not policy.retry_on_timeouts:
+            return None
+        delay = backoff_s(policy, retry)
+        if failed.retry_after is not None:
+            delay = max(delay, failed.retry_after)
+        deadline = current_deadline()
+        room = deadline.remaining_s() if deadline is not None else call.config.timeout_s
+        if delay >= room:
+            return None
+        if not budget.try_spend():
+            return None
+        return delay
+
+
+def _deadline_passed(service: str) -> UpstreamTimeout:
+    error = UpstreamTimeout(
+        f"The request's deadline passed before {service} answered.", service=service
+    )
+    error.extra["reason"] = "deadline-exceeded"
+    return error

@@ -1,0 +1,186 @@
+"""Instance health: active checks in the background, passive ejection from call outcomes.
+
+Active: every `health_check.interval_ms` each instance gets a GET on its health path; after
+`unhealthy_threshold` failed probes in a row it leaves rotation, after `healthy_threshold`
+good ones it returns. Passive: an instance whose calls failed `ejection.consecutive_failures`
+times in a row is ejected for `ejection.ejection_ms`, or until an active check sees it
+recover. The registry routes only to instances in rotation (and to all of them when none is,
+since refusing every call is no better than trying).
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from app.traffic.policy import EjectionPolicy, HealthCheckPolicy
+from app.upstreams.errors import UpstreamUnavailable
+
+if TYPE_CHECKING:
+    from app.discovery.registry import ServiceRegistry
+
+logger = logging.getLogger("gateway.health")
+
+
+@dataclass
+class InstanceHealth:
+    """What the gateway knows about one instance's health."""
+
+    # The active checks' verdict; instances start healthy, so a fresh one gets traffic.
+    healthy: bool = True
+    checks_failed: int = 0
+    checks_passed: int = 0
+    last_check_at: datetime | None = None
+    last_error: str | None = None
+    calls_failed: int = 0
+    ejected_until: float = 0.0
+    ejections: int = 0
+
+    def ejected(self, now: float) -> bool:
+        return now < self.ejected_until
+
+
+class HealthTable:
+    """Every known instance's health in this process, by (service, url)."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._instances: dict[tuple[str, str], InstanceHealth] = {}
+
+    def health(self, service: str, url: str) -> InstanceHealth:
+        key = (service, url)
+        health = self._instances.get(key)
+        if health is None:
+            health = self._instances[key] = InstanceHealth()
+        return health
+
+    def in_rotation(self, service: str, url: str) -> bool:
+        health = self._instances.get((service, url))
+        return health is None or (health.healthy and not health.ejected(self._clock()))
+
+    def ejected_for_s(self, service: str, url: str) -> float:
+        health = self._instances.get((service, url))
+        return max(health.ejected_until - self._clock(), 0.0) if health else 0.0
+
+    def record_call(self, service: str, url: str, *, ok: bool, policy: EjectionPolicy) -> None:
+        health = self.health(service, url)
+        if ok:
+            health.calls_failed = 0
+            return
+        health.calls_failed += 1
+        if health.calls_failed >= policy.consecutive_failures and not health.ejected(self._clock()):
+            health.ejected_until = self._clock() + policy.ejection_ms / 1000
+            health.ejections += 1
+            health.calls_failed = 0
+            logger.warning("ejected %s %s after failed calls", service, url)
+
+    def record_check(
+        self, service: str, url: str, *, error: str | None, policy: HealthCheckPolicy
+    ) -> None:
+        health = self.health(service, url)
+        health.last_check_at = datetime.now(UTC)
+        health.last_error = error
+        if error is None:
+            health.checks_failed = 0
+            health.checks_passed += 1
+            if not health.healthy and health.checks_passed >= policy.healthy_threshold:
+                health.healthy = True
+                # It came back (restarted, redeployed): earlier call failures are history.
+                health.ejected_until = 0.0
+                health.calls_failed = 0
+                logger.info("%s %s is healthy again", service, url)
+        else:
+            health.checks_passed = 0
+            health.checks_failed += 1
+            if health.healthy and health.checks_failed >= policy.unhealthy_threshold:
+                health.healthy = False
+                logger.warning("%s %s is unhealthy: %s", service, url, error)
+
+    def forget_except(self, service: str, urls: Iterable[str]) -> None:
+        """Drop instances of `service` that are no longer registered anywhere."""
+        keep = set(urls)
+        for key in [k for k in self._instances if k[0] == service and k[1] not in keep]:
+            del self._instances[key]
+
+    def __iter__(self) -> Iterator[tuple[str, str, InstanceHealth]]:
+        for (service, url), health in sorted(self._instances.items()):
+            yield service, url, health
+
+
+class HealthChecker:
+    """One background task per service, probing its instances at the service's interval."""
+
+    def __init__(
+        self, *, registry: "ServiceRegistry", http: aiohttp.ClientSession, table: HealthTable
+    ) -> None:
+        self._registry = registry
+        self._http = http
+        self._table = table
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._supervisor: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._supervisor = asyncio.create_task(self._supervise(), name="health-checks")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._supervisor, *self._tasks.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        self._supervisor = None
+
+    async def _supervise(self) -> None:
+        while True:
+            names = set(self._registry.service_names())
+            for name in names - self._tasks.keys():
+                self._tasks[name] = asyncio.create_task(self._check_service(name))
+            for name in self._tasks.keys() - names:
+                self._tasks.pop(name).cancel()
+            await asyncio.sleep(1.0)
+
+    async def _check_service(self, name: str) -> None:
+        while True:
+            try:
+                service = self._registry.service(name)
+            except UpstreamUnavailable:
+                return
+            policy = service.policy.health_check
+            if policy.enabled:
+                await self.check_service(name)
+            await asyncio.sleep(policy.interval_ms / 1000)
+
+    async def check_service(self, name: str) -> None:
+        """Probe every instance of `name` once and record the results."""
+        service = self._registry.service(name)
+        policy = service.policy.health_check
+        path = policy.path or service.health_path
+        instances = self._registry.instances(name)
+        errors = await asyncio.gather(
+            *(self._probe(instance.url + path, policy.timeout_ms / 1000) for instance in instances)
+        )
+        for instance, error in zip(instances, errors, strict=True):
+            self._table.record_check(name, instance.url, error=error, policy=policy)
+        self._table.forget_except(name, (i.url for i in instances))
+
+    async def _probe(self, url: str, timeout_s: float) -> str | None:
+        try:
+            async with self._http.get(
+                url, timeout=aiohttp.ClientTimeout(total=timeout_s), allow_redirects=False
+            ) as response:
+                await response.read()
+                if response.status >= 400:
+                    return f"answered {response.status}"
+                return None
+        except TimeoutError:
+            return f"no answer within {timeout_s:g} s"
+        except aiohttp.ClientError as exc:
+            return type(exc).__name__

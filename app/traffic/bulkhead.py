@@ -1,0 +1,81 @@
+"""Bulkheads: a bounded number of calls in flight per upstream service.
+
+A slow service then ties up at most `max_concurrent` of the process's calls, and everything
+else (other services, other routes) keeps its share. A call that cannot get a slot within
+`max_wait_ms` fails at once with 503 rather than queueing without bound.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from app.traffic.policy import BulkheadPolicy
+from app.upstreams.errors import UpstreamUnavailable
+
+
+class BulkheadFull(UpstreamUnavailable):
+    """The service already has as many calls in flight as its bulkhead allows."""
+
+    def __init__(self, service: str, limit: int) -> None:
+        super().__init__(
+            f"{service} has {limit} call(s) in flight, its limit; try again shortly.",
+            service=service,
+        )
+        self.extra["reason"] = "bulkhead-full"
+
+
+class Bulkhead:
+    def __init__(self, service: str, policy: BulkheadPolicy) -> None:
+        self.service = service
+        self.policy = policy
+        self._slots = asyncio.Semaphore(policy.max_concurrent)
+        self.in_flight = 0
+        self.waiting = 0
+        self.rejected = 0
+
+    @asynccontextmanager
+    async def slot(self, *, max_wait_s: float | None = None) -> AsyncIterator[None]:
+        """Hold one slot for the duration of a call; `max_wait_s` may shorten the wait."""
+        wait = self.policy.max_wait_ms / 1000
+        if max_wait_s is not None:
+            wait = max(min(wait, max_wait_s), 0.0)
+        if self._slots.locked():
+            if wait <= 0:
+                self._reject()
+            self.waiting += 1
+            try:
+                async with asyncio.timeout(wait):
+                    await self._slots.acquire()
+            except TimeoutError:
+                self._reject()
+            finally:
+                self.waiting -= 1
+        else:
+            await self._slots.acquire()
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            self._slots.release()
+
+    def _reject(self) -> None:
+        self.rejected += 1
+        raise BulkheadFull(self.service, self.policy.max_concurrent)
+
+
+class Bulkheads:
+    """One bulkhead per service in this process; replaced when its policy changes."""
+
+    def __init__(self) -> None:
+        self._bulkheads: dict[str, Bulkhead] = {}
+
+    def bulkhead(self, service: str, policy: BulkheadPolicy) -> Bulkhead:
+        bulkhead = self._bulkheads.get(service)
+        if bulkhead is None or bulkhead.policy != policy:
+            # Calls holding a slot of the old one release it there; new calls use the new limit.
+            bulkhead = self._bulkheads[service] = Bulkhead(service, policy)
+        return bulkhead
+
+    def get(self, service: str) -> Bulkhead | None:
+        return self._bulkheads.get(service)

@@ -1,0 +1,60 @@
+"""One deadline per request, shared by every upstream call the request makes.
+
+The budget is the route's (`resilience.route_deadlines_ms`, longest path prefix wins) or
+`resilience.default_deadline_ms`; a client may shorten it, never lengthen it, by sending
+`X-Request-Deadline: <milliseconds>` - a relative budget, since clocks differ between hosts.
+Each upstream call gets `min(service timeout, time left)` and carries the same header with
+the milliseconds left, so the service can give up when the gateway will have.
+"""
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+DEADLINE_HEADER = "x-request-deadline"
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    expires_at: float
+    budget_ms: int
+
+    @classmethod
+    def after_ms(cls, ms: int) -> "Deadline":
+        return cls(expires_at=time.monotonic() + ms / 1000, budget_ms=ms)
+
+    def remaining_s(self) -> float:
+        return self.expires_at - time.monotonic()
+
+    def remaining_ms(self) -> int:
+        return max(int(self.remaining_s() * 1000), 0)
+
+
+deadline_var: ContextVar[Deadline | None] = ContextVar("deadline", default=None)
+
+
+def current_deadline() -> Deadline | None:
+    """The deadline of the request being handled; None outside a request."""
+    return deadline_var.get()
+
+
+@contextmanager
+def deadline_scope(ms: int) -> Iterator[Deadline]:
+    """Run a block under a deadline of `ms` milliseconds (background jobs, tests)."""
+    deadline = Deadline.after_ms(ms)
+    token = deadline_var.set(deadline)
+    try:
+        yield deadline
+    finally:
+        deadline_var.reset(token)
+
+
+def route_budget_ms(path: str, *, default_ms: int, route_ms: Mapping[str, int]) -> int:
+    """The configured deadline for `path`: the longest matching prefix, else the default."""
+    best, budget = -1, default_ms
+    for prefix, ms in route_ms.items():
+        if path.startswith(prefix) and len(prefix) > best:
+            best, budget = len(prefix), ms
+    return budget

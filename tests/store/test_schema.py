@@ -1,0 +1,131 @@
+"""The config store's schema on SQLite and PostgreSQL: migrations both ways, constraints."""
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete, func, inspect, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.sql import ColumnElement
+
+from app.store.database import create_engine, session_factory
+from app.store.models import Base, Service, ServiceInstance
+from tests.fixtures.databases import downgrade, migrate, postgres_database, sqlite_url
+from tests.store.store_backends import BACKENDS, migrated_store
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path)
+        return
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, database_url: str) -> Iterator[str]:
+    yield from migrated_store(request.param, database_url)
+
+
+@pytest.fixture
+async def engine(store_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(store_url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def _tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            names = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+    finally:
+        await engine.dispose()
+    return set(names) - {"alembic_version"}
+
+
+async def _columns(url: str, table: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            columns = await connection.run_sync(lambda sync: inspect(sync).get_columns(table))
+    finally:
+        await engine.dispose()
+    return {c["name"] for c in columns}
+
+
+async def test_migrations_upgrade_to_head_and_downgrade_to_base(empty_store_url: str) -> None:
+    # Alembic runs its own event loop, so it goes to a worker thread.
+    await _in_thread(migrate, empty_store_url)
+    assert await _tables(empty_store_url) == set(Base.metadata.tables)
+    for table in Base.metadata.tables.values():
+        assert await _columns(empty_store_url, table.name) == {c.name for c in table.columns}
+
+    await _in_thread(downgrade, empty_store_url, "0001")
+    assert "policy" not in await _columns(empty_store_url, "services")
+    await _in_thread(downgrade, empty_store_url)
+    assert await _tables(empty_store_url) == set()
+    # And back up again: the downgrade left nothing that blocks a fresh upgrade.
+    await _in_thread(migrate, empty_store_url)
+    assert await _tables(empty_store_url) == set(Base.metadata.tables)
+
+
+async def _in_thread(step: Callable[..., None], *args: str) -> None:
+    await asyncio.to_thread(step, *args)
+
+
+async def test_service_names_are_unique(engine: AsyncEngine) -> None:
+    sessions = session_factory(engine)
+    async with sessions() as session, session.begin():
+        session.add(Service(name="unique-name"))
+    with pytest.raises(IntegrityError):
+        async with sessions() as session, session.begin():
+            session.add(Service(name="unique-name"))
+    assert await _count(sessions, Service, Service.name == "unique-name") == 1
+
+
+async def test_instance_urls_are_unique_per_service(engine: AsyncEngine) -> None:
+    sessions = session_factory(engine)
+    url = "http://10.0.0.1:8080"
+    async with sessions() as session, session.begin():
+        session.add(Service(name="first-svc", instances=[ServiceInstance(url=url)]))
+        # The same address may serve two services.
+        session.add(Service(name="second-svc", instances=[ServiceInstance(url=url)]))
+    with pytest.raises(IntegrityError):
+        async with sessions() as session, session.begin():
+            service = await session.scalar(select(Service).where(Service.name == "first-svc"))
+            assert service is not None
+            session.add(ServiceInstance(service_id=service.service_id, url=url))
+    assert await _count(sessions, ServiceInstance, ServiceInstance.url == url) == 2
+
+
+async def test_deleting_a_service_row_cascades_to_its_instances(engine: AsyncEngine) -> None:
+    sessions = session_factory(engine)
+    async with sessions() as session, session.begin():
+        session.add(
+            Service(
+                name="cascading",
+                instances=[ServiceInstance(url="http://a:1"), ServiceInstance(url="http://b:1")],
+            )
+        )
+        session.add(Service(name="bystander", instances=[ServiceInstance(url="http://a:1")]))
+    async with sessions() as session, session.begin():
+        service_id = await session.scalar(
+            select(Service.service_id).where(Service.name == "cascading")
+        )
+        # A bulk delete skips the ORM's cascade: only the database's ON DELETE CASCADE acts.
+        await session.execute(delete(Service).where(Service.name == "cascading"))
+    assert await _count(sessions, ServiceInstance, ServiceInstance.service_id == service_id) == 0
+    assert await _count(sessions, ServiceInstance, ServiceInstance.url == "http://a:1") == 1
+
+
+async def _count(
+    sessions: async_sessionmaker[AsyncSession], model: type[Base], *where: ColumnElement[bool]
+) -> int:
+    async with sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(model).where(*where)))

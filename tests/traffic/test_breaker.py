@@ -1,0 +1,205 @@
+"""Circuit breakers: open on failures, refuse at once, probe when half-open, close on success;
+and a killed instance under load: calls keep succeeding, its circuit opens, health checks take
+it out, and it returns to rotation after a restart."""
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from app.traffic.breaker import BreakerBoard, CircuitBreaker, CircuitOpen, CircuitState
+from app.traffic.policy import BreakerPolicy
+from app.upstreams.caller import UpstreamCaller
+from backends.launcher import Platform
+from tests.fixtures.upstream_caller import upstream_caller
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_consecutive_failures_open_the_circuit() -> None:
+    breaker = CircuitBreaker(BreakerPolicy(consecutive_failures=3), clock=FakeClock())
+    for _ in range(2):
+        assert breaker.try_acquire()
+        breaker.record_failure()
+    assert breaker.state is CircuitState.closed
+    breaker.record_success()
+    for _ in range(3):
+        assert breaker.try_acquire()
+        breaker.record_failure()
+    assert breaker.state is CircuitState.open
+    assert not breaker.try_acquire()
+
+
+def test_failure_ratio_over_the_window_opens_the_circuit_once_enough_calls() -> None:
+    clock = FakeClock()
+    policy = BreakerPolicy(
+        consecutive_failures=100, failure_ratio=0.5, minimum_calls=10, window_s=10
+    )
+    breaker = CircuitBreaker(policy, clock=clock)
+    for _ in range(4):
+        breaker.record_success()
+        breaker.record_failure()
+    assert breaker.state is CircuitState.closed  # 4 of 8: too few calls to judge
+    breaker.record_success()
+    breaker.record_failure()
+    assert breaker.state is CircuitState.open  # 5 of 10
+
+
+def test_old_calls_leave_the_rolling_window() -> None:
+    clock = FakeClock()
+    policy = BreakerPolicy(
+        consecutive_failures=100, failure_ratio=0.5, minimum_calls=4, window_s=10
+    )
+    breaker = CircuitBreaker(policy, clock=clock)
+    for _ in range(6):
+        breaker.record_success()
+    breaker.record_failure()
+    breaker.record_failure()
+    assert breaker.state is CircuitState.closed
+    clock.now += 11
+    assert breaker.window() == (0, 0)
+    # The six old successes no longer dilute the ratio: 3 of 4 recent calls failed.
+    breaker.record_failure()
+    breaker.record_success()
+    breaker.record_failure()
+    assert breaker.state is CircuitState.closed
+    breaker.record_failure()
+    assert breaker.state is CircuitState.open
+
+
+def test_half_open_lets_a_limited_number_of_probes_through_and_success_closes() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(
+        BreakerPolicy(consecutive_failures=1, cool_down_ms=5000, half_open_probes=2), clock=clock
+    )
+    breaker.record_failure()
+    assert breaker.state is CircuitState.open
+    clock.now += 4.9
+    assert not breaker.try_acquire()
+    clock.now += 0.2
+    assert breaker.state is CircuitState.half_open
+    assert breaker.try_acquire()
+    assert breaker.try_acquire()
+    assert not breaker.try_acquire()  # both probes in flight
+    breaker.record_success()
+    assert breaker.state is CircuitState.closed
+    assert breaker.try_acquire()
+
+
+def test_a_failed_probe_opens_the_circuit_for_another_cool_down() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(BreakerPolicy(consecutive_failures=1, cool_down_ms=1000), clock=clock)
+    breaker.record_failure()
+    clock.now += 1.5
+    assert breaker.try_acquire()
+    breaker.record_failure()
+    assert breaker.state is CircuitState.open
+    clock.now += 0.5
+    assert not breaker.try_acquire()
+    clock.now += 0.6
+    assert breaker.state is CircuitState.half_open
+
+
+def test_the_board_keeps_one_breaker_per_instance_and_applies_policy_changes() -> None:
+    board = BreakerBoard()
+    first = board.breaker("news", "http://a", BreakerPolicy())
+    assert board.breaker("news", "http://a", BreakerPolicy()) is first
+    assert board.breaker("news", "http://b", BreakerPolicy()) is not first
+    changed = BreakerPolicy(consecutive_failures=2)
+    assert board.breaker("news", "http://a", changed).policy == changed
+    assert [(e.service, e.url) for e in board] == [("news", "http://a"), ("news", "http://b")]
+
+
+async def test_all_circuits_open_answers_503_at_once_without_calling(
+    platform: Platform, database_url: str
+) -> None:
+    news = platform.process("news")
+    news.reset_stats()
+    news.set_faults(error_rate=1.0, error_status=500)
+    policy = {"breaker": {"consecutive_failures": 2, "cool_down_ms": 60_000}}
+    async with upstream_caller(
+        database_url, {"news": [news.url]}, policies={"news": policy}
+    ) as caller:
+        for _ in range(2):
+            with pytest.raises(Exception) as failed:
+                await caller.request("news", "GET", "/news/latest")
+            assert getattr(failed.value, "status", None) == 502
+        with pytest.raises(CircuitOpen) as refused:
+            await caller.request("news", "GET", "/news/latest")
+    assert refused.value.status == 503
+    assert "circuit open" in refused.value.detail
+    assert news.stats()["total"] == 2
+
+
+async def _load(caller: UpstreamCaller, results: list[int], stop: asyncio.Event) -> None:
+    symbols = ["AAPL", "MSFT", "NVDA", "TSLA", "AMZN"]
+    index = 0
+    while not stop.is_set():
+        index += 1
+        response = await caller.request(
+            "market-data", "GET", "/quotes", params={"symbols": symbols[index % 5]}
+        )
+        results.append(response.status)
+
+
+async def _until(condition: Callable[[], bool], *, timeout_s: float = 10.0) -> None:
+    for _ in range(int(timeout_s / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not true after {timeout_s} s: {condition}")
+
+
+async def test_a_killed_instance_under_load_is_routed_around_and_returns_after_restart(
+    platform: Platform, database_url: str
+) -> None:
+    victim, survivor = platform.instances("market-data")
+    policy = {
+        "breaker": {"consecutive_failures": 3, "cool_down_ms": 300},
+        "health_check": {
+            "interval_ms": 100,
+            "timeout_ms": 300,
+            "unhealthy_threshold": 2,
+            "healthy_threshold": 1,
+        },
+        "retries": {"budget_min_per_s": 50},
+    }
+    async with upstream_caller(
+        database_url,
+        {"market-data": platform.urls["market-data"]},
+        policies={"market-data": policy},
+        health_checks=True,
+    ) as caller:
+        registry = caller.registry
+        results: list[int] = []
+        stop = asyncio.Event()
+        workers = [asyncio.create_task(_load(caller, results, stop)) for _ in range(4)]
+        try:
+            await _until(lambda: len(results) >= 20)
+            victim.kill()
+            killed_at = len(results)
+            await _until(lambda: not registry.health.in_rotation("market-data", victim.url))
+            await _until(lambda: len(results) >= killed_at + 40)
+            breaker = caller.breakers.get("market-data", victim.url)
+            assert breaker is not None
+            assert breaker.consecutive_failures >= 3 or breaker.state is not CircuitState.closed
+            assert [i.url for i in registry.routable("market-data")] == [survivor.url]
+
+            victim.restart()
+            await _until(lambda: registry.health.in_rotation("market-data", victim.url))
+            victim.reset_stats()
+            await _until(lambda: int(str(victim.stats()["total"])) >= 5)
+        finally:
+            stop.set()
+            await asyncio.gather(*workers)
+            if not victim.is_running:
+                victim.restart()
+    # Every request succeeded: the ones that met the dead instance were retried on the other.
+    assert results and set(results) == {200}
+    assert breaker.state is CircuitState.closed
