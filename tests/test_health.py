@@ -1,0 +1,60 @@
+"""Liveness and readiness."""
+
+from app.settings import Settings
+from backends.launcher import Platform, free_port
+from tests.fixtures.gateway import RunningGateway
+
+AUTH = {"Authorization": "Bearer test-admin-token"}
+
+
+async def test_healthz_says_ok(gateway: RunningGateway) -> None:
+    response = await gateway.client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_ready_when_every_service_is_reachable(
+    gateway: RunningGateway, settings: Settings
+) -> None:
+    response = await gateway.client.get("/readyz")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "ready"
+    assert body["config_version"] >= 1
+    services = {s["service"]: s for s in body["services"]}
+    assert set(services) == set(settings.services)
+    for name, urls in settings.services.items():
+        assert services[name] == {
+            "service": name,
+            "reachable_instances": len(urls),
+            "instances": len(urls),
+        }
+
+
+async def test_not_ready_while_a_service_has_no_reachable_instance(
+    gateway: RunningGateway, platform: Platform
+) -> None:
+    unused = f"http://127.0.0.1:{free_port()}"
+    created = await gateway.client.post(
+        "/admin/v1/services",
+        json={"name": "nobody-home", "instances": [{"url": unused}]},
+        headers=AUTH,
+    )
+    assert created.status_code == 201, created.text
+
+    response = await gateway.client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "not_ready"
+    services = {s["service"]: s for s in body["services"]}
+    assert services["nobody-home"] == {
+        "service": "nobody-home",
+        "reachable_instances": 0,
+        "instances": 1,
+    }
+    # Only the unreachable service is at fault.
+    assert services["market-data"]["reachable_instances"] == len(platform.urls["market-data"])
+
+    removed = await gateway.client.delete("/admin/v1/services/nobody-home", headers=AUTH)
+    assert removed.status_code == 204
+    assert (await gateway.client.get("/readyz")).status_code == 200
