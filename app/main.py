@@ -18,6 +18,8 @@ from app.middleware.stack import install_middleware
 from app.observability.logging import configure_logging
 from app.openapi import ApiDocument, install_docs, stable_operation_id
 from app.security.apikeys import ApiKeyAuthenticator
+from app.security.oauth import build_web_identity
+from app.security.oauth import router as auth_router
 from app.security.quotas import QuotaCounter
 from app.settings import Settings
 from app.state import GatewayState
@@ -91,6 +93,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 redis, prefix=settings.redis_prefix, settings=settings.access
             ),
         )
+        identity = build_web_identity(settings, redis=redis)
+        state.identity = identity
+        # First in the chain, whatever was appended already: session cookie, bearer token.
+        state.authenticators[0:0] = [identity.sessions, identity.bearer]
         # Last in the chain (session cookie, bearer token, API key).
         state.authenticators.append(ApiKeyAuthenticator(config, redis, settings))
         try:
@@ -98,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await registry.stop()
             await notices.stop()
+            await identity.aclose()
             await admission.close()
             if redis is not None:
                 await redis.aclose()
@@ -137,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(admin_router, prefix="/admin/v1", tags=["admin"])
     app.include_router(health_router)
+    app.include_router(auth_router, prefix="/auth", tags=["auth"])
     install_docs(app, DOCUMENTS)
     configure_logging(settings.log_level)
     return app

@@ -84,6 +84,45 @@ SigningAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384"]
 DEFAULT_SIGNING_ALGORITHMS: tuple[SigningAlgorithm, ...] = ("RS256", "ES256")
 
 
+class IdentitySettings(BaseModel):
+    """Who the gateway trusts to identify users and partners, and how the web login works.
+
+    Only the issuer's discovery URL is configured; the issuer, its keys and endpoints are
+    read from the discovery document.
+    """
+
+    discovery_url: str = "http://127.0.0.1:9107/.well-known/openid-configuration"
+    audience: str = "stockbot-gateway"
+    # Fixed per issuer, never taken from a token: no "none", no HMAC with a public key.
+    algorithms: list[SigningAlgorithm] = Field(
+        default_factory=lambda: list(DEFAULT_SIGNING_ALGORITHMS), min_length=1
+    )
+    clock_skew_s: int = Field(30, ge=0, le=300)
+    max_token_bytes: int = Field(8192, ge=512)
+    # An unknown key id triggers at most one JWKS fetch per cooldown, so forged kids cannot
+    # turn the gateway into a load generator against the provider.
+    jwks_refetch_cooldown_s: float = Field(30.0, ge=0)
+    # Known keys are re-read after this long, so retired keys stop verifying.
+    jwks_max_age_s: float = Field(300.0, gt=0)
+    provider_timeout_s: float = Field(3.0, gt=0, le=30)
+    web_client_id: str = "stockbot-web"
+    web_client_secret: SecretStr = SecretStr("web-secret")
+    web_scopes: str = "openid profile email offline_access"
+    # None: the gateway's own /auth/callback as the browser reached it.
+    redirect_url: str | None = None
+    cookie_name: str = "stockbot_session"
+    login_cookie_name: str = "stockbot_login"
+    # None: Secure everywhere except the development and test environments.
+    cookie_secure: bool | None = None
+    session_ttl_s: int = Field(8 * 3600, ge=60)
+    login_ttl_s: int = Field(600, ge=30)
+    # A session's access token is refreshed on use when it expires within this many seconds.
+    refresh_before_s: int = Field(60, ge=0)
+    roles_claim: str = "roles"
+    scopes_claim: str = "scope"
+    account_claim: str = "account_ids"
+
+
 class ResilienceSettings(BaseModel):
     """Deadlines of requests, and how upstream instances are discovered and health-checked."""
 
@@ -129,5 +168,6 @@ class Settings(BaseSettings):
     access: AccessSettings = AccessSettings()
     partner: PartnerSettings = PartnerSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
+    identity: IdentitySettings = IdentitySettings()
     log_level: str = "info"
     access_log: bool = True

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.discovery.registry import ServiceRegistry
 from app.frontends.idempotency import IdempotencyLedger
 from app.security.authenticate import Authenticator
+from app.security.oauth import WebIdentity
 from app.security.quotas import QuotaCounter
 from app.settings import Settings
 from app.store.changes import ChangeNotices
@@ -30,6 +31,8 @@ class GatewayState:
     redis: Redis | None = None
     # Tried in order: session cookie, bearer token, API key.
     authenticators: list[Authenticator] = field(default_factory=list)
+    # The trusted identity provider, web sessions and their authenticators.
+    identity: WebIdentity | None = None
     # Set in the lifespan: reload after a committed config change and tell other processes.
     notices: ChangeNotices | None = None
     # Rate limits and in-flight caps; None when the app was built without a lifespan.

@@ -37,6 +37,8 @@ PLATFORM_LAYOUT: tuple[tuple[str, str], ...] = (
     ("orders", "orders-1"),
     ("news", "news-1"),
     ("bots", "bots-1"),
+    # The development OpenID Connect provider: 9107 under run-all.
+    ("identity", "identity-1"),
 )
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _READY_POLL_SECONDS = 0.05

@@ -18,6 +18,7 @@ SERVICE_MODULES: dict[str, str] = {
     "orders": "backends.orders",
     "news": "backends.news",
     "bots": "backends.bots",
+    "identity": "backends.identity",
 }
 SERVICE_NAMES: tuple[str, ...] = tuple(SERVICE_MODULES)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from backends.launcher import Platform, start_platform
 
-from app.settings import Settings
+from app.settings import IdentitySettings, Settings
 from tests.fixtures.databases import migrate, sqlite_url
 from tests.fixtures.gateway import RunningGateway, running_gateway
 
@@ -41,7 +41,11 @@ def settings(platform: Platform, database_url: str) -> Settings:
     return Settings(
         environment="test",
         database_url=database_url,
-        services={name: list(urls) for name, urls in platform.urls.items()},
+        # The identity provider is trusted through its discovery URL, not routed to.
+        services={name: list(urls) for name, urls in platform.urls.items() if name != "identity"},
+        identity=IdentitySettings(
+            discovery_url=f"{platform.urls['identity'][0]}/.well-known/openid-configuration"
+        ),
         admin_token="test-admin-token",
         access_log=False,
     )
