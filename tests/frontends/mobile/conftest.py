@@ -28,12 +28,16 @@ class Backends:
                 (await self.client.delete(f"{url}/__stats")).raise_for_status()
 
     async def requests(self, service: str) -> dict[str, int]:
-        """Requests per "METHOD /path", summed over the service's instances."""
+        """Requests per "METHOD /path", summed over the service's instances.
+
+        The gateway's own health probes are left out: they come and go on their schedule.
+        """
         counts: dict[str, int] = {}
         for url in self.platform.urls[service]:
             stats = (await self.client.get(f"{url}/__stats")).json()
             for route, count in stats["requests"].items():
-                counts[route] = counts.get(route, 0) + count
+                if route != "GET /health":
+                    counts[route] = counts.get(route, 0) + count
         return counts
 
     async def user_token(self, username: str) -> str:
