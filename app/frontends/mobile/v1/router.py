@@ -11,8 +11,10 @@ from app.frontends.mobile.v1 import compose
 from app.frontends.mobile.v1.views import HomeView, PlacedOrderView, PositionsPage, QuoteList
 from app.frontends.order_entry import IdempotencyKey, OrderRequest, place_order
 from app.frontends.symbols import SymbolList
+from app.security.rbac import require_user
 
-router = APIRouter()
+# Signed-in users only; reads need "read", order entry also "orders".
+router = APIRouter(dependencies=[require_user("read")], responses=problem_responses(401, 403))
 
 
 @router.get(
@@ -78,6 +80,7 @@ async def mobile_quotes(symbols: SymbolList, market_data: MarketDataDep) -> Quot
 
 @router.post(
     "/orders",
+    dependencies=[require_user("orders")],
     status_code=status.HTTP_201_CREATED,
     response_model=PlacedOrderView,
     responses={

@@ -2,9 +2,9 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Response, Security, status
 
-from app.deps import CallerDep, MarketDataDep, OrdersDep, SettingsDep
+from app.deps import CallerDep, MarketDataDep, OrdersDep
 from app.errors import Forbidden, problem_responses
 from app.frontends.idempotency import IdempotencyDep
 from app.frontends.order_entry import SYMBOL_PATTERN, IdempotencyKey
@@ -20,18 +20,19 @@ from app.frontends.partner.v1.views import (
     UpstreamJSON,
 )
 from app.frontends.symbols import SymbolList
+from app.security.principal import Principal
+from app.security.rbac import partner_principal, require_partner
 
-router = APIRouter()
+# Partner credentials only (API key or client-credentials token); each route names its scope.
+router = APIRouter(responses=problem_responses(401, 403))
 router.include_router(usage_router)
 
 
-async def partner_accounts(settings: SettingsDep) -> list[str]:
-    """The accounts the calling partner may act on.
-
-    For now the demo partner's linked accounts from settings; authentication will
-    replace this with the consumer's own linked accounts.
-    """
-    return settings.partner.linked_accounts
+async def partner_accounts(
+    principal: Annotated[Principal, Security(partner_principal, scopes=["orders:write"])],
+) -> list[str]:
+    """The accounts the calling partner may act on: those linked to its consumer or client."""
+    return list(principal.account_ids)
 
 
 PartnerAccountsDep = Annotated[list[str], Depends(partner_accounts)]
@@ -39,6 +40,7 @@ PartnerAccountsDep = Annotated[list[str], Depends(partner_accounts)]
 
 @router.get(
     "/quotes",
+    dependencies=[require_partner("quotes:read")],
     response_model=PartnerQuotes,
     response_class=UpstreamJSON,
     responses=problem_responses(422, 502, 503, 504),
@@ -51,6 +53,7 @@ async def partner_quotes(symbols: SymbolList, caller: CallerDep) -> Response:
 
 @router.get(
     "/candles/{symbol}",
+    dependencies=[require_partner("candles:read")],
     response_model=PartnerCandles,
     responses=problem_responses(404, 422, 502, 503, 504),
 )
@@ -73,6 +76,7 @@ async def partner_candles(
 
 @router.post(
     "/orders",
+    dependencies=[require_partner("orders:write")],
     status_code=status.HTTP_201_CREATED,
     response_model=PartnerOrder,
     responses={

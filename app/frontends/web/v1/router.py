@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response, status
 from app.deps import AccountIdDep, BotsDep, MarketDataDep, NewsDep, OrdersDep, PortfolioDep
 from app.errors import InvalidRequest, problem_responses
 from app.frontends import order_entry
+from app.frontends.idempotency import IdempotencyDep
 from app.frontends.order_entry import SYMBOL_PATTERN, IdempotencyKey, OrderRequest
 from app.frontends.web.v1.compose import (
     WebServices,
@@ -31,8 +32,10 @@ from app.frontends.web.v1.views import (
     OrderView,
     SymbolDetailView,
 )
+from app.security.rbac import require_user
 
-router = APIRouter()
+# Signed-in users only; reads need "read", writes also the scope of what they change.
+router = APIRouter(dependencies=[require_user("read")], responses=problem_responses(401, 403))
 
 ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
 
@@ -142,6 +145,7 @@ async def list_orders(
 
 @router.post(
     "/orders",
+    dependencies=[require_user("orders")],
     response_model=OrderView,
     status_code=status.HTTP_201_CREATED,
     responses={
@@ -155,7 +159,8 @@ async def list_orders(
                 }
             },
         },
-        **problem_responses(422, 502, 503, 504),
+        # 409: a request with the same key is still being placed.
+        **problem_responses(409, 422, 502, 503, 504),
     },
 )
 async def place_order(
@@ -163,11 +168,16 @@ async def place_order(
     account_id: AccountIdDep,
     order: OrderRequest,
     idempotency_key: IdempotencyKey,
+    idempotency: IdempotencyDep,
     response: Response,
 ) -> OrderView:
     """Place an order; the Idempotency-Key makes a retry return the first order."""
     placed = await order_entry.place_order(
-        orders, account_id=account_id, order=order, idempotency_key=idempotency_key
+        orders,
+        account_id=account_id,
+        order=order,
+        idempotency_key=idempotency_key,
+        idempotency=idempotency,
     )
     if placed.replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -176,6 +186,7 @@ async def place_order(
 
 @router.delete(
     "/orders/{order_id}",
+    dependencies=[require_user("orders")],
     response_model=OrderView,
     responses=problem_responses(404, 409, 502, 503, 504),
 )
@@ -194,6 +205,7 @@ async def list_bots(bots: BotsDep, account_id: AccountIdDep) -> BotsView:
 
 @router.post(
     "/bots/{bot_id}/start",
+    dependencies=[require_user("bots")],
     response_model=BotView,
     responses=problem_responses(404, 409, 502, 503, 504),
 )
@@ -204,6 +216,7 @@ async def start_bot(bots: BotsDep, account_id: AccountIdDep, bot_id: BotIdPath) 
 
 @router.post(
     "/bots/{bot_id}/stop",
+    dependencies=[require_user("bots")],
     response_model=BotView,
     responses=problem_responses(404, 409, 502, 503, 504),
 )
