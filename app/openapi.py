@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 
 from app.errors import PROBLEM_MEDIA_TYPE, NotFound
 
@@ -33,12 +33,13 @@ def stable_operation_id(route: APIRoute) -> str:
 
 def build_document(app: FastAPI, document: ApiDocument) -> dict[str, Any]:
     """The OpenAPI document of the routes under `document.prefix`."""
+    # Included routers are kept nested (FastAPI >= 0.160); route contexts flatten them.
     routes = [
-        route
-        for route in app.routes
-        if isinstance(route, APIRoute)
-        and route.include_in_schema
-        and route.path.startswith(document.prefix + "/")
+        context
+        for context in iter_route_contexts(app.routes)
+        if isinstance(context.original_route, APIRoute)
+        and context.include_in_schema
+        and (context.path or "").startswith(document.prefix + "/")
     ]
     schema = get_openapi(
         title=document.title,
@@ -47,7 +48,25 @@ def build_document(app: FastAPI, document: ApiDocument) -> dict[str, Any]:
         routes=routes,
     )
     _problems_as_problem_json(schema)
+    _docstrings_as_summaries(schema)
     return schema
+
+
+def _docstrings_as_summaries(schema: dict[str, Any]) -> None:
+    """An endpoint's one-line docstring is its summary; FastAPI files it as the description."""
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            description = operation.get("description", "").strip()
+            # FastAPI's fallback summary is the title-cased handler name; keep explicit ones.
+            fallback = operation.get("operationId", "").replace("_", " ").title()
+            if not description or operation.get("summary") != fallback:
+                continue
+            first, _, rest = description.partition("\n\n")
+            operation["summary"] = " ".join(first.split())
+            if rest.strip():
+                operation["description"] = rest.strip()
+            else:
+                del operation["description"]
 
 
 def _problems_as_problem_json(schema: dict[str, Any]) -> None:

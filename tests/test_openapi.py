@@ -1,0 +1,145 @@
+"""The OpenAPI documents: committed = generated = served, and each operation fully described."""
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.main import DOCUMENTS
+from app.openapi_export import OPENAPI_DIR, generated_documents, main
+from tests.fixtures.gateway import RunningGateway
+
+SLUGS = [d.slug for d in DOCUMENTS]
+METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+
+
+@cache
+def generated() -> dict[str, dict[str, Any]]:
+    return {
+        name.removesuffix(".json"): json.loads(text) for name, text in generated_documents().items()
+    }
+
+
+def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method.upper(), path, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if method in METHODS
+    ]
+
+
+def test_committed_documents_match_the_code() -> None:
+    expected = generated_documents()
+    stale = [
+        name
+        for name, text in expected.items()
+        if not (OPENAPI_DIR / name).is_file()
+        or (OPENAPI_DIR / name).read_text(encoding="utf-8") != text
+    ]
+    assert not stale, f"openapi/{', openapi/'.join(stale)} out of date: run `make openapi`"
+
+
+def test_check_mode_names_drifted_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--check", "--dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    for slug in SLUGS:
+        assert f"{slug}.json" in err
+    assert "make openapi" in err
+
+    assert main(["--dir", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{s}.json" for s in SLUGS)
+    text = (tmp_path / "web-v1.json").read_text(encoding="utf-8")
+    assert text.endswith("}\n") and text.startswith('{\n  "')
+    assert main(["--check", "--dir", str(tmp_path)]) == 0
+
+    (tmp_path / "admin-v1.json").write_text("{}\n", encoding="utf-8")
+    assert main(["--check", "--dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "admin-v1.json" in err and "web-v1.json" not in err
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_every_operation_is_described(slug: str) -> None:
+    document = generated()[slug]
+    found = operations(document)
+    assert found, f"{slug} documents no operation"
+    operation_ids = [op["operationId"] for _, _, op in found]
+    assert len(operation_ids) == len(set(operation_ids)), "operationIds must be unique"
+    for method, path, operation in found:
+        where = f"{slug}: {method} {path}"
+        fallback = operation["operationId"].replace("_", " ").title()
+        # The summary comes from the handler's one-line docstring.
+        assert operation.get("summary") and operation["summary"] != fallback, (
+            f"{where} has no docstring summary"
+        )
+        problems = [
+            status
+            for status, response in operation["responses"].items()
+            if status[0] in "45" and "application/problem+json" in response.get("content", {})
+        ]
+        assert problems, f"{where} documents no problem+json error response"
+        for status, response in operation["responses"].items():
+            if status[0] in "45":
+                assert "application/json" not in response.get("content", {}), (
+                    f"{where} {status} is documented as plain JSON"
+                )
+    assert "Problem" in document["components"]["schemas"]
+
+
+def test_admin_operations_require_the_admin_token() -> None:
+    document = generated()["admin-v1"]
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["AdminToken"]["type"] == "http"
+    assert schemes["AdminToken"]["scheme"] == "bearer"
+    for method, path, operation in operations(document):
+        schemes_used = {
+            name for requirement in operation.get("security", []) for name in requirement
+        }
+        assert "AdminToken" in schemes_used, f"{method} {path}"
+        assert "401" in operation["responses"], f"{method} {path}"
+    operation_ids = {op["operationId"] for _, _, op in operations(document)}
+    assert {
+        "list_services",
+        "create_service",
+        "get_service",
+        "update_service",
+        "delete_service",
+        "list_instances",
+        "add_instance",
+        "update_instance",
+        "remove_instance",
+    } <= operation_ids
+
+
+async def test_served_documents_are_the_generated_ones(gateway: RunningGateway) -> None:
+    for document in DOCUMENTS:
+        response = await gateway.client.get(f"{document.prefix}/openapi.json")
+        assert response.status_code == 200
+        assert response.json() == generated()[document.slug], document.slug
+
+
+async def test_swagger_ui_offers_every_document(gateway: RunningGateway) -> None:
+    response = await gateway.client.get("/docs")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "SwaggerUIBundle" in response.text
+    for document in DOCUMENTS:
+        assert f'"{document.prefix}/openapi.json"' in response.text
+        assert document.title in response.text
+
+
+async def test_redoc_shows_one_document(gateway: RunningGateway) -> None:
+    response = await gateway.client.get("/redoc", params={"doc": "web-v1"})
+    assert response.status_code == 200
+    assert 'spec-url="/web/v1/openapi.json"' in response.text
+
+    missing = await gateway.client.get("/redoc", params={"doc": "nope"})
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    problem = missing.json()
+    assert "nope" in problem["detail"]
+    for slug in SLUGS:
+        assert slug in problem["detail"]
