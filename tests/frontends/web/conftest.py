@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from backends.launcher import Platform
+from tests.fixtures.gateway import RunningGateway
 
 
 class PlatformControl:
@@ -49,6 +50,23 @@ class PlatformControl:
         for url in self._faulted:
             await self._client.delete(f"{url}/__faults")
         self._faulted.clear()
+
+
+async def bearer_for(platform: Platform, username: str) -> dict[str, str]:
+    """An Authorization header for a demo user, minted by the development identity provider."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        response = await client.post(
+            f"{platform.urls['identity'][0]}/__dev/token", json={"username": username}
+        )
+    response.raise_for_status()
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+@pytest.fixture
+async def alice(gateway: RunningGateway, platform: Platform) -> RunningGateway:
+    """The gateway, its client signed in as alice (account ACC-1001)."""
+    gateway.client.headers.update(await bearer_for(platform, "alice"))
+    return gateway
 
 
 @pytest.fixture

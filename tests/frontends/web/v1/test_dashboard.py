@@ -2,15 +2,16 @@
 
 import pytest
 
-from app.settings import Settings, UpstreamSettings
+from app.settings import Settings
+from backends.launcher import Platform
 from tests.fixtures.gateway import RunningGateway, running_gateway
-from tests.frontends.web.conftest import PlatformControl, assert_problem
+from tests.frontends.web.conftest import PlatformControl, assert_problem, bearer_for
 
 DASHBOARD = "/web/v1/dashboard"
 
 
-async def test_dashboard_numbers_add_up(gateway: RunningGateway) -> None:
-    response = await gateway.client.get(DASHBOARD)
+async def test_dashboard_numbers_add_up(alice: RunningGateway) -> None:
+    response = await alice.client.get(DASHBOARD)
 
     assert response.status_code == 200, response.text
     view = response.json()
@@ -55,11 +56,11 @@ async def test_dashboard_numbers_add_up(gateway: RunningGateway) -> None:
 
 
 async def test_news_failing_leaves_the_rest(
-    gateway: RunningGateway, control: PlatformControl
+    alice: RunningGateway, control: PlatformControl
 ) -> None:
     await control.fault("news", error_rate=1.0, error_status=503)
 
-    response = await gateway.client.get(DASHBOARD)
+    response = await alice.client.get(DASHBOARD)
 
     assert response.status_code == 200, response.text
     view = response.json()
@@ -69,11 +70,11 @@ async def test_news_failing_leaves_the_rest(
 
 
 async def test_quotes_failing_keeps_positions_at_cost(
-    gateway: RunningGateway, control: PlatformControl
+    alice: RunningGateway, control: PlatformControl
 ) -> None:
     await control.fault("market-data", error_rate=1.0, error_status=500, paths=["/quotes"])
 
-    response = await gateway.client.get(DASHBOARD)
+    response = await alice.client.get(DASHBOARD)
 
     assert response.status_code == 200, response.text
     view = response.json()
@@ -97,31 +98,46 @@ async def test_quotes_failing_keeps_positions_at_cost(
 
 @pytest.mark.parametrize(("upstream_status", "status"), [(503, 503), (500, 502)])
 async def test_portfolio_failing_is_the_routes_problem(
-    gateway: RunningGateway, control: PlatformControl, upstream_status: int, status: int
+    alice: RunningGateway, control: PlatformControl, upstream_status: int, status: int
 ) -> None:
     await control.fault("portfolio", error_rate=1.0, error_status=upstream_status)
 
-    response = await gateway.client.get(DASHBOARD)
+    response = await alice.client.get(DASHBOARD)
 
     problem = assert_problem(response, status)
     assert problem["service"] == "portfolio"
 
 
-async def test_portfolio_timing_out_is_a_504(settings: Settings, control: PlatformControl) -> None:
-    quick = settings.model_copy(update={"upstream": UpstreamSettings(default_timeout_s=0.3)})
+async def test_portfolio_timing_out_is_a_504(
+    settings: Settings, platform: Platform, control: PlatformControl
+) -> None:
+    upstream = settings.upstream.model_copy(update={"default_timeout_s": 0.3})
+    quick = settings.model_copy(update={"upstream": upstream})
     await control.fault("portfolio", latency_ms=600)
 
     async with running_gateway(quick) as gateway:
-        response = await gateway.client.get(DASHBOARD)
+        signed_in = await bearer_for(platform, "alice")
+        response = await gateway.client.get(DASHBOARD, headers=signed_in)
 
     problem = assert_problem(response, 504)
     assert problem["service"] == "portfolio"
 
 
-async def test_request_id_reaches_the_services(
+async def test_signed_out_caller_gets_a_401(
     gateway: RunningGateway, control: PlatformControl
 ) -> None:
-    response = await gateway.client.get(DASHBOARD, headers={"X-Request-ID": "web-dash-42"})
+    await control.reset_stats("portfolio")
+
+    response = await gateway.client.get(DASHBOARD)
+
+    assert_problem(response, 401)
+    assert await control.requests("portfolio") == {}
+
+
+async def test_request_id_reaches_the_services(
+    alice: RunningGateway, control: PlatformControl
+) -> None:
+    response = await alice.client.get(DASHBOARD, headers={"X-Request-ID": "web-dash-42"})
 
     assert response.status_code == 200
     assert response.headers["x-request-id"] == "web-dash-42"
@@ -129,10 +145,10 @@ async def test_request_id_reaches_the_services(
     assert headers["x-request-id"] == "web-dash-42"
 
 
-async def test_openapi_documents_nullable_sections(gateway: RunningGateway) -> None:
+async def test_openapi_documents_nullable_sections(alice: RunningGateway) -> None:
     # The whole app's document: the per-frontend one in app.openapi is built by another
     # piece of work and does not see routers included under FastAPI 0.165 yet.
-    document = gateway.app.openapi()
+    document = alice.app.openapi()
 
     operations = {
         operation["operationId"]
