@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
@@ -229,17 +229,25 @@ class RateLimiter:
         failure: RedisFailure,
         timeout_s: float,
         retry_s: float,
+        max_connections: int,
     ) -> "RateLimiter":
         """A limiter with its own Redis pool: short timeouts and no retries, so that an
-        outage costs a request at most `timeout_s` and the fallback decides the rest."""
+        outage costs a request at most `timeout_s` and the fallback decides the rest.
+
+        The pool is bounded and requests queue for a connection: a burst then reuses a few
+        connections instead of opening one per request in flight.
+        """
         redis = None
         if redis_url:
-            redis = Redis.from_url(
+            pool = BlockingConnectionPool.from_url(
                 redis_url,
+                max_connections=max_connections,
+                timeout=None,
                 socket_timeout=timeout_s,
                 socket_connect_timeout=timeout_s,
                 retry=Retry(NoBackoff(), 0),
             )
+            redis = Redis(connection_pool=pool)
         return cls(redis, prefix=prefix, failure=failure, retry_s=retry_s)
 
     @property
@@ -278,4 +286,4 @@ class RateLimiter:
 
     async def close(self) -> None:
         if self._redis is not None:
-            await self._redis.aclose()
+            await self._redis.aclose(close_connection_pool=True)

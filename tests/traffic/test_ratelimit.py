@@ -4,6 +4,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 
+import httpx
 import pytest
 
 from app.settings import RateLimitSettings, Settings
@@ -11,13 +12,12 @@ from app.store.database import create_engine, session_factory
 from app.store.models import RateLimitRule
 from app.store.rate_limit_rules import RateLimitRuleRepository
 from app.traffic.ratelimit import LimitCheck, LimitOutcome, LocalGcra, RateLimit, RedisGcra
+from tests.fixtures.consumers import create_partner
 from tests.fixtures.gateway import running_gateway
 from tests.fixtures.redis import PrefixedRedis, prefixed_redis
 
 QUOTES = "/partner/v1/quotes?symbols=AAPL"
 _RATE_LIMIT = re.compile(r'^"(?P<name>[^"]+)";r=(?P<r>\d+);t=(?P<t>\d+)$')
-
-Check = Callable[[Sequence[LimitCheck]], "asyncio.Future[list[LimitOutcome]] | object"]
 
 
 @pytest.fixture
@@ -96,34 +96,68 @@ def _limited_settings(settings: Settings, **limits: object) -> Settings:
     return settings.model_copy(update={"rate_limit": RateLimitSettings(**limits)})  # type: ignore[arg-type]
 
 
+def _remaining(response: httpx.Response) -> int:
+    match = _RATE_LIMIT.match(response.headers["ratelimit"])
+    assert match is not None, response.headers["ratelimit"]
+    return int(match["r"])
+
+
 @pytest.mark.parametrize("store", ["redis", "in-process"])
 async def test_headers_count_down_and_429_names_the_limit(settings: Settings, store: str) -> None:
-    limited = _limited_settings(settings, anonymous_limit=5, anonymous_period_s=60)
     async with prefixed_redis() as redis:
         if store == "redis":
-            limited = limited.model_copy(
+            settings = settings.model_copy(
                 update={"redis_url": redis.url, "redis_prefix": redis.prefix}
             )
-        async with running_gateway(limited) as gateway:
-            responses = [await gateway.client.get(QUOTES) for _ in range(6)]
+        async with running_gateway(settings) as gateway:
+            partner = await create_partner(gateway.client, plan={"rate_per_minute": 5})
+            responses = [
+                await gateway.client.get(QUOTES, headers=partner.headers) for _ in range(6)
+            ]
         if store == "redis":
-            assert await redis.client.exists(f"{redis.prefix}rl:a:127.0.0.1")
+            key = f"{redis.prefix}rl:c:{partner.consumer_id}:consumer-minute"
+            assert await redis.client.exists(key)
 
     for response in responses[:5]:
         assert response.status_code == 200, response.text
-        assert response.headers["ratelimit-policy"] == '"address";q=5;w=60'
-    remaining = [_RATE_LIMIT.match(r.headers["ratelimit"])["r"] for r in responses[:5]]  # type: ignore[index]
-    assert remaining == ["4", "3", "2", "1", "0"]
+        assert response.headers["ratelimit-policy"] == '"consumer-minute";q=5;w=60'
+    assert [_remaining(r) for r in responses[:5]] == [4, 3, 2, 1, 0]
 
     refused = responses[5]
     assert refused.status_code == 429
     assert refused.headers["content-type"] == "application/problem+json"
     assert refused.headers["retry-after"] == "12"
-    assert refused.headers["ratelimit"] == '"address";r=0;t=60'
+    assert refused.headers["ratelimit"] == '"consumer-minute";r=0;t=60'
     problem = refused.json()
     assert problem["status"] == 429
-    assert problem["limit"] == "address"
-    assert "'address'" in problem["detail"]
+    assert problem["limit"] == "consumer-minute"
+    assert "'consumer-minute'" in problem["detail"]
+
+
+async def test_a_plan_per_second_rate_limits_each_consumer_separately(
+    settings: Settings,
+) -> None:
+    async with running_gateway(settings) as gateway:
+        first = await create_partner(gateway.client, plan={"rate_per_second": 2})
+        second = await create_partner(gateway.client, plan={"rate_per_second": 2})
+        statuses = [
+            (await gateway.client.get(QUOTES, headers=key.headers)).status_code
+            for key in (first, first, first, second)
+        ]
+    assert statuses == [200, 200, 429, 200]
+
+
+async def test_anonymous_calls_are_limited_by_address_before_authentication(
+    settings: Settings,
+) -> None:
+    limited = _limited_settings(settings, anonymous_limit=2, anonymous_period_s=60)
+    async with running_gateway(limited) as gateway:
+        responses = [await gateway.client.get(QUOTES) for _ in range(3)]
+    assert [r.status_code for r in responses] == [401, 401, 429]
+    assert responses[0].headers["ratelimit-policy"] == '"address";q=2;w=60'
+    assert responses[1].headers["ratelimit"] == '"address";r=0;t=60'
+    assert responses[2].json()["limit"] == "address"
+    assert responses[2].headers["retry-after"] == "30"
 
 
 async def _add_rules(database_url: str, *rules: RateLimitRule) -> None:
@@ -142,32 +176,21 @@ async def test_a_route_rule_from_the_store_is_reported_when_most_restrictive(
     await _add_rules(
         database_url,
         RateLimitRule(
-            name="quotes-route",
-            key_by="route",
-            route_prefix="/partner/v1/quotes",
-            plan_name="",
-            limit=2,
-            period_s=10,
-            burst=None,
-            enabled=True,
+            name="quotes-route", key_by="route", route_prefix="/partner/v1/quotes",
+            plan_name="", limit=2, period_s=10, burst=None, enabled=True,
         ),
         RateLimitRule(
-            name="elsewhere",
-            key_by="route",
-            route_prefix="/web/",
-            plan_name="",
-            limit=1,
-            period_s=10,
-            burst=None,
-            enabled=True,
+            name="elsewhere", key_by="route", route_prefix="/web/", plan_name="",
+            limit=1, period_s=10, burst=None, enabled=True,
         ),
-    )
-    async with running_gateway(_limited_settings(settings, anonymous_limit=100)) as gateway:
-        responses = [await gateway.client.get(QUOTES) for _ in range(3)]
+    )  # fmt: skip
+    async with running_gateway(settings) as gateway:
+        partner = await create_partner(gateway.client, plan={"rate_per_minute": 100})
+        responses = [await gateway.client.get(QUOTES, headers=partner.headers) for _ in range(3)]
 
     assert [r.status_code for r in responses] == [200, 200, 429]
     assert responses[0].headers["ratelimit-policy"] == (
-        '"address";q=100;w=60, "quotes-route";q=2;w=10'
+        '"consumer-minute";q=100;w=60, "quotes-route";q=2;w=10'
     )
     assert responses[0].headers["ratelimit"] == '"quotes-route";r=1;t=5'
     assert responses[1].headers["ratelimit"] == '"quotes-route";r=0;t=10'

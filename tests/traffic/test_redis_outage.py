@@ -1,0 +1,129 @@
+"""Redis stopped during a run: fail open onto in-process limits or fail closed with 503,
+never a 500, and shared limits again once Redis is back.
+
+The calls are anonymous, limited per address and then refused by authentication (401): an
+API key's check itself needs Redis (revocations) and refuses while it is down, which would
+hide what the limiter does.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from app.settings import RateLimitSettings, Settings
+from tests.fixtures.gateway import RunningGateway, running_gateway
+from tests.fixtures.redis import RedisServer
+
+QUOTES = "/partner/v1/quotes?symbols=AAPL"
+RETRY_S = 0.2
+
+
+@pytest.fixture
+async def redis_server() -> AsyncIterator[RedisServer]:
+    server = RedisServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def limiter_log() -> Iterator[_Records]:
+    # The gateway's loggers do not propagate to the root, so listen on the limiter's own.
+    records = _Records()
+    logger = logging.getLogger("gateway.ratelimit")
+    logger.addHandler(records)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(records)
+
+
+def _settings(settings: Settings, server: RedisServer, failure: str) -> Settings:
+    limits = RateLimitSettings(
+        anonymous_limit=3,
+        anonymous_period_s=600,
+        redis_failure=failure,  # type: ignore[arg-type]
+        redis_retry_s=RETRY_S,
+        redis_timeout_s=1.0,
+    )
+    return settings.model_copy(
+        update={"redis_url": server.url, "redis_prefix": "outage:", "rate_limit": limits}
+    )
+
+
+async def _statuses(gateway: RunningGateway, count: int) -> list[httpx.Response]:
+    return [await gateway.client.get(QUOTES) for _ in range(count)]
+
+
+async def _until_shared_again(gateway: RunningGateway, server: RedisServer) -> httpx.Response:
+    """Requests until one was counted in the restarted Redis; that one's response."""
+    redis = Redis.from_url(server.url)
+    try:
+        for _ in range(50):
+            response = await gateway.client.get(QUOTES)
+            assert response.status_code < 500 or response.status_code == 503
+            if await redis.exists("outage:rl:a:127.0.0.1"):
+                return response
+            await asyncio.sleep(RETRY_S / 2)
+    finally:
+        await redis.aclose()
+    raise AssertionError("the limiter never used the restarted Redis")
+
+
+async def test_fail_open_limits_in_process_and_recovers(
+    settings: Settings, redis_server: RedisServer, limiter_log: _Records
+) -> None:
+    async with running_gateway(_settings(settings, redis_server, "open")) as gateway:
+        before = await _statuses(gateway, 2)
+        assert [r.status_code for r in before] == [401, 401]
+        assert before[1].headers["ratelimit"].startswith('"address";r=1;')
+
+        redis_server.kill()
+        during = await _statuses(gateway, 5)
+        # Each process counts on its own from the outage on: this one admits its 3, no more.
+        assert [r.status_code for r in during] == [401, 401, 401, 429, 429]
+        assert during[3].json()["limit"] == "address"
+        outage_warnings = [m for m in limiter_log.messages if "unreachable" in m]
+        assert len(outage_warnings) == 1, limiter_log.messages
+
+        await redis_server.start()
+        recovered = await _until_shared_again(gateway, redis_server)
+        # The restarted Redis is empty: the shared count starts over.
+        assert recovered.status_code == 401
+        assert recovered.headers["ratelimit"].startswith('"address";r=2;')
+        assert any("answers again" in m for m in limiter_log.messages)
+
+
+async def test_fail_closed_answers_503_and_recovers(
+    settings: Settings, redis_server: RedisServer
+) -> None:
+    async with running_gateway(_settings(settings, redis_server, "closed")) as gateway:
+        assert (await gateway.client.get(QUOTES)).status_code == 401
+
+        redis_server.kill()
+        during = await _statuses(gateway, 4)
+        assert [r.status_code for r in during] == [503] * 4
+        for response in during:
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.headers["retry-after"] == "1"
+            assert response.json()["status"] == 503
+
+        await redis_server.start()
+        recovered = await _until_shared_again(gateway, redis_server)
+        assert recovered.status_code == 401
+        assert recovered.headers["ratelimit"].startswith('"address";r=2;')
