@@ -1,0 +1,217 @@
+"""The outer middleware: body-size limit, request ids, compression, security headers."""
+
+import gzip
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from app.settings import HttpSettings, Settings
+from backends.launcher import Platform
+from tests.fixtures.gateway import RunningGateway, running_gateway
+
+LIMIT = 1024
+ORDER = {
+    "account_id": "ACC-2001",
+    "symbol": "MSFT",
+    "side": "buy",
+    "type": "limit",
+    "quantity": 1,
+    "limit_price": 300.0,
+}
+
+
+@pytest.fixture
+async def control(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for the simulated services' own control endpoints."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        yield client
+
+
+async def partner_token(platform: Platform, control: httpx.AsyncClient) -> str:
+    url = platform.urls["identity"][0] + "/__dev/token"
+    response = await control.post(url, json={"client_id": "partner-acme"})
+    response.raise_for_status()
+    token: str = response.json()["access_token"]
+    return token
+
+
+async def backend_stats(
+    platform: Platform, control: httpx.AsyncClient, service: str
+) -> list[dict[str, Any]]:
+    return [(await control.get(f"{url}/__stats")).json() for url in platform.urls[service]]
+
+
+async def reset_stats(platform: Platform, control: httpx.AsyncClient, service: str) -> None:
+    for url in platform.urls[service]:
+        (await control.delete(f"{url}/__stats")).raise_for_status()
+
+
+async def placed_orders(platform: Platform, control: httpx.AsyncClient) -> int:
+    return sum(
+        count
+        for stats in await backend_stats(platform, control, "orders")
+        for route, count in stats["requests"].items()
+        if route.startswith("POST ")
+    )
+
+
+@pytest.fixture
+async def small_limit_gateway(
+    settings: Settings, platform: Platform, control: httpx.AsyncClient
+) -> AsyncIterator[RunningGateway]:
+    limited = settings.model_copy(update={"http": HttpSettings(max_body_bytes=LIMIT)})
+    async with running_gateway(limited) as gw:
+        gw.client.headers["Authorization"] = f"Bearer {await partner_token(platform, control)}"
+        yield gw
+
+
+def padded_order(size: int) -> bytes:
+    """A valid order, padded with JSON whitespace to `size` bytes."""
+    body = json.dumps(ORDER).encode()
+    return body[:-1] + b" " * (size - len(body)) + b"}"
+
+
+async def test_small_body_passes_the_limit(
+    small_limit_gateway: RunningGateway, platform: Platform, control: httpx.AsyncClient
+) -> None:
+    # The control case: the same order under the limit does reach the orders service.
+    before = await placed_orders(platform, control)
+    response = await small_limit_gateway.client.post(
+        "/partner/v1/orders",
+        content=padded_order(LIMIT - 10),
+        headers={"Content-Type": "application/json", "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert response.status_code == 201, response.text
+    assert await placed_orders(platform, control) == before + 1
+
+
+async def test_declared_body_over_the_limit_is_413(
+    small_limit_gateway: RunningGateway, platform: Platform, control: httpx.AsyncClient
+) -> None:
+    before = await placed_orders(platform, control)
+    response = await small_limit_gateway.client.post(
+        "/partner/v1/orders",
+        content=padded_order(LIMIT + 1),
+        headers={"Content-Type": "application/json", "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert response.status_code == 413, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == 413
+    assert problem["instance"] == "/partner/v1/orders"
+    assert str(LIMIT) in problem["detail"]
+    assert await placed_orders(platform, control) == before
+
+
+async def test_streamed_body_over_the_limit_is_413(
+    small_limit_gateway: RunningGateway, platform: Platform, control: httpx.AsyncClient
+) -> None:
+    before = await placed_orders(platform, control)
+    body = padded_order(4 * LIMIT)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 256):
+            yield body[start : start + 256]
+
+    request = small_limit_gateway.client.build_request(
+        "POST",
+        "/partner/v1/orders",
+        content=chunks(),
+        headers={"Content-Type": "application/json", "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert "content-length" not in request.headers
+    assert request.headers["transfer-encoding"] == "chunked"
+    response = await small_limit_gateway.client.send(request)
+    assert response.status_code == 413, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["request_id"] == response.headers["x-request-id"]
+    assert await placed_orders(platform, control) == before
+
+
+async def test_sane_request_id_is_echoed(gateway: RunningGateway) -> None:
+    for sane in ["abc-123", "trace.id:42_x", "A" * 128]:
+        response = await gateway.client.get("/healthz", headers={"X-Request-ID": sane})
+        assert response.headers["x-request-id"] == sane
+
+
+async def test_insane_request_id_is_replaced(gateway: RunningGateway) -> None:
+    for insane in ["A" * 129, "has space", "semi;colon", "<script>", "ünïcode"]:
+        response = await gateway.client.get(
+            "/healthz", headers={"X-Request-ID": insane.encode("utf-8")}
+        )
+        replaced = response.headers["x-request-id"]
+        assert replaced != insane
+        assert re.fullmatch(r"[0-9a-f]{32}", replaced), replaced
+
+
+async def test_request_id_is_generated_when_absent(gateway: RunningGateway) -> None:
+    ids = {(await gateway.client.get("/healthz")).headers["x-request-id"] for _ in range(3)}
+    assert len(ids) == 3
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+
+
+async def test_request_id_reaches_the_upstream(
+    gateway: RunningGateway, platform: Platform, control: httpx.AsyncClient
+) -> None:
+    token = await partner_token(platform, control)
+    auth = {"Authorization": f"Bearer {token}"}
+    for sent in ["quote-trace-7", None]:
+        await reset_stats(platform, control, "market-data")
+        headers = dict(auth) if sent is None else {**auth, "X-Request-ID": sent}
+        response = await gateway.client.get(
+            "/partner/v1/quotes", params={"symbols": "AAPL"}, headers=headers
+        )
+        assert response.status_code == 200, response.text
+        request_id = response.headers["x-request-id"]
+        if sent is not None:
+            assert request_id == sent
+        forwarded = [
+            stats["last_headers"]["GET /quotes"].get("x-request-id")
+            for stats in await backend_stats(platform, control, "market-data")
+            if "GET /quotes" in stats["last_headers"]
+        ]
+        assert forwarded == [request_id]
+
+
+async def test_large_responses_are_gzipped_on_request(gateway: RunningGateway) -> None:
+    response = await gateway.client.get("/web/v1/openapi.json", headers={"Accept-Encoding": "gzip"})
+    assert response.status_code == 200
+    assert response.headers["content-encoding"] == "gzip"
+    assert "accept-encoding" in response.headers["vary"].lower()
+    assert response.json()["info"]["title"]
+
+    async with gateway.client.stream(
+        "GET", "/web/v1/openapi.json", headers={"Accept-Encoding": "gzip"}
+    ) as raw:
+        compressed = b"".join([chunk async for chunk in raw.aiter_raw()])
+    assert json.loads(gzip.decompress(compressed)) == response.json()
+    assert len(compressed) < len(gzip.decompress(compressed))
+
+    plain = await gateway.client.get(
+        "/web/v1/openapi.json", headers={"Accept-Encoding": "identity"}
+    )
+    assert "content-encoding" not in plain.headers
+    assert plain.json() == response.json()
+
+
+def _security_headers() -> Iterator[tuple[str, str]]:
+    yield "x-content-type-options", "nosniff"
+    yield "x-frame-options", "DENY"
+    yield "referrer-policy", "no-referrer"
+
+
+async def test_security_headers_on_every_kind_of_response(gateway: RunningGateway) -> None:
+    for response in [
+        await gateway.client.get("/healthz"),
+        await gateway.client.get("/no-such-page"),
+        await gateway.client.get("/admin/v1/services"),
+    ]:
+        for name, value in _security_headers():
+            assert response.headers.get(name) == value, (response.url, name)
+        # HSTS is for production, behind TLS.
+        assert "strict-transport-security" not in response.headers
