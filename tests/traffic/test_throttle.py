@@ -1,0 +1,145 @@
+"""In-flight caps: per consumer by plan (bounded wait, then 429) and for the whole gateway
+process (503)."""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from app.settings import RateLimitSettings, Settings
+from app.traffic.throttle import ConsumerThrottle
+from backends.launcher import Platform
+from tests.fixtures.consumers import create_partner
+from tests.fixtures.gateway import RunningGateway, running_gateway
+
+QUOTES = "/partner/v1/quotes?symbols=AAPL"
+
+
+async def _slow_quotes(platform: Platform, latency_ms: int) -> None:
+    async with httpx.AsyncClient(timeout=5) as client:
+        for url in platform.urls["market-data"]:
+            response = await client.put(
+                f"{url}/__faults", json={"latency_ms": latency_ms, "paths": ["/quotes"]}
+            )
+            response.raise_for_status()
+
+
+@pytest.fixture
+async def throttled(settings: Settings) -> AsyncIterator[RunningGateway]:
+    limits = RateLimitSettings(in_flight_wait_s=0.05)
+    async with running_gateway(settings.model_copy(update={"rate_limit": limits})) as gateway:
+        yield gateway
+
+
+async def _concurrently(
+    gateway: RunningGateway, count: int, headers: dict[str, str]
+) -> list[httpx.Response]:
+    return await asyncio.gather(
+        *(gateway.client.get(QUOTES, headers=headers) for _ in range(count))
+    )
+
+
+async def test_a_consumer_over_its_in_flight_cap_gets_429(
+    throttled: RunningGateway, platform: Platform
+) -> None:
+    partner = await create_partner(throttled.client, plan={"max_in_flight": 2})
+    await _slow_quotes(platform, 400)
+    responses = await _concurrently(throttled, 6, partner.headers)
+
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 429}, statuses
+    # Two run at once; a waiter may get a finished one's slot, the rest are refused.
+    assert 2 <= statuses.count(200) < 6
+    for response in (r for r in responses if r.status_code == 429):
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.headers["retry-after"] == "1"
+        assert response.json()["limit"] == "in-flight"
+        assert response.json()["max_in_flight"] == 2
+
+
+async def test_the_cap_is_per_consumer(throttled: RunningGateway, platform: Platform) -> None:
+    first = await create_partner(throttled.client, plan={"max_in_flight": 1})
+    second = await create_partner(throttled.client, plan={"max_in_flight": 1})
+    await _slow_quotes(platform, 300)
+    responses = await asyncio.gather(
+        throttled.client.get(QUOTES, headers=first.headers),
+        throttled.client.get(QUOTES, headers=second.headers),
+    )
+    assert [r.status_code for r in responses] == [200, 200]
+
+
+async def test_waiters_take_finished_requests_slots_in_turn(
+    settings: Settings, platform: Platform
+) -> None:
+    limits = RateLimitSettings(in_flight_wait_s=5)
+    async with running_gateway(settings.model_copy(update={"rate_limit": limits})) as gateway:
+        partner = await create_partner(gateway.client, plan={"max_in_flight": 2})
+        await _slow_quotes(platform, 200)
+        started = time.monotonic()
+        responses = await _concurrently(gateway, 6, partner.headers)
+        elapsed = time.monotonic() - started
+
+    assert [r.status_code for r in responses] == [200] * 6
+    # Never more than two at once: six 200 ms calls take at least three rounds.
+    assert elapsed >= 0.6
+
+
+async def test_the_gateway_sheds_load_above_its_own_cap_with_503(
+    settings: Settings, platform: Platform
+) -> None:
+    limits = RateLimitSettings(gateway_max_in_flight=2)
+    async with running_gateway(settings.model_copy(update={"rate_limit": limits})) as gateway:
+        partner = await create_partner(gateway.client)
+        await _slow_quotes(platform, 600)
+        responses = await _concurrently(gateway, 4, partner.headers)
+        health = await gateway.client.get("/healthz")
+
+    assert sorted(r.status_code for r in responses) == [200, 200, 503, 503]
+    shed = next(r for r in responses if r.status_code == 503)
+    assert shed.headers["content-type"] == "application/problem+json"
+    assert shed.headers["retry-after"] == "1"
+    assert "in flight" in shed.json()["detail"]
+    assert health.status_code == 200
+
+
+async def test_a_slot_is_handed_to_the_oldest_waiter() -> None:
+    throttle = ConsumerThrottle()
+    release = await throttle.acquire("c", limit=1, wait_s=0)
+    assert release is not None
+    assert await throttle.acquire("c", limit=1, wait_s=0) is None
+
+    first = asyncio.create_task(throttle.acquire("c", limit=1, wait_s=5))
+    second = asyncio.create_task(throttle.acquire("c", limit=1, wait_s=5))
+    await asyncio.sleep(0)
+    release()
+    release()  # a second call of the same release gives nothing back twice
+    first_release = await first
+    assert first_release is not None
+    assert not second.done()
+    assert throttle.in_flight("c") == 1
+
+    first_release()
+    second_release = await second
+    assert second_release is not None
+    second_release()
+    assert throttle.in_flight("c") == 0
+
+
+async def test_a_waiter_that_gives_up_leaves_no_slot_behind() -> None:
+    throttle = ConsumerThrottle()
+    release = await throttle.acquire("c", limit=1, wait_s=0)
+    assert release is not None
+    assert await throttle.acquire("c", limit=1, wait_s=0.01) is None
+
+    cancelled = asyncio.create_task(throttle.acquire("c", limit=1, wait_s=5))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+
+    release()
+    assert throttle.in_flight("c") == 0
+    again = await throttle.acquire("c", limit=1, wait_s=0)
+    assert again is not None
