@@ -454,6 +454,12 @@ async def auth_callback(
     if not code:
         raise BadRequest("The identity provider's answer carries no authorization code.")
     session = await identity.provider.exchange(attempt, code=code)
+    previous_cookie = request.cookies.get(settings.cookie_name)
+    if previous_cookie:
+        # A new login replaces the browser's old session rather than leaving it alive.
+        previous = await identity.sessions.end(previous_cookie)
+        if previous is not None:
+            await identity.provider.revoke(previous)
     cookie_value = await identity.store.create(session)
     response = RedirectResponse(
         attempt.return_to, status_code=303, headers={"Cache-Control": "no-store"}

@@ -365,3 +365,17 @@ async def test_no_token_code_or_password_reaches_logs_or_bodies(
         assert secret not in gateway_logs
         assert all(secret not in body for body in bodies)
     assert "web-secret" not in gateway_logs
+
+
+async def test_logging_in_again_replaces_the_previous_session(
+    browser: httpx.AsyncClient,
+) -> None:
+    await browser_login(browser, username="alice")
+    first_cookie = browser.cookies[COOKIE]
+
+    second = await browser_login(browser, username="bob")
+    old = await browser.get("/auth/whoami", headers={"Cookie": f"{COOKIE}={first_cookie}"})
+
+    assert second.response.json()["user"]["subject"] == "bob"
+    assert browser.cookies[COOKIE] != first_cookie
+    assert old.status_code == 401
