@@ -72,15 +72,14 @@ class ChangeNotices:
 
     async def _listen(self, redis: Redis, attempted: asyncio.Event) -> None:
         delay = _FIRST_RETRY_S
-        resubscribing = False
         while True:
             pubsub = redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
+                # Notices sent before we (re)subscribed are lost: at start-up, those since
+                # the lifespan's first load; after an outage, all of them. Catch up once.
+                await self._reload()
                 attempted.set()
-                if resubscribing:
-                    # Notices sent while we were away are lost; catch up in one go.
-                    await self._reload()
                 delay = _FIRST_RETRY_S
                 async for message in pubsub.listen():
                     await self._on_message(message)
@@ -90,7 +89,6 @@ class ChangeNotices:
                 attempted.set()
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
-            resubscribing = True
             await asyncio.sleep(delay)
             delay = min(delay * 2, _LAST_RETRY_S)
 
