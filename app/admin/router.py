@@ -6,6 +6,7 @@ from app.admin.auth import require_admin
 from app.admin.consumers import router as consumers_router
 from app.admin.plans import router as plans_router
 from app.admin.services import router as services_router
+from app.admin.traffic import router as traffic_router
 from app.errors import problem_responses
 
 router = APIRouter(
@@ -15,3 +16,4 @@ router = APIRouter(
 router.include_router(services_router)
 router.include_router(plans_router)
 router.include_router(consumers_router)
+router.include_router(traffic_router)

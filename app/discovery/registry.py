@@ -67,6 +67,9 @@ class ServiceRegistry:
     def service_names(self) -> list[str]:
         return sorted(self._config.current.services)
 
+    def service_config(self, name: str) -> ServiceConfig | None:
+        return self._config.current.services.get(name)
+
     def service(self, name: str) -> ServiceConfig:
         service = self._config.current.services.get(name)
         if service is None:
