@@ -21,13 +21,14 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import orjson
 from fastapi import Depends, Request
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from app.errors import Conflict, InvalidRequest, ServiceUnavailable
 from app.security.principal import Principal
@@ -85,23 +86,31 @@ class RecordStore(Protocol):
 
 
 class RedisRecords:
+    """Records shared by every gateway process. Without Redis no order is sent: the gateway
+    could not tell a duplicate from a first request."""
+
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._complete = redis.register_script(_COMPLETE)
         self._release = redis.register_script(_RELEASE)
 
     async def claim(self, key: str, record: dict[str, Any], *, lease_s: float) -> bool:
-        return bool(await self._redis.set(key, orjson.dumps(record), nx=True, px=_ms(lease_s)))
+        async with _redis_needed():
+            claimed = await self._redis.set(key, orjson.dumps(record), nx=True, px=_ms(lease_s))
+        return bool(claimed)
 
     async def get(self, key: str) -> dict[str, Any] | None:
-        raw = await self._redis.get(key)
+        async with _redis_needed():
+            raw = await self._redis.get(key)
         return orjson.loads(raw) if raw is not None else None
 
     async def complete(self, key: str, *, owner: str, record: dict[str, Any], ttl_s: float) -> None:
-        await self._complete(keys=[key], args=[owner, orjson.dumps(record), _ms(ttl_s)])
+        async with _redis_needed():
+            await self._complete(keys=[key], args=[owner, orjson.dumps(record), _ms(ttl_s)])
 
     async def release(self, key: str, *, owner: str) -> None:
-        await self._release(keys=[key], args=[owner])
+        async with _redis_needed():
+            await self._release(keys=[key], args=[owner])
 
     async def changed(self, key: str, *, timeout_s: float) -> None:
         # Polling: the wait is short and bounded, and a pub/sub per key would cost more.
@@ -161,6 +170,19 @@ class LocalRecords:
         event = self._events.setdefault(key, asyncio.Event())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout_s)
+
+
+@contextlib.asynccontextmanager
+async def _redis_needed() -> AsyncIterator[None]:
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        logger.warning("idempotency records unavailable: %s", exc)
+        raise ServiceUnavailable(
+            "Orders cannot be accepted right now (idempotency store unavailable); "
+            "retry shortly with the same Idempotency-Key.",
+            headers={"Retry-After": "1"},
+        ) from None
 
 
 def _ms(seconds: float) -> int:
@@ -232,8 +254,10 @@ class IdempotencyLedger:
             outcome = await attempt()
         except BaseException:
             # No definite answer: free the key so a retry can proceed (the orders service
-            # still deduplicates on it if the order was in fact placed).
-            await asyncio.shield(self._records.release(key, owner=owner))
+            # still deduplicates on it if the order was in fact placed). When even that
+            # fails, the claim's lease runs out instead.
+            with contextlib.suppress(ServiceUnavailable):
+                await asyncio.shield(self._records.release(key, owner=owner))
             raise
         done = {
             "state": "done",
@@ -242,9 +266,13 @@ class IdempotencyLedger:
             "status": outcome.status,
             "body": outcome.body,
         }
-        await self._records.complete(
-            key, owner=owner, record=done, ttl_s=self._settings.idempotency_ttl_s
-        )
+        try:
+            await self._records.complete(
+                key, owner=owner, record=done, ttl_s=self._settings.idempotency_ttl_s
+            )
+        except ServiceUnavailable:
+            # The order stands; a repeat waits out the lease, then the orders service replays.
+            logger.warning("the outcome of an order could not be recorded for replay")
         return outcome
 
 

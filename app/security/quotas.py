@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.errors import TooManyRequests
+from app.errors import ServiceUnavailable, TooManyRequests
 from app.store.snapshot import PlanConfig
 
 logger = logging.getLogger("gateway.security")
@@ -158,7 +158,14 @@ class QuotaCounter:
                 used_this_month=self._local.get((consumer_id, "m" + periods.month), 0),
                 periods=periods,
             )
-        day, month = await self._redis.mget(list(self._keys(consumer_id, periods)))
+        try:
+            day, month = await self._redis.mget(list(self._keys(consumer_id, periods)))
+        except (RedisError, OSError) as exc:
+            logger.warning("quota counters unavailable: %s", exc)
+            raise ServiceUnavailable(
+                "Quota usage cannot be read right now; retry shortly.",
+                headers={"Retry-After": "1"},
+            ) from None
         return QuotaUsage(
             used_today=int(day or 0), used_this_month=int(month or 0), periods=periods
         )

@@ -14,7 +14,7 @@ from app.settings import Settings
 from backends.launcher import Platform
 from tests.fixtures.gateway import RunningGateway, running_gateway
 from tests.fixtures.identities import bearer_headers
-from tests.fixtures.redis import prefixed_redis
+from tests.fixtures.redis import RedisServer, prefixed_redis
 
 ORDERS_PATH = "POST /accounts/ACC-1001/orders"
 
@@ -176,3 +176,22 @@ async def test_two_processes_place_one_order(
     assert {body["order_id"] for body in web} == {mobile[0]["id"]}
     assert posts(orders_backend) == 1
     assert len(await orders_with_quantity(platform, order["quantity"])) == 1
+
+
+@pytest.mark.redis
+async def test_orders_are_refused_not_duplicated_when_redis_is_down(
+    settings: Settings, alice: dict[str, str], orders_backend: Any
+) -> None:
+    server = RedisServer()
+    await server.start()
+    try:
+        async with running_gateway(settings.model_copy(update={"redis_url": server.url})) as gw:
+            server.kill()
+            headers = idempotent(alice)
+            response = await gw.client.post("/web/v1/orders", json=new_order(), headers=headers)
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"] == "1"
+            assert "Idempotency-Key" in response.json()["detail"]
+            assert posts(orders_backend) == 0
+    finally:
+        server.kill()

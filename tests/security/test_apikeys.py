@@ -3,6 +3,7 @@
 import asyncio
 import hashlib
 import hmac
+import logging
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -16,7 +17,7 @@ from app.store.database import create_engine
 from app.store.models import ApiKey
 from tests.fixtures.consumers import ADMIN, create_partner
 from tests.fixtures.gateway import RunningGateway, running_gateway
-from tests.fixtures.redis import prefixed_redis
+from tests.fixtures.redis import RedisServer, prefixed_redis
 
 KEY_SHAPE = re.compile(r"^sbk_[0-9a-f]{12}_[A-Za-z0-9_\-]{43}$")
 
@@ -202,3 +203,42 @@ def test_hasher_schemes() -> None:
     assert peppered.matches(old.key, old.key_hash)
     assert not peppered.matches(old.key + "x", old.key_hash)
     assert key_prefix("sbk_short_secret") is None
+
+
+async def test_keys_never_reach_the_logs(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with running_gateway(settings.model_copy(update={"access_log": True})) as gw:
+        partner = await create_partner(gw.client)
+        forged = f"sbk_{partner.prefix}_" + "C" * 43
+        for key in (partner.key, forged, "garbage-key"):
+            await gw.client.get("/partner/v1/quotes?symbols=AAPL", headers={"X-API-Key": key})
+        await gw.client.delete(
+            f"/admin/v1/consumers/{partner.consumer_id}/keys/{partner.key_id}", headers=ADMIN
+        )
+        await gw.client.get("/partner/v1/usage", headers=partner.headers)
+    assert caplog.records, "the access log was on: something must have been logged"
+    for secret in (partner.key.rsplit("_", 1)[1], "C" * 43, "garbage-key", "test-admin-token"):
+        assert secret not in caplog.text
+
+
+@pytest.mark.redis
+async def test_key_checks_fail_closed_when_redis_is_down(settings: Settings) -> None:
+    server = RedisServer()
+    await server.start()
+    try:
+        with_redis = settings.model_copy(update={"redis_url": server.url})
+        async with running_gateway(with_redis) as gw:
+            partner = await create_partner(gw.client)
+            assert (
+                await gw.client.get("/partner/v1/usage", headers=partner.headers)
+            ).status_code == 200
+            server.kill()
+            # A revocation written while we could not see it must not be ignored.
+            response = await gw.client.get("/partner/v1/usage", headers=partner.headers)
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"] == "1"
+            assert "API keys cannot be checked" in response.json()["detail"]
+    finally:
+        server.kill()
