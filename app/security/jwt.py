@@ -87,7 +87,9 @@ class TrustedIssuer:
             self._keys_fetched_at is not None
             and now - self._keys_fetched_at < self._settings.jwks_max_age_s
         )
-        if kid in self._keys and fresh:
+        if kid in self._keys and (fresh or self._lock.locked()):
+            # A known key that aged out keeps working while another request refreshes the
+            # set, so a slow provider delays one request, not all of them.
             return self._keys[kid]
         async with self._lock:
             if self._may_refetch(kid):

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import orjson
 from fastapi import Request
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from app.errors import Forbidden, ServiceUnavailable, Unauthorized
 from app.security.jwt import principal_from_claims
@@ -118,8 +119,18 @@ class MemoryDocuments:
             del self._documents[expired]
 
 
+def _store_unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "The session store is unavailable; try again shortly.", headers={"Retry-After": "1"}
+    )
+
+
 class RedisDocuments:
-    """Documents in Redis, shared by every gateway process."""
+    """Documents in Redis, shared by every gateway process.
+
+    A Redis outage is a 503: sessions cannot be checked, and falling back to process memory
+    would split them between processes.
+    """
 
     def __init__(self, redis: Redis, *, prefix: str) -> None:
         self._redis = redis
@@ -129,19 +140,31 @@ class RedisDocuments:
         return f"{self._prefix}{namespace}:{key}"
 
     async def put(self, namespace: str, key: str, document: bytes, *, ttl_s: int) -> None:
-        await self._redis.set(self._key(namespace, key), document, ex=max(1, ttl_s))
+        try:
+            await self._redis.set(self._key(namespace, key), document, ex=max(1, ttl_s))
+        except (RedisError, OSError):
+            raise _store_unavailable() from None
 
     async def get(self, namespace: str, key: str) -> bytes | None:
-        value = await self._redis.get(self._key(namespace, key))
+        try:
+            value = await self._redis.get(self._key(namespace, key))
+        except (RedisError, OSError):
+            raise _store_unavailable() from None
         return value.encode() if isinstance(value, str) else value
 
     async def take(self, namespace: str, key: str) -> bytes | None:
-        # GETDEL: a login state is redeemed once, even by two racing callbacks.
-        value = await self._redis.getdel(self._key(namespace, key))
+        try:
+            # GETDEL: a login state is redeemed once, even by two racing callbacks.
+            value = await self._redis.getdel(self._key(namespace, key))
+        except (RedisError, OSError):
+            raise _store_unavailable() from None
         return value.encode() if isinstance(value, str) else value
 
     async def delete(self, namespace: str, key: str) -> None:
-        await self._redis.delete(self._key(namespace, key))
+        try:
+            await self._redis.delete(self._key(namespace, key))
+        except (RedisError, OSError):
+            raise _store_unavailable() from None
 
 
 class SessionStore:

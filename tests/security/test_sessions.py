@@ -21,7 +21,7 @@ from app.settings import Settings
 from backends.launcher import Platform
 from tests.fixtures.gateway import running_gateway
 from tests.fixtures.identity import browser_login
-from tests.fixtures.redis import PrefixedRedis, prefixed_redis
+from tests.fixtures.redis import PrefixedRedis, RedisServer, prefixed_redis
 
 COOKIE = "stockbot_session"
 
@@ -197,3 +197,27 @@ async def test_concurrent_requests_refresh_a_due_token_once(
     assert [answer.status_code for answer in answers] == [200] * 4
     assert after == before + 1
     assert refreshed["access_expires_at"] > time.time() + 200
+
+
+async def test_a_redis_outage_is_a_503_not_a_500(settings: Settings) -> None:
+    server = RedisServer()
+    await server.start()
+    try:
+        private = settings.model_copy(update={"redis_url": server.url, "redis_prefix": "outage:"})
+        async with (
+            running_gateway(private) as gateway,
+            httpx.AsyncClient(base_url=gateway.url, follow_redirects=True) as browser,
+        ):
+            await browser_login(browser, username="alice")
+            assert (await browser.get("/auth/session")).status_code == 200
+            server.kill()
+
+            session = await browser.get("/auth/session")
+            login = await browser.get("/auth/login", params={"return_to": "/"})
+    finally:
+        server.kill()
+
+    for response in (session, login):
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "session store is unavailable" in response.json()["detail"]
