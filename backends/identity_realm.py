@@ -261,9 +261,10 @@ class Realm:
             raise GrantError("invalid_grant", "authorization code was issued to another client")
         if redirect_uri != grant.redirect_uri:
             raise GrantError("invalid_grant", "redirect_uri does not match the authorization")
-        if not code_verifier or not secrets.compare_digest(
-            pkce_challenge(code_verifier), grant.code_challenge
-        ):
+        # RFC 7636 §4.1: 43 to 128 characters, so a verifier cannot be guessed.
+        if not code_verifier or not 43 <= len(code_verifier) <= 128:
+            raise GrantError("invalid_grant", "code_verifier must be 43 to 128 characters")
+        if not secrets.compare_digest(pkce_challenge(code_verifier), grant.code_challenge):
             raise GrantError("invalid_grant", "code_verifier does not match the code_challenge")
         user = USERS[grant.username]
         return self._user_tokens(

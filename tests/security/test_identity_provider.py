@@ -330,3 +330,13 @@ class TestSigningKeys:
         assert retired.status_code == 200 and retired.json()["current"] == first
         assert last.status_code == 409
         assert unknown.status_code == 404
+
+
+async def test_a_short_code_verifier_is_refused(provider: httpx.AsyncClient) -> None:
+    verifier = "too-short-to-be-unguessable"
+    code = await log_in(provider, verifier=verifier)
+
+    response = await redeem(provider, code, verifier=verifier)
+
+    assert response.status_code == 400
+    assert "43 to 128" in response.json()["error_description"]
