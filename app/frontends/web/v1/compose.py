@@ -146,7 +146,8 @@ def watchlist_view(
                 price=None if quote is None else money(quote.price),
                 change=None if quote is None else money(quote.change),
                 change_pct=None if quote is None else round(quote.change_pct, 2),
-                sparkline=None if line is None else [money(point) for point in line.points],
+                # Points come rounded to cents from market-data; re-rounding hundreds costs CPU.
+                sparkline=None if line is None else line.points,
             )
         )
     return WatchlistView(watchlist_id=watchlist.watchlist_id, name=watchlist.name, items=items)
