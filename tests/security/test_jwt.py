@@ -6,13 +6,15 @@ import base64
 import hashlib
 import hmac
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from joserfc.jwk import RSAKey
+from joserfc import jwt
+from joserfc.jwk import ECKey, RSAKey
 
 from app.settings import Settings
 from backends.launcher import BackendProcess, Platform, free_port, start_service
@@ -383,3 +385,22 @@ class TestProviderOutage:
             response = await whoami(gateway, forge.sign())
 
         assert response.status_code == 503, response.text
+
+
+async def test_es256_is_accepted_and_an_algorithm_must_fit_its_key(
+    bearer_gateway: RunningGateway, forge: TokenForge, provider_url: str
+) -> None:
+    ec_key = ECKey.generate_key("P-256", parameters={"kid": f"ec-{secrets.token_hex(4)}"})
+    async with httpx.AsyncClient(base_url=provider_url) as provider:
+        published = await provider.post("/__keys", json=ec_key.as_dict(private=False))
+    assert published.status_code == 201
+    es256 = jwt.encode({"alg": "ES256", "kid": ec_key.kid}, forge.claims(sub="bob"), ec_key)
+    # RS256 named on a token whose kid is the EC key: the key decides what may verify.
+    mismatched = forge.sign(header={"kid": ec_key.kid})
+
+    accepted = await whoami(bearer_gateway, es256)
+    refused = await whoami(bearer_gateway, mismatched)
+
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["subject"] == "bob"
+    assert_rejected(refused, mismatched, because="does not match its key")
