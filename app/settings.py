@@ -61,13 +61,6 @@ class RateLimitSettings(BaseModel):
     gateway_max_in_flight: int = Field(2000, ge=1)
 
 
-class PartnerSettings(BaseModel):
-    """The partner frontend."""
-
-    # Accounts partners may act on until security links them per consumer.
-    linked_accounts: list[str] = Field(default_factory=lambda: ["ACC-2001", "ACC-2002"])
-
-
 class AccessSettings(BaseModel):
     """API keys, consumer quotas and order idempotency."""
 
@@ -162,13 +155,10 @@ class Settings(BaseSettings):
     services: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_SERVICES))
     # Bootstrap token for the admin API; off unless configured.
     admin_token: str | None = None
-    # The account every request acts for until authentication identifies the caller.
-    demo_account_id: str = "ACC-1001"
     upstream: UpstreamSettings = UpstreamSettings()
     http: HttpSettings = HttpSettings()
     resilience: ResilienceSettings = ResilienceSettings()
     access: AccessSettings = AccessSettings()
-    partner: PartnerSettings = PartnerSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
     identity: IdentitySettings = IdentitySettings()
     log_level: str = "info"
