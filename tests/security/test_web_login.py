@@ -379,3 +379,30 @@ async def test_logging_in_again_replaces_the_previous_session(
     assert second.response.json()["user"]["subject"] == "bob"
     assert browser.cookies[COOKIE] != first_cookie
     assert old.status_code == 401
+
+
+async def test_a_provider_outage_during_refresh_keeps_a_still_valid_session(
+    settings: Settings, redis: PrefixedRedis, platform: Platform
+) -> None:
+    identity = settings.identity.model_copy(update={"refresh_before_s": 3600})
+    eager = settings.model_copy(
+        update={"identity": identity, "redis_url": redis.url, "redis_prefix": redis.prefix}
+    )
+    async with (
+        running_gateway(eager) as gateway,
+        httpx.AsyncClient(base_url=gateway.url, follow_redirects=True) as browser,
+    ):
+        await browser_login(browser, username="alice")
+        platform.process("identity").set_faults(error_rate=1.0, paths=["/token"])
+
+        still_valid = await browser.get("/auth/session")
+        # Once the access token has expired, the gateway cannot vouch for the session.
+        [key] = [k async for k in redis.client.scan_iter(match=f"{redis.prefix}session:*")]
+        document = orjson.loads(await redis.client.get(key))
+        document["access_expires_at"] = document["created_at"] - 1
+        await redis.client.set(key, orjson.dumps(document), keepttl=True)
+        expired = await browser.get("/auth/session")
+
+    assert still_valid.status_code == 200, still_valid.text
+    assert expired.status_code == 503, expired.text
+    assert expired.headers["content-type"] == "application/problem+json"
