@@ -96,6 +96,38 @@ async def test_quotes_failing_keeps_positions_at_cost(
     assert item["price"] is None and item["sparkline"]
 
 
+async def test_watchlists_failing_still_prices_positions(
+    alice: RunningGateway, control: PlatformControl
+) -> None:
+    await control.reset_stats("market-data")
+    await control.fault("portfolio", error_rate=1.0, paths=["/accounts/ACC-1001/watchlists"])
+
+    response = await alice.client.get(DASHBOARD)
+
+    assert response.status_code == 200, response.text
+    view = response.json()
+    assert view["watchlists"] is None
+    assert view["degraded"] == ["watchlists"]
+    assert all(p["price"] is not None for p in view["positions"])
+    assert view["account"]["equity_basis"] == "live"
+    # With no watchlists there is nothing to draw, so sparklines are not asked for.
+    assert "GET /sparklines" not in await control.requests("market-data")
+
+
+async def test_orders_and_bots_failing_degrade_both(
+    alice: RunningGateway, control: PlatformControl
+) -> None:
+    await control.fault("orders", error_rate=1.0, error_status=500)
+    await control.fault("bots", drop_rate=1.0)
+
+    response = await alice.client.get(DASHBOARD)
+
+    assert response.status_code == 200, response.text
+    view = response.json()
+    assert view["open_orders"] is None and view["bots"] is None
+    assert sorted(view["degraded"]) == ["bots", "orders"]
+
+
 @pytest.mark.parametrize(("upstream_status", "status"), [(503, 503), (500, 502)])
 async def test_portfolio_failing_is_the_routes_problem(
     alice: RunningGateway, control: PlatformControl, upstream_status: int, status: int

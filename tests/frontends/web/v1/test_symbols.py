@@ -48,6 +48,16 @@ async def test_unknown_symbol_is_a_404(alice: RunningGateway) -> None:
     assert "ZZZZ" in problem["detail"]
 
 
+async def test_quote_failing_is_the_routes_problem(
+    alice: RunningGateway, control: PlatformControl
+) -> None:
+    await control.fault("market-data", error_rate=1.0, error_status=503, paths=["/quotes"])
+
+    problem = assert_problem(await alice.client.get("/web/v1/symbols/AAPL"), 503)
+
+    assert problem["service"] == "market-data"
+
+
 async def test_candles_failing_degrade_the_chart(
     alice: RunningGateway, control: PlatformControl
 ) -> None:
