@@ -288,6 +288,11 @@ class SessionAuthenticator:
             try:
                 refreshed = await self._refresher.refresh(session)
             except SessionEnded:
+                # Another gateway process may have rotated the refresh token first; then
+                # its refreshed session is the live one.
+                latest = await self._store.load(cookie_value)
+                if latest is not None and latest.refresh_token != session.refresh_token:
+                    return latest
                 await self._store.delete(cookie_value)
                 return None
             except ServiceUnavailable:

@@ -14,10 +14,12 @@ from app.security.sessions import (
     LoginAttempt,
     MemoryDocuments,
     RedisDocuments,
+    SessionAuthenticator,
+    SessionEnded,
     SessionStore,
     WebSession,
 )
-from app.settings import Settings
+from app.settings import IdentitySettings, Settings
 from backends.launcher import Platform
 from tests.fixtures.gateway import running_gateway
 from tests.fixtures.identity import browser_login
@@ -221,3 +223,56 @@ async def test_a_redis_outage_is_a_503_not_a_500(settings: Settings) -> None:
         assert response.status_code == 503, response.text
         assert response.headers["content-type"] == "application/problem+json"
         assert "session store is unavailable" in response.json()["detail"]
+
+
+class RotatedElsewhere:
+    """Another gateway process wins the refresh race: it stores the rotated session first,
+    and the provider refuses this process's now-spent refresh token."""
+
+    def __init__(self, store: SessionStore, cookie: str) -> None:
+        self.store = store
+        self.cookie = cookie
+
+    async def refresh(self, session: WebSession) -> WebSession:
+        rotated = web_session()
+        rotated.refresh_token = "rotated-by-another-process"
+        await self.store.save(self.cookie, rotated)
+        raise SessionEnded
+
+
+class RevokedAtProvider:
+    async def refresh(self, session: WebSession) -> WebSession:
+        raise SessionEnded
+
+
+async def test_losing_a_refresh_race_to_another_process_keeps_the_session(
+    store: SessionStore,
+) -> None:
+    due = web_session()
+    due.access_expires_at = time.time() + 5
+    cookie = await store.create(due)
+    sessions = SessionAuthenticator(
+        store=store,
+        refresher=RotatedElsewhere(store, cookie),
+        settings=IdentitySettings(refresh_before_s=60),
+    )
+
+    current = await sessions.current(cookie)
+
+    assert current is not None
+    assert current.refresh_token == "rotated-by-another-process"
+    assert await store.load(cookie) == current
+
+
+async def test_a_refresh_token_refused_by_the_provider_ends_the_session(
+    store: SessionStore,
+) -> None:
+    due = web_session()
+    due.access_expires_at = time.time() + 5
+    cookie = await store.create(due)
+    sessions = SessionAuthenticator(
+        store=store, refresher=RevokedAtProvider(), settings=IdentitySettings(refresh_before_s=60)
+    )
+
+    assert await sessions.current(cookie) is None
+    assert await store.load(cookie) is None
