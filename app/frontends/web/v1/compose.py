@@ -218,8 +218,8 @@ class _MarketStage:
 async def _market_stage(
     market_data: MarketDataClient,
     *,
-    positions: "asyncio.Task[list[Position] | Failed]",
-    watchlists: "asyncio.Task[list[Watchlist] | Failed]",
+    positions: asyncio.Task[list[Position] | Failed],
+    watchlists: asyncio.Task[list[Watchlist] | Failed],
 ) -> _MarketStage:
     held, watched = await positions, await watchlists
     held_symbols = [] if isinstance(held, Failed) else [p.symbol for p in held]
@@ -251,6 +251,12 @@ async def compose_dashboard(services: WebServices, *, account_id: str) -> Dashbo
                 services.market_data, positions=positions_task, watchlists=watchlists_task
             )
         )
+        critical = (await account_task, await positions_task)
+        if any(isinstance(result, Failed) for result in critical):
+            # Without the portfolio there is no dashboard: answer now and stop the calls
+            # whose results nobody would read.
+            for task in (watchlists_task, orders_task, bots_task, news_task, market_task):
+                task.cancel()
 
     sections = Sections()
     account = sections.required(account_task.result())
