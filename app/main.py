@@ -54,6 +54,16 @@ DOCUMENTS = [
         prefix="/admin/v1",
         description="Configuration of the gateway: services, instances, consumers, plans.",
     ),
+    ApiDocument(
+        slug="auth",
+        title="stock-bot web login",
+        prefix="/auth",
+        description=(
+            "Browser login through the gateway (OAuth 2 code flow with PKCE); the session "
+            "lives server-side behind an HttpOnly cookie. Unsafe requests authenticated by "
+            "the cookie send the session's CSRF token as `X-CSRF-Token`."
+        ),
+    ),
 ]
 
 

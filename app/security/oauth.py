@@ -21,8 +21,9 @@ from urllib.parse import urlsplit
 import httpx
 from authlib.deprecate import AuthlibDeprecationWarning
 from authlib.integrations.base_client.errors import OAuthError
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Security
 from fastapi.responses import RedirectResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
@@ -36,7 +37,9 @@ from app.security.jwt import (
     TrustedIssuer,
 )
 from app.security.principal import Principal
+from app.security.rbac import api_key_header, bearer_token, session_cookie
 from app.security.sessions import (
+    CSRF_HEADER,
     LoginAttempt,
     SessionAuthenticator,
     SessionEnded,
@@ -282,6 +285,15 @@ async def web_identity(request: Request) -> WebIdentity:
 
 
 WebIdentityDep = Annotated[WebIdentity, Depends(web_identity)]
+# Declared for the OpenAPI document; the authenticators read the request themselves.
+SessionCookie = Annotated[str | None, Security(session_cookie)]
+CsrfHeader = Annotated[
+    str | None,
+    Header(
+        alias=CSRF_HEADER,
+        description="The session's CSRF token from `GET /auth/session`.",
+    ),
+]
 
 
 def safe_return_path(return_to: str) -> str:
@@ -478,7 +490,7 @@ async def auth_callback(
 
 @router.get("/session", response_model=SessionInfo, responses=problem_responses(401, 503))
 async def auth_session(
-    request: Request, identity: WebIdentityDep, response: Response
+    request: Request, identity: WebIdentityDep, response: Response, _cookie: SessionCookie
 ) -> SessionInfo:
     """Who is logged in, and the CSRF token for state-changing requests."""
     cookie_value = request.cookies.get(identity.settings.identity.cookie_name)
@@ -499,7 +511,9 @@ async def auth_session(
 @router.post(
     "/logout", status_code=204, response_class=Response, responses=problem_responses(401, 403)
 )
-async def auth_logout(request: Request, identity: WebIdentityDep) -> Response:
+async def auth_logout(
+    request: Request, identity: WebIdentityDep, _cookie: SessionCookie, _csrf: CsrfHeader = None
+) -> Response:
     """End the session here and at the identity provider; clears the cookie."""
     settings = identity.settings.identity
     cookie_value = request.cookies.get(settings.cookie_name)
@@ -518,7 +532,12 @@ async def auth_logout(request: Request, identity: WebIdentityDep) -> Response:
 
 
 @router.get("/whoami", response_model=PrincipalSummary, responses=problem_responses(401, 403, 503))
-async def auth_whoami(request: Request) -> PrincipalSummary:
+async def auth_whoami(
+    request: Request,
+    _cookie: SessionCookie,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_token)],
+    _api_key: Annotated[str | None, Security(api_key_header)],
+) -> PrincipalSummary:
     """The caller as the gateway identifies it (session cookie, bearer token or API key)."""
     principal = await identify(request, request.state.gateway.authenticators)
     if principal is None:
