@@ -107,7 +107,12 @@ async def get_symbol_detail(
     ] = ChartRange.d1,
     interval: Annotated[
         ChartInterval,
-        Query(description=f"Candle width; longest range per interval: {_CHART_RULE}"),
+        Query(
+            description=(
+                f"Candle width; it must suit the range (longest range per interval: "
+                f"{_CHART_RULE}), otherwise 422 naming `query.interval`"
+            )
+        ),
     ] = ChartInterval.m5,
 ) -> SymbolDetailView:
     """Quote, company data, chart, news, and the user's position and orders for one symbol."""

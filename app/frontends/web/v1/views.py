@@ -206,8 +206,8 @@ class OrderView(BaseModel):
     type: OrderType = Field(description="Order type")
     quantity: float = Field(description="Shares ordered")
     filled_quantity: float = Field(description="Shares filled so far")
-    limit_price: float | None = Field(description="Limit price; null unless a limit order")
-    stop_price: float | None = Field(description="Stop price; null unless a stop order")
+    limit_price: float | None = Field(description="Limit price; null for market and stop orders")
+    stop_price: float | None = Field(description="Stop price; null for market and limit orders")
     average_fill_price: float | None = Field(description="Average fill price; null until filled")
     time_in_force: TimeInForce = Field(description="How long the order stays working")
     status: OrderStatus = Field(description="Where the order stands")
@@ -254,7 +254,7 @@ class BotView(BaseModel):
     symbols: list[str] = Field(description="Symbols it trades")
     pnl_today: float = Field(description="Today's profit or loss of its trades")
     trades_today: int = Field(description="Trades it made today")
-    started_at: datetime | None = Field(description="When it was started; null when stopped")
+    started_at: datetime | None = Field(description="When it was started; null unless running")
 
 
 _BOTS_EXAMPLE: JsonDict = {
