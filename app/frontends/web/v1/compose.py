@@ -240,9 +240,10 @@ async def compose_dashboard(services: WebServices, *, account_id: str) -> Dashbo
     """The dashboard: portfolio is required, every other section may degrade."""
     portfolio = services.portfolio
     async with asyncio.TaskGroup() as group:
-        account_task = group.create_task(settle(portfolio.account(account_id)))
+        # Tasks start in creation order; the two the second stage waits for go out first.
         positions_task = group.create_task(settle(portfolio.positions(account_id)))
         watchlists_task = group.create_task(settle(portfolio.watchlists(account_id)))
+        account_task = group.create_task(settle(portfolio.account(account_id)))
         orders_task = group.create_task(settle(services.orders.orders(account_id, status="open")))
         bots_task = group.create_task(settle(services.bots.bots(account_id)))
         news_task = group.create_task(settle(services.news.latest(limit=DASHBOARD_NEWS)))
