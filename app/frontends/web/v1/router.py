@@ -39,8 +39,9 @@ router = APIRouter(dependencies=[require_user("read")], responses=problem_respon
 
 ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
 
-# The finest interval is only served over short ranges: a chart holds at most 500 bars,
-# so a finer interval would show only the tail of the range asked for.
+# Fine intervals only over short ranges: market-data returns at most the latest 500 bars,
+# so a 1m chart over months would show a sliver of the range asked for. Kept deliberately
+# simple (one longest range per interval); a chart may still hold only the latest 500 bars.
 LONGEST_RANGE_BY_INTERVAL: dict[ChartInterval, ChartRange] = {
     ChartInterval.m1: ChartRange.d5,
     ChartInterval.m5: ChartRange.mo1,
