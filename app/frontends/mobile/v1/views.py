@@ -102,7 +102,7 @@ class PositionsPage(BaseModel):
         }
     )
 
-    items: list[PositionRow]
+    items: list[PositionRow] = Field(description="Up to `limit` positions, by symbol")
     next_cursor: str | None = Field(
         description="Pass as `cursor` for the next page; null on the last page"
     )
@@ -137,7 +137,7 @@ class QuoteList(BaseModel):
         }
     )
 
-    quotes: list[CompactQuote]
+    quotes: list[CompactQuote] = Field(description="One per known symbol, in request order")
 
 
 class PlacedOrderView(BaseModel):
@@ -159,8 +159,8 @@ class PlacedOrderView(BaseModel):
     )
 
     order_id: str = Field(serialization_alias="id", description="Order id", examples=["ord-7f3a2c"])
-    status: OrderStatus
-    symbol: str = Field(examples=["AAPL"])
-    side: OrderSide
-    quantity: float = Field(examples=[10])
-    type: OrderType
+    status: OrderStatus = Field(description="Where the order stands")
+    symbol: str = Field(description="Ticker symbol", examples=["AAPL"])
+    side: OrderSide = Field(description="Buy or sell")
+    quantity: float = Field(description="Shares ordered", examples=[10])
+    type: OrderType = Field(description="Market, limit, stop or stop-limit")

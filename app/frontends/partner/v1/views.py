@@ -69,7 +69,7 @@ class PartnerQuotes(BaseModel):
         }
     )
 
-    quotes: list[PartnerQuote]
+    quotes: list[PartnerQuote] = Field(description="One per known symbol, in request order")
 
 
 class CandleInterval(StrEnum):
@@ -131,10 +131,10 @@ class PartnerCandles(BaseModel):
         },
     )
 
-    symbol: str = Field(examples=["AAPL"])
-    interval: CandleInterval
+    symbol: str = Field(description="Ticker symbol", examples=["AAPL"])
+    interval: CandleInterval = Field(description="The requested candle width")
     span: CandleRange = Field(alias="range", description="The requested range")
-    candles: list[PartnerCandle]
+    candles: list[PartnerCandle] = Field(description="Oldest first")
 
 
 class PartnerOrderRequest(OrderRequest):
@@ -194,16 +194,16 @@ class PartnerOrder(BaseModel):
     )
 
     order_id: str = Field(description="Order id", examples=["ord-7f3a2c"])
-    account_id: str = Field(examples=["ACC-2001"])
-    symbol: str = Field(examples=["MSFT"])
-    side: OrderSide
-    type: OrderType
+    account_id: str = Field(description="The account the order is in", examples=["ACC-2001"])
+    symbol: str = Field(description="Ticker symbol", examples=["MSFT"])
+    side: OrderSide = Field(description="Buy or sell")
+    type: OrderType = Field(description="Market, limit, stop or stop-limit")
     quantity: float = Field(description="Shares ordered")
-    limit_price: float | None = None
-    stop_price: float | None = None
-    time_in_force: TimeInForce
-    status: OrderStatus
+    limit_price: float | None = Field(None, description="Set for limit and stop-limit orders")
+    stop_price: float | None = Field(None, description="Set for stop and stop-limit orders")
+    time_in_force: TimeInForce = Field(description="How long the order works")
+    status: OrderStatus = Field(description="Where the order stands")
     filled_quantity: float = Field(description="Shares filled so far")
     average_fill_price: float | None = Field(None, description="Null until something fills")
-    created_at: datetime
-    updated_at: datetime
+    created_at: datetime = Field(description="When the order was accepted (UTC)")
+    updated_at: datetime = Field(description="Last change of status or fill (UTC)")
