@@ -21,6 +21,9 @@ async def test_home_counts_match_the_backends(gateway: RunningGateway, backends:
     assert home["open_orders"] == len(open_orders["orders"])
     bots = (await backends.get("bots", f"/accounts/{ACCOUNT}/bots"))["bots"]
     assert home["running_bots"] == sum(1 for bot in bots if bot["status"] == "running")
+    # The demo data has working orders and a fleet of running and stopped bots.
+    assert home["open_orders"] > 0
+    assert 0 < home["running_bots"] < len(bots)
     account = await backends.get("portfolio", f"/accounts/{ACCOUNT}")
     assert home["day_pnl"] == pytest.approx(home["equity"] - account["prev_close_equity"], abs=0.01)
     assert home["day_pnl_pct"] == pytest.approx(
