@@ -24,7 +24,7 @@ from joserfc.errors import (
     MissingClaimError,
 )
 from joserfc.jwk import ECKey, KeySet, RSAKey
-from joserfc.jws import extract_compact
+from joserfc.jws import JWSRegistry, extract_compact, validate_compact
 from pydantic import BaseModel, ValidationError
 
 from app.errors import ServiceUnavailable, Unauthorized
@@ -184,6 +184,10 @@ class TokenValidator:
     def __init__(self, *, issuer: TrustedIssuer, settings: IdentitySettings) -> None:
         self._issuer = issuer
         self._settings = settings
+        # One registry per allowed algorithm, built once: each admits exactly that algorithm.
+        self._registries = {
+            algorithm: JWSRegistry(algorithms=[algorithm]) for algorithm in settings.algorithms
+        }
 
     async def validate(self, token: str, *, audience: str | None = None) -> dict[str, Any]:
         """The token's claims; `InvalidToken` when it must be refused."""
@@ -193,7 +197,8 @@ class TokenValidator:
         if token.count(".") != 2:
             raise InvalidToken("token is not a signed JWT")
         try:
-            header = extract_compact(token.encode("ascii")).headers()
+            signed = extract_compact(token.encode("ascii"))
+            header = signed.headers()
         except (JoseError, ValueError, UnicodeError, TypeError):
             raise InvalidToken("token is malformed") from None
         # The allow-list is ours; the token's own "alg" only selects within it. Key-carrying
@@ -210,11 +215,15 @@ class TokenValidator:
         if not isinstance(key, _KEY_TYPES[algorithm[:2]]) or key.alg not in (None, algorithm):
             raise InvalidToken("token algorithm does not match its key")
         try:
-            claims = dict(jwt.decode(token, key, algorithms=[algorithm]).claims)
+            if not validate_compact(signed, key, registry=self._registries[algorithm]):
+                raise InvalidToken("token signature is invalid")
+            claims = orjson.loads(signed.payload or b"")
         except BadSignatureError:
             raise InvalidToken("token signature is invalid") from None
         except (JoseError, ValueError, TypeError):
             raise InvalidToken("token is malformed") from None
+        if not isinstance(claims, dict):
+            raise InvalidToken("token is malformed")
         metadata = await self._issuer.metadata()
         self._check_claims(claims, issuer=metadata.issuer, audience=audience or settings.audience)
         return claims
