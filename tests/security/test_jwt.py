@@ -404,3 +404,30 @@ async def test_es256_is_accepted_and_an_algorithm_must_fit_its_key(
     assert accepted.status_code == 200, accepted.text
     assert accepted.json()["subject"] == "bob"
     assert_rejected(refused, mismatched, because="does not match its key")
+
+
+async def test_a_slow_jwks_refresh_holds_up_only_the_request_that_started_it(
+    settings: Settings, provider_url: str, platform: Platform
+) -> None:
+    identity = identity_settings(provider_url, jwks_refetch_cooldown_s=0, jwks_max_age_s=0.05)
+    token = await dev_token(provider_url, username="alice")
+    provider = platform.process("identity")
+    async with running_gateway(settings.model_copy(update={"identity": identity})) as gateway:
+        assert (await whoami(gateway, token)).status_code == 200
+        provider.set_faults(latency_ms=2000, paths=["/jwks"])
+        before = jwks_fetches(platform)
+        await asyncio.sleep(0.1)
+
+        refreshing = asyncio.create_task(whoami(gateway, token))
+        for _ in range(250):
+            if jwks_fetches(platform) > before:
+                break
+            await asyncio.sleep(0.02)
+        # The refresh is now waiting on the slow provider; the stale key still serves.
+        meanwhile = await whoami(gateway, token)
+        still_refreshing = not refreshing.done()
+        first = await refreshing
+
+    assert meanwhile.status_code == 200
+    assert still_refreshing
+    assert first.status_code == 200
