@@ -4,10 +4,10 @@ Each frontend exposes `POST /orders` with its own response model, but the rules 
 order and the path to the orders service are the same, so they live here once.
 """
 
-from typing import Annotated, Self
+from typing import Annotated
 
 from fastapi import Header
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from app.frontends.idempotency import IdempotencyScope, Outcome, fingerprint
 from app.upstreams.errors import UpstreamRejected
@@ -42,6 +42,12 @@ IdempotencyKey = Annotated[
 ]
 
 
+_PRICED_BY_TYPE = {
+    "limit_price": frozenset({OrderType.limit, OrderType.stop_limit}),
+    "stop_price": frozenset({OrderType.stop, OrderType.stop_limit}),
+}
+
+
 class OrderRequest(BaseModel):
     """A new order. Prices are required or forbidden according to the order type."""
 
@@ -65,23 +71,27 @@ class OrderRequest(BaseModel):
     side: OrderSide
     type: OrderType
     quantity: float = Field(gt=0, le=1_000_000, description="Shares; fractions allowed")
-    limit_price: float | None = Field(None, gt=0, le=1_000_000)
-    stop_price: float | None = Field(None, gt=0, le=1_000_000)
+    limit_price: float | None = Field(
+        None, gt=0, le=1_000_000, validate_default=True, description="Required for limit orders"
+    )
+    stop_price: float | None = Field(
+        None, gt=0, le=1_000_000, validate_default=True, description="Required for stop orders"
+    )
     time_in_force: TimeInForce = TimeInForce.day
 
-    @model_validator(mode="after")
-    def _prices_match_type(self) -> Self:
-        needs_limit = self.type in (OrderType.limit, OrderType.stop_limit)
-        needs_stop = self.type in (OrderType.stop, OrderType.stop_limit)
-        if needs_limit and self.limit_price is None:
-            raise ValueError(f"limit_price is required for {self.type.value} orders")
-        if not needs_limit and self.limit_price is not None:
-            raise ValueError(f"limit_price is not allowed for {self.type.value} orders")
-        if needs_stop and self.stop_price is None:
-            raise ValueError(f"stop_price is required for {self.type.value} orders")
-        if not needs_stop and self.stop_price is not None:
-            raise ValueError(f"stop_price is not allowed for {self.type.value} orders")
-        return self
+    @field_validator("limit_price", "stop_price")
+    @classmethod
+    def _price_matches_type(cls, price: float | None, info: ValidationInfo) -> float | None:
+        """Checked per field, so the error names `limit_price` or `stop_price` itself."""
+        order_type = info.data.get("type")
+        if order_type is None:  # the type failed validation; its own error says enough
+            return price
+        needed = order_type in _PRICED_BY_TYPE[info.field_name or ""]
+        if needed and price is None:
+            raise ValueError(f"{info.field_name} is required for {order_type.value} orders")
+        if not needed and price is not None:
+            raise ValueError(f"{info.field_name} is not allowed for {order_type.value} orders")
+        return price
 
 
 # Upstream refusals that say "not now" rather than "no": the key is released for a retry.
