@@ -51,8 +51,6 @@ class RateLimitSettings(BaseModel):
     redis_failure: Literal["open", "closed"] = "open"
     # The limiter's own Redis calls give up after this long, so an outage never stalls.
     redis_timeout_s: float = Field(0.5, gt=0, le=5)
-    # The limiter's own connections per process; requests queue for one beyond that.
-    redis_max_connections: int = Field(32, ge=1)
     # After a failure Redis is not asked again for this long; one request then probes it.
     redis_retry_s: float = Field(1.0, gt=0, le=60)
     # A consumer above its plan's max_in_flight waits this long for a slot before 429.

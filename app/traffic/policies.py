@@ -215,7 +215,6 @@ class AdmissionControl:
             failure=limits.redis_failure,
             timeout_s=limits.redis_timeout_s,
             retry_s=limits.redis_retry_s,
-            max_connections=limits.redis_max_connections,
         )
         self.throttle = ConsumerThrottle()
 

@@ -6,12 +6,21 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import httpx
 import pytest
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.settings import RateLimitSettings, Settings
 from app.store.database import create_engine, session_factory
 from app.store.models import RateLimitRule
 from app.store.rate_limit_rules import RateLimitRuleRepository
-from app.traffic.ratelimit import LimitCheck, LimitOutcome, LocalGcra, RateLimit, RedisGcra
+from app.traffic.ratelimit import (
+    LimitCheck,
+    LimitOutcome,
+    LocalGcra,
+    RateLimit,
+    RedisGcra,
+    RedisLink,
+)
 from tests.fixtures.consumers import create_partner
 from tests.fixtures.gateway import running_gateway
 from tests.fixtures.redis import PrefixedRedis, prefixed_redis
@@ -40,8 +49,10 @@ async def gcra(
         yield check_local  # type: ignore[misc]
         return
     async with prefixed_redis() as redis:
-        shared = RedisGcra(redis.client, prefix=redis.prefix)
+        link = RedisLink(redis.url, timeout_s=2)
+        shared = RedisGcra(link, prefix=redis.prefix)
         yield shared.check  # type: ignore[misc]
+        await link.close()
 
 
 async def test_a_burst_is_admitted_then_the_steady_rate(gcra) -> None:  # type: ignore[no-untyped-def]
@@ -85,11 +96,58 @@ async def test_keys_and_limits_count_separately(gcra) -> None:  # type: ignore[n
 
 
 async def test_the_script_is_reloaded_when_redis_forgot_it(shared_redis: PrefixedRedis) -> None:
-    limiter = RedisGcra(shared_redis.client, prefix=shared_redis.prefix)
+    link = RedisLink(shared_redis.url, timeout_s=2)
+    limiter = RedisGcra(link, prefix=shared_redis.prefix)
     limit = RateLimit.of("test", limit=2, period_s=60)
     assert (await limiter.check([("k", limit)]))[0].remaining == 1
     await shared_redis.client.script_flush()
     assert (await limiter.check([("k", limit)]))[0].remaining == 0
+    await link.close()
+
+
+async def test_concurrent_checks_share_one_connection_and_get_their_own_replies(
+    shared_redis: PrefixedRedis,
+) -> None:
+    link = RedisLink(shared_redis.url, timeout_s=2)
+    limiter = RedisGcra(link, prefix=shared_redis.prefix)
+    limits = [RateLimit.of(f"l{n}", limit=100 + n, period_s=60) for n in range(20)]
+    try:
+        outcomes = await asyncio.gather(
+            *(
+                limiter.check([(f"k{n}", limit), ("shared", limits[0])])
+                for n, limit in enumerate(limits)
+            )
+        )
+    finally:
+        await link.close()
+    # Each request's first reply is its own limit's, in its own order.
+    assert [own.limit.name for own, _ in outcomes] == [f"l{n}" for n in range(20)]
+    assert [own.remaining for own, _ in outcomes] == [99 + n for n in range(20)]
+    assert sorted(shared.remaining for _, shared in outcomes) == list(range(80, 100))
+
+
+async def test_a_link_that_times_out_reconnects_on_the_next_call(
+    shared_redis: PrefixedRedis,
+) -> None:
+    link = RedisLink(shared_redis.url, timeout_s=0.2)
+    try:
+        with pytest.raises(RedisTimeoutError):
+            await link.call(["BLPOP", shared_redis.prefix + "never", 1])
+        assert await link.call(["PING"]) == [b"PONG"]
+    finally:
+        await link.close()
+
+
+async def test_a_link_names_redis_errors_without_losing_the_connection(
+    shared_redis: PrefixedRedis,
+) -> None:
+    link = RedisLink(shared_redis.url, timeout_s=2)
+    try:
+        replies = await link.call(["NOSUCHCOMMAND"], ["PING"])
+        assert isinstance(replies[0], ResponseError)
+        assert replies[1] == b"PONG"
+    finally:
+        await link.close()
 
 
 def _limited_settings(settings: Settings, **limits: object) -> Settings:
