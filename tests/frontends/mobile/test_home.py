@@ -3,13 +3,16 @@
 import pytest
 
 from tests.fixtures.gateway import RunningGateway
-from tests.frontends.mobile.conftest import Backends, assert_problem
+from tests.fixtures.platform_control import PlatformControl
+from tests.fixtures.problems import assert_problem
 
 HOME = "/mobile/v1/home"
 ACCOUNT = "ACC-1001"
 
 
-async def test_home_counts_match_the_backends(gateway: RunningGateway, backends: Backends) -> None:
+async def test_home_counts_match_the_backends(
+    gateway: RunningGateway, backends: PlatformControl
+) -> None:
     await backends.reset_stats("market-data", "portfolio")
 
     response = await gateway.client.get(HOME)
@@ -34,7 +37,7 @@ async def test_home_counts_match_the_backends(gateway: RunningGateway, backends:
 
 
 async def test_movers_are_the_largest_absolute_changes(
-    gateway: RunningGateway, backends: Backends
+    gateway: RunningGateway, backends: PlatformControl
 ) -> None:
     response = await gateway.client.get(HOME)
 
@@ -55,7 +58,7 @@ async def test_movers_are_the_largest_absolute_changes(
 
 
 async def test_failing_bots_leave_a_null_section(
-    gateway: RunningGateway, backends: Backends
+    gateway: RunningGateway, backends: PlatformControl
 ) -> None:
     await backends.fault("bots", error_rate=1.0, error_status=503)
 
@@ -70,7 +73,9 @@ async def test_failing_bots_leave_a_null_section(
     assert len(home["movers"]) == 3
 
 
-async def test_failing_quotes_leave_the_counts(gateway: RunningGateway, backends: Backends) -> None:
+async def test_failing_quotes_leave_the_counts(
+    gateway: RunningGateway, backends: PlatformControl
+) -> None:
     await backends.fault("market-data", error_rate=1.0, error_status=500)
 
     response = await gateway.client.get(HOME)
@@ -85,7 +90,7 @@ async def test_failing_quotes_leave_the_counts(gateway: RunningGateway, backends
 
 @pytest.mark.parametrize(("upstream_status", "status"), [(500, 502), (503, 503)])
 async def test_failing_portfolio_fails_the_screen(
-    gateway: RunningGateway, backends: Backends, upstream_status: int, status: int
+    gateway: RunningGateway, backends: PlatformControl, upstream_status: int, status: int
 ) -> None:
     await backends.fault("portfolio", error_rate=1.0, error_status=upstream_status)
 

@@ -3,14 +3,15 @@
 import uuid
 
 from tests.fixtures.gateway import RunningGateway
-from tests.frontends.mobile.conftest import Backends, assert_problem, field_errors
+from tests.fixtures.platform_control import PlatformControl
+from tests.fixtures.problems import assert_problem, field_errors
 
 ORDERS = "/mobile/v1/orders"
 ORDER = {"symbol": "AAPL", "side": "buy", "type": "limit", "quantity": 2, "limit_price": 150.0}
 
 
 async def test_order_is_placed_and_a_replay_returns_it(
-    gateway: RunningGateway, backends: Backends
+    gateway: RunningGateway, backends: PlatformControl
 ) -> None:
     await backends.reset_stats("orders")
     key = {"Idempotency-Key": f"mobile-{uuid.uuid4()}"}
@@ -36,7 +37,7 @@ async def test_order_is_placed_and_a_replay_returns_it(
 
 
 async def test_a_replay_by_the_orders_service_is_passed_on(
-    gateway: RunningGateway, backends: Backends
+    gateway: RunningGateway, backends: PlatformControl
 ) -> None:
     key = f"mobile-{uuid.uuid4()}"
     # Placed earlier, e.g. through another gateway process whose answer the client missed.
@@ -55,7 +56,7 @@ async def test_a_replay_by_the_orders_service_is_passed_on(
 
 
 async def test_missing_idempotency_key_is_refused(
-    gateway: RunningGateway, backends: Backends
+    gateway: RunningGateway, backends: PlatformControl
 ) -> None:
     await backends.reset_stats("orders")
 
@@ -65,7 +66,7 @@ async def test_missing_idempotency_key_is_refused(
     assert await backends.requests("orders") == {}
 
 
-async def test_invalid_order_is_refused(gateway: RunningGateway, backends: Backends) -> None:
+async def test_invalid_order_is_refused(gateway: RunningGateway, backends: PlatformControl) -> None:
     await backends.reset_stats("orders")
     market_with_price = {**ORDER, "type": "market"}
 

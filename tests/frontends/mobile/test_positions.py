@@ -5,13 +5,16 @@ import base64
 import pytest
 
 from tests.fixtures.gateway import RunningGateway
-from tests.frontends.mobile.conftest import Backends, assert_problem, field_errors
+from tests.fixtures.platform_control import PlatformControl
+from tests.fixtures.problems import assert_problem, field_errors
 
 POSITIONS = "/mobile/v1/positions"
 ACCOUNT = "ACC-1001"
 
 
-async def test_pages_walk_every_position_once(gateway: RunningGateway, backends: Backends) -> None:
+async def test_pages_walk_every_position_once(
+    gateway: RunningGateway, backends: PlatformControl
+) -> None:
     held = (await backends.get("portfolio", f"/accounts/{ACCOUNT}/positions"))["positions"]
     seen: list[str] = []
     pages = 0
@@ -47,7 +50,7 @@ async def test_rows_are_priced(gateway: RunningGateway) -> None:
 
 
 async def test_failing_quotes_leave_unpriced_rows(
-    gateway: RunningGateway, backends: Backends
+    gateway: RunningGateway, backends: PlatformControl
 ) -> None:
     await backends.fault("market-data", error_rate=1.0, error_status=503)
 
@@ -79,7 +82,7 @@ async def test_limit_out_of_bounds_is_refused(gateway: RunningGateway, limit: st
     ],
 )
 async def test_malformed_cursor_is_refused(
-    gateway: RunningGateway, backends: Backends, cursor: str
+    gateway: RunningGateway, backends: PlatformControl, cursor: str
 ) -> None:
     await backends.reset_stats("portfolio")
 

@@ -3,7 +3,8 @@
 import pytest
 
 from tests.fixtures.gateway import RunningGateway
-from tests.frontends.mobile.conftest import Backends, assert_problem, field_errors
+from tests.fixtures.platform_control import PlatformControl
+from tests.fixtures.problems import assert_problem, field_errors
 
 QUOTES = "/mobile/v1/quotes"
 
@@ -28,7 +29,7 @@ FIFTY_ONE = ",".join(f"S{n}" for n in range(51))
     ids=["empty", "lower-case", "empty-entry", "too-long", "wrong-separator", "51", "missing"],
 )
 async def test_bad_symbol_lists_never_reach_market_data(
-    gateway: RunningGateway, backends: Backends, symbols: str | None
+    gateway: RunningGateway, backends: PlatformControl, symbols: str | None
 ) -> None:
     await backends.reset_stats("market-data")
     params = {} if symbols is None else {"symbols": symbols}

@@ -3,10 +3,11 @@
 import pytest
 
 from tests.fixtures.gateway import RunningGateway
-from tests.frontends.partner.conftest import Backends, assert_problem, field_errors
+from tests.fixtures.platform_control import PlatformControl
+from tests.fixtures.problems import assert_problem, field_errors
 
 
-async def test_candles_of_a_symbol(gateway: RunningGateway, backends: Backends) -> None:
+async def test_candles_of_a_symbol(gateway: RunningGateway, backends: PlatformControl) -> None:
     response = await gateway.client.get(
         "/partner/v1/candles/AAPL", params={"interval": "1h", "range": "5d"}
     )
@@ -44,7 +45,11 @@ async def test_unknown_symbol_is_not_found(gateway: RunningGateway) -> None:
     ],
 )
 async def test_bad_parameters_are_refused(
-    gateway: RunningGateway, backends: Backends, path: str, params: dict[str, str], field: str
+    gateway: RunningGateway,
+    backends: PlatformControl,
+    path: str,
+    params: dict[str, str],
+    field: str,
 ) -> None:
     await backends.reset_stats("market-data")
 

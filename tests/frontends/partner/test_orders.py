@@ -3,7 +3,8 @@
 import uuid
 
 from tests.fixtures.gateway import RunningGateway
-from tests.frontends.partner.conftest import Backends, assert_problem, field_errors
+from tests.fixtures.platform_control import PlatformControl
+from tests.fixtures.problems import assert_problem, field_errors
 
 ORDERS = "/partner/v1/orders"
 ORDER = {
@@ -20,7 +21,9 @@ def idempotency_key() -> dict[str, str]:
     return {"Idempotency-Key": f"partner-{uuid.uuid4()}"}
 
 
-async def test_order_in_a_linked_account(gateway: RunningGateway, backends: Backends) -> None:
+async def test_order_in_a_linked_account(
+    gateway: RunningGateway, backends: PlatformControl
+) -> None:
     await backends.reset_stats("orders")
     key = idempotency_key()
 
@@ -41,7 +44,9 @@ async def test_order_in_a_linked_account(gateway: RunningGateway, backends: Back
     assert order["order_id"] in {o["order_id"] for o in held["orders"]}
 
 
-async def test_replay_returns_the_same_order(gateway: RunningGateway, backends: Backends) -> None:
+async def test_replay_returns_the_same_order(
+    gateway: RunningGateway, backends: PlatformControl
+) -> None:
     key = idempotency_key()
     order = {**ORDER, "account_id": "ACC-2002", "symbol": "NVDA", "limit_price": 90.0}
 
@@ -55,7 +60,9 @@ async def test_replay_returns_the_same_order(gateway: RunningGateway, backends: 
     assert [o["order_id"] for o in held["orders"]].count(first.json()["order_id"]) == 1
 
 
-async def test_foreign_account_is_forbidden(gateway: RunningGateway, backends: Backends) -> None:
+async def test_foreign_account_is_forbidden(
+    gateway: RunningGateway, backends: PlatformControl
+) -> None:
     await backends.reset_stats("orders")
 
     response = await gateway.client.post(
@@ -68,7 +75,7 @@ async def test_foreign_account_is_forbidden(gateway: RunningGateway, backends: B
 
 
 async def test_missing_idempotency_key_is_refused(
-    gateway: RunningGateway, backends: Backends
+    gateway: RunningGateway, backends: PlatformControl
 ) -> None:
     await backends.reset_stats("orders")
 
@@ -78,7 +85,9 @@ async def test_missing_idempotency_key_is_refused(
     assert await backends.requests("orders") == {}
 
 
-async def test_malformed_account_id_is_refused(gateway: RunningGateway, backends: Backends) -> None:
+async def test_malformed_account_id_is_refused(
+    gateway: RunningGateway, backends: PlatformControl
+) -> None:
     await backends.reset_stats("orders")
 
     response = await gateway.client.post(

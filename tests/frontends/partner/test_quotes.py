@@ -1,12 +1,15 @@
 """GET /partner/v1/quotes: validated symbols, market-data's bytes passed through."""
 
 from tests.fixtures.gateway import RunningGateway
-from tests.frontends.partner.conftest import Backends, assert_problem, field_errors
+from tests.fixtures.platform_control import PlatformControl
+from tests.fixtures.problems import assert_problem, field_errors
 
 QUOTES = "/partner/v1/quotes"
 
 
-async def test_body_is_market_datas_document(gateway: RunningGateway, backends: Backends) -> None:
+async def test_body_is_market_datas_document(
+    gateway: RunningGateway, backends: PlatformControl
+) -> None:
     symbols = "MSFT,AAPL,BRK.B,NOPE"
 
     response = await gateway.client.get(QUOTES, params={"symbols": symbols})
@@ -21,7 +24,9 @@ async def test_body_is_market_datas_document(gateway: RunningGateway, backends: 
     assert [sorted(q) for q in body["quotes"]] == [sorted(q) for q in direct["quotes"]]
 
 
-async def test_repeated_symbols_are_asked_once(gateway: RunningGateway, backends: Backends) -> None:
+async def test_repeated_symbols_are_asked_once(
+    gateway: RunningGateway, backends: PlatformControl
+) -> None:
     await backends.reset_stats("market-data")
 
     response = await gateway.client.get(QUOTES, params={"symbols": "AAPL,AAPL,MSFT"})
@@ -32,7 +37,7 @@ async def test_repeated_symbols_are_asked_once(gateway: RunningGateway, backends
 
 
 async def test_bad_symbols_never_reach_market_data(
-    gateway: RunningGateway, backends: Backends
+    gateway: RunningGateway, backends: PlatformControl
 ) -> None:
     await backends.reset_stats("market-data")
 
@@ -45,7 +50,7 @@ async def test_bad_symbols_never_reach_market_data(
 
 
 async def test_market_data_down_on_every_instance(
-    gateway: RunningGateway, backends: Backends
+    gateway: RunningGateway, backends: PlatformControl
 ) -> None:
     await backends.fault("market-data", error_rate=1.0, error_status=503)
 

@@ -1,7 +1,7 @@
 """Bots through /web/v1: list, start, stop."""
 
 from tests.fixtures.gateway import RunningGateway
-from tests.frontends.web.conftest import assert_problem
+from tests.fixtures.problems import assert_problem
 
 BOT = "bot_grid_tsla"
 

@@ -5,7 +5,9 @@ import pytest
 from app.settings import Settings
 from backends.launcher import Platform
 from tests.fixtures.gateway import RunningGateway, running_gateway
-from tests.frontends.web.conftest import PlatformControl, assert_problem, bearer_for
+from tests.fixtures.identities import bearer_headers
+from tests.fixtures.platform_control import PlatformControl
+from tests.fixtures.problems import assert_problem
 
 DASHBOARD = "/web/v1/dashboard"
 
@@ -148,7 +150,7 @@ async def test_portfolio_timing_out_is_a_504(
     await control.fault("portfolio", latency_ms=600)
 
     async with running_gateway(quick) as gateway:
-        signed_in = await bearer_for(platform, "alice")
+        signed_in = await bearer_headers(platform, username="alice")
         response = await gateway.client.get(DASHBOARD, headers=signed_in)
 
     problem = assert_problem(response, 504)

@@ -4,7 +4,8 @@ import uuid
 from typing import Any
 
 from tests.fixtures.gateway import RunningGateway
-from tests.frontends.web.conftest import PlatformControl, assert_problem
+from tests.fixtures.platform_control import PlatformControl
+from tests.fixtures.problems import assert_problem
 
 ORDERS = "/web/v1/orders"
 BACKEND_ORDERS = "POST /accounts/ACC-1001/orders"

@@ -3,7 +3,8 @@
 import pytest
 
 from tests.fixtures.gateway import RunningGateway
-from tests.frontends.web.conftest import PlatformControl, assert_problem
+from tests.fixtures.platform_control import PlatformControl
+from tests.fixtures.problems import assert_problem
 
 
 async def test_symbol_detail_of_a_held_symbol(alice: RunningGateway) -> None:
