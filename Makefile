@@ -22,7 +22,8 @@ migrate: $(STAMP)
 run: migrate
 	@echo "Starting the simulated platform and the gateway on http://$(HOST):$(PORT)"
 	@echo "  Swagger UI:   http://$(HOST):$(PORT)/docs"
-	@echo "  Example call: curl -s http://$(HOST):$(PORT)/partner/v1/quotes?symbols=AAPL,MSFT"
+	@echo "  Example call (in another terminal, once it is up):"
+	@echo "    curl -s 'http://$(HOST):$(PORT)/web/v1/dashboard' -H \"Authorization: Bearer \$$($(PY) -m backends token --user alice)\""
 	@echo "Ctrl-C stops everything."
 	@trap 'kill $$platform 2>/dev/null; wait $$platform 2>/dev/null' EXIT; \
 	$(PY) -m backends run-all & platform=$$!; \

@@ -63,12 +63,43 @@ def _parser() -> argparse.ArgumentParser:
     run_all.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT)
     run_all.add_argument("--seed", type=int, default=DEFAULT_SEED)
     _fault_flags(run_all)
+
+    token = commands.add_parser(
+        "token", help="print an access token from the development identity provider"
+    )
+    who = token.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="a demo user: alice, bob or carol")
+    who.add_argument("--client", help="an OAuth client with client credentials: partner-acme")
+    token.add_argument("--provider", default=f"http://{DEFAULT_HOST}:{DEFAULT_BASE_PORT + 6}")
     return parser
+
+
+def _print_token(arguments: argparse.Namespace) -> int:
+    # The standard library suffices: this runs outside the web stack, once.
+    import json
+    import urllib.error
+    import urllib.request
+
+    body = {"username": arguments.user} if arguments.user else {"client_id": arguments.client}
+    request = urllib.request.Request(
+        arguments.provider + "/__dev/token",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            print(json.load(response)["access_token"])
+    except (urllib.error.URLError, OSError) as error:
+        print(f"No token from {arguments.provider}: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     arguments = _parser().parse_args(argv)
+    if arguments.command == "token":
+        return _print_token(arguments)
     if arguments.command == "run-all":
         return run_platform(
             host=arguments.host,
