@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
-from backends.launcher import start_platform
 
+from backends.launcher import start_platform
 from bench.load import LoadResult, run_load
+from bench.rate_limited import partner_quotes_rate_limited
 from bench.servers import Server, start_uvicorn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,6 +122,10 @@ def main() -> None:
         throughput_ratio(directory)
     with tempfile.TemporaryDirectory() as directory:
         dashboard_latency(directory)
+    with tempfile.TemporaryDirectory() as directory:
+        partner_quotes_rate_limited(
+            migrated_database(directory), connections=CONNECTIONS, seconds=SECONDS
+        )
 
 
 if __name__ == "__main__":
