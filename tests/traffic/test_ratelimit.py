@@ -21,8 +21,10 @@ from app.traffic.ratelimit import (
     RedisGcra,
     RedisLink,
 )
+from backends.launcher import Platform
 from tests.fixtures.consumers import create_partner
 from tests.fixtures.gateway import running_gateway
+from tests.fixtures.identities import bearer_headers
 from tests.fixtures.redis import PrefixedRedis, prefixed_redis
 
 QUOTES = "/partner/v1/quotes?symbols=AAPL"
@@ -262,3 +264,20 @@ async def test_routes_outside_the_frontends_are_not_limited(settings: Settings) 
         health = await gateway.client.get("/healthz")
     assert statuses == [200, 200, 200]
     assert "ratelimit" not in health.headers
+
+
+async def test_signed_in_users_are_limited_each_on_their_own(
+    settings: Settings, platform: Platform
+) -> None:
+    limited = _limited_settings(settings, user_limit=2, user_period_s=60)
+    alice = await bearer_headers(platform, username="alice")
+    bob = await bearer_headers(platform, username="bob")
+    async with running_gateway(limited) as gateway:
+        responses = [await gateway.client.get("/web/v1/orders", headers=alice) for _ in range(3)]
+        other = await gateway.client.get("/web/v1/orders", headers=bob)
+
+    assert [r.status_code for r in responses] == [200, 200, 429]
+    assert responses[0].headers["ratelimit-policy"] == '"user";q=2;w=60'
+    assert responses[2].json()["limit"] == "user"
+    assert other.status_code == 200
+    assert other.headers["ratelimit"] == '"user";r=1;t=30'
