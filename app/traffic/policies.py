@@ -8,9 +8,10 @@ Limits come from two places:
   applying to the routes under its path prefix.
 
 Every limit that applies is checked (in Redis, one pipelined round trip); the request is
-refused when any is exhausted. Responses carry `RateLimit-Policy` (every limit that
-applied) and `RateLimit` (the most restrictive one), per the IETF httpapi
-ratelimit-headers draft.
+refused when any is exhausted. The limits that still had room have counted it: checking
+first and charging after would take a second round trip. Responses carry
+`RateLimit-Policy` (every limit that applied) and `RateLimit` (the most restrictive one),
+per the IETF httpapi ratelimit-headers draft.
 """
 
 import math
@@ -65,7 +66,7 @@ def _per_second(rate: float) -> RateLimit:
     # Header counts are integers: a fractional rate becomes one request per 1/rate seconds.
     if rate >= 1:
         return RateLimit.of("consumer-second", limit=max(1, round(rate)), period_s=1)
-    return RateLimit.of("consumer-second", limit=1, period_s=round(1 / rate, 3))
+    return RateLimit.of("consumer-second", limit=1, period_s=max(1, round(1 / rate)))
 
 
 def _rule(rule: RateLimitRuleConfig) -> _Rule:

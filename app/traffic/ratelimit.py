@@ -51,6 +51,12 @@ return {1, string.format('%.0f', next_tat - now), '0'}
 """
 
 
+def _sf_string(text: str) -> str:
+    """`text` as an RFC 8941 string: printable ASCII, with `\\` and `"` escaped."""
+    printable = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return '"' + printable.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimit:
     """`limit` requests per `period_s` seconds, bursting up to `burst` at once."""
@@ -61,15 +67,20 @@ class RateLimit:
     burst: int
     interval_us: int = field(init=False)
     capacity_us: int = field(init=False)
-    # The limit's item in `RateLimit-Policy`, e.g. `"consumer-minute";q=600;w=60`.
+    # The name as a structured-field string, and the limit's item in `RateLimit-Policy`,
+    # e.g. `"consumer-minute";q=600;w=60`.
+    quoted_name: str = field(init=False)
     policy_item: str = field(init=False)
 
     def __post_init__(self) -> None:
         interval = max(1, round(self.period_s * _US / self.limit))
         object.__setattr__(self, "interval_us", interval)
         object.__setattr__(self, "capacity_us", interval * self.burst)
-        window = int(self.period_s) if float(self.period_s).is_integer() else self.period_s
-        object.__setattr__(self, "policy_item", f'"{self.name}";q={self.limit};w={window}')
+        quoted = _sf_string(self.name)
+        object.__setattr__(self, "quoted_name", quoted)
+        # The draft's window is whole seconds.
+        window = max(1, round(self.period_s))
+        object.__setattr__(self, "policy_item", f"{quoted};q={self.limit};w={window}")
 
     @classmethod
     def of(cls, name: str, *, limit: int, period_s: float, burst: int | None = None) -> "RateLimit":
@@ -91,7 +102,7 @@ class LimitOutcome:
     @property
     def header_item(self) -> str:
         """The outcome's item in the `RateLimit` header."""
-        return f'"{self.limit.name}";r={self.remaining};t={self.reset_s}'
+        return f"{self.limit.quoted_name};r={self.remaining};t={self.reset_s}"
 
 
 def _outcome(limit: RateLimit, *, admitted: bool, ahead_us: int, retry_us: int) -> LimitOutcome:

@@ -281,3 +281,8 @@ async def test_signed_in_users_are_limited_each_on_their_own(
     assert responses[2].json()["limit"] == "user"
     assert other.status_code == 200
     assert other.headers["ratelimit"] == '"user";r=1;t=30'
+
+
+def test_limit_names_are_valid_structured_field_strings() -> None:
+    limit = RateLimit.of('quotes "fast" \\ lane é', limit=5, period_s=2.4)
+    assert limit.policy_item == '"quotes \\"fast\\" \\\\ lane ?";q=5;w=2'
