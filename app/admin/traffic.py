@@ -5,18 +5,21 @@ Breaker and health state is this process's own view (each gateway process keeps 
 self-registrations are shared through Redis when it is configured.
 """
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import RedisError
 
 from app.admin.schemas import InstanceUrl, Weight
 from app.admin.services import ChangeNoticesDep
 from app.deps import SessionDep, StateDep
 from app.discovery.registry import ServiceRegistry
 from app.discovery.selfreg import Registration
-from app.errors import NotFound, problem_responses
+from app.errors import NotFound, ServiceUnavailable, problem_responses
 from app.store.services import ServiceRepository
 from app.store.snapshot import ServiceConfig
 from app.traffic.breaker import CircuitState
@@ -196,6 +199,17 @@ async def upstream_caller(state: StateDep) -> UpstreamCaller:
 CallerDep = Annotated[UpstreamCaller, Depends(upstream_caller)]
 
 
+@asynccontextmanager
+async def _registrations_store() -> AsyncIterator[None]:
+    """Redis trouble while registering is a 503 the instance can retry, not a 500."""
+    try:
+        yield
+    except RedisError as exc:
+        raise ServiceUnavailable(
+            f"The registration store is unavailable ({type(exc).__name__}); try again shortly."
+        ) from exc
+
+
 def _known_service(registry: ServiceRegistry, name: str) -> ServiceConfig:
     service = registry.service_config(name)
     if service is None:
@@ -293,6 +307,7 @@ async def put_service_policy(
     "/services/{name}/instances/register",
     response_model=RegistrationView,
     status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(503),
 )
 async def register_instance(
     name: str, body: RegistrationRequest, caller: CallerDep
@@ -300,22 +315,24 @@ async def register_instance(
     """Register an instance of a service until it stops heartbeating."""
     registry = caller.registry
     _known_service(registry, name)
-    registration = await registry.self_registry.register(
-        name, body.url, weight=body.weight, ttl_s=body.ttl_s
-    )
+    async with _registrations_store():
+        registration = await registry.self_registry.register(
+            name, body.url, weight=body.weight, ttl_s=body.ttl_s
+        )
     return RegistrationView.of(registration)
 
 
 @router.post(
     "/services/{name}/instances/heartbeat",
     response_model=RegistrationView,
-    responses=problem_responses(404),
+    responses=problem_responses(404, 503),
 )
 async def heartbeat_instance(name: str, body: InstanceRef, caller: CallerDep) -> RegistrationView:
     """Keep a registration alive for another TTL; 404 once it has expired (register again)."""
     registry = caller.registry
     _known_service(registry, name)
-    registration = await registry.self_registry.heartbeat(name, body.url)
+    async with _registrations_store():
+        registration = await registry.self_registry.heartbeat(name, body.url)
     if registration is None:
         raise NotFound(
             f"{body.url} is not registered for {name!r} (or its registration expired); "
@@ -328,12 +345,14 @@ async def heartbeat_instance(name: str, body: InstanceRef, caller: CallerDep) ->
     "/services/{name}/instances/deregister",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=problem_responses(404),
+    responses=problem_responses(404, 503),
 )
 async def deregister_instance(name: str, body: InstanceRef, caller: CallerDep) -> Response:
     """Remove a self-registered instance at once, e.g. on shutdown."""
     registry = caller.registry
     _known_service(registry, name)
-    if not await registry.self_registry.deregister(name, body.url):
+    async with _registrations_store():
+        removed = await registry.self_registry.deregister(name, body.url)
+    if not removed:
         raise NotFound(f"{body.url} is not registered for {name!r}.")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

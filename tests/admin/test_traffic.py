@@ -7,9 +7,10 @@ from typing import Any
 import httpx
 import pytest
 
-from app.settings import Settings
+from app.settings import ResilienceSettings, Settings
 from backends.launcher import Platform
 from tests.fixtures.gateway import RunningGateway, running_gateway
+from tests.fixtures.redis import RedisServer, prefixed_redis
 
 AUTH = {"Authorization": "Bearer test-admin-token"}
 
@@ -134,3 +135,58 @@ async def test_breakers_show_open_circuits_after_failures(
     assert states == {url: "open" for url in platform.urls["market-data"]}
     instances = (await client.get("/admin/v1/traffic/instances")).json()
     assert {i["circuit"] for i in _instances(instances, "market-data")} == {"open"}
+
+
+async def test_a_registration_through_one_gateway_reaches_another_through_redis(
+    settings: Settings,
+) -> None:
+    url = "http://10.9.0.3:8080"
+    async with prefixed_redis() as redis:
+        shared = settings.model_copy(
+            update={
+                "redis_url": redis.url,
+                "redis_prefix": redis.prefix,
+                "resilience": ResilienceSettings(registry_refresh_s=0.1, health_checks=False),
+            }
+        )
+        async with running_gateway(shared) as first, running_gateway(shared) as second:
+            registered = await first.client.post(
+                "/admin/v1/services/news/instances/register",
+                json={"url": url, "ttl_s": 30},
+                headers=AUTH,
+            )
+            assert registered.status_code == 201, registered.text
+            seen: list[str] = []
+            for _ in range(40):
+                listed = await second.client.get("/admin/v1/traffic/instances", headers=AUTH)
+                seen = [i["url"] for i in _instances(listed.json(), "news")]
+                if url in seen:
+                    break
+                await asyncio.sleep(0.05)
+            assert url in seen
+            gone = await second.client.post(
+                "/admin/v1/services/news/instances/deregister", json={"url": url}, headers=AUTH
+            )
+            assert gone.status_code == 204
+
+
+async def test_registration_answers_503_while_redis_is_down(settings: Settings) -> None:
+    server = RedisServer()
+    await server.start()
+    try:
+        with_redis = settings.model_copy(
+            update={
+                "redis_url": server.url,
+                "resilience": ResilienceSettings(health_checks=False),
+            }
+        )
+        async with running_gateway(with_redis) as gateway:
+            server.kill()
+            response = await gateway.client.post(
+                "/admin/v1/services/news/instances/register",
+                json={"url": "http://10.9.0.4:8080"},
+                headers=AUTH,
+            )
+            assert "registration store" in assert_problem(response, 503)["detail"]
+    finally:
+        server.kill()
