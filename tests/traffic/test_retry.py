@@ -3,18 +3,19 @@ the retry budget and the request's deadline."""
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
+from aiohttp import web
 
 from app.traffic.deadline import deadline_scope
 from app.traffic.policy import RetryPolicy
 from app.traffic.retry import RetryBudget, backoff_s, is_repeatable, retry_after_s
 from app.upstreams.errors import UpstreamTimeout, UpstreamUnavailable
 from app.upstreams.orders import OrdersClient
-from backends.launcher import BackendProcess, Platform, start_service
+from backends.launcher import BackendProcess, Platform, free_port, start_service
 from tests.fixtures.upstream_caller import upstream_caller
 
 ORDER = {"symbol": "AAPL", "side": "buy", "type": "market", "quantity": 1, "time_in_force": "day"}
@@ -168,3 +169,48 @@ async def test_no_retry_when_the_deadline_leaves_no_room(
             await caller.request("news", "GET", "/news/latest")
     assert timed_out.value.status == 504
     assert news.stats()["total"] == 1
+
+
+@pytest.fixture
+async def busy_once() -> AsyncIterator[tuple[str, list[float]]]:
+    """An upstream that answers its first request 503 with `Retry-After: 1`, then 200."""
+    hits: list[float] = []
+
+    async def latest(request: web.Request) -> web.Response:
+        hits.append(time.monotonic())
+        if len(hits) == 1:
+            return web.json_response({"detail": "busy"}, status=503, headers={"Retry-After": "1"})
+        return web.json_response({"articles": []})
+
+    app = web.Application()
+    app.router.add_get("/news/latest", latest)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", free_port())
+    await site.start()
+    try:
+        yield site.name.rstrip("/"), hits
+    finally:
+        await runner.cleanup()
+
+
+async def test_retry_after_is_honoured_within_the_deadline(
+    busy_once: tuple[str, list[float]], database_url: str
+) -> None:
+    url, hits = busy_once
+    async with upstream_caller(database_url, {"news": [url]}) as caller:
+        with deadline_scope(3000):
+            response = await caller.request("news", "GET", "/news/latest")
+    assert response.status == 200
+    assert len(hits) == 2
+    assert hits[1] - hits[0] >= 0.95
+
+
+async def test_a_retry_after_beyond_the_deadline_is_not_waited_for(
+    busy_once: tuple[str, list[float]], database_url: str
+) -> None:
+    url, hits = busy_once
+    async with upstream_caller(database_url, {"news": [url]}) as caller:
+        with deadline_scope(500), pytest.raises(UpstreamUnavailable):
+            await caller.request("news", "GET", "/news/latest")
+    assert len(hits) == 1
