@@ -55,6 +55,9 @@ class RateLimitSettings(BaseModel):
     redis_retry_s: float = Field(1.0, gt=0, le=60)
     # A consumer above its plan's max_in_flight waits this long for a slot before 429.
     in_flight_wait_s: float = Field(0.25, ge=0, le=10)
+    # With Redis, a slot held by a process that died is freed after this long; longer than
+    # any request may take.
+    in_flight_lease_s: float = Field(120.0, ge=1)
     # Requests in flight per gateway process above which it answers 503.
     gateway_max_in_flight: int = Field(2000, ge=1)
 

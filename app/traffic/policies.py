@@ -14,9 +14,12 @@ first and charging after would take a second round trip. Responses carry
 per the IETF httpapi ratelimit-headers draft.
 """
 
+import asyncio
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, Request
@@ -33,6 +36,7 @@ from app.traffic.ratelimit import (
     RateLimit,
     RateLimiter,
     RateLimiterUnavailable,
+    SlotClaim,
 )
 from app.traffic.throttle import ConsumerThrottle
 
@@ -202,6 +206,25 @@ def _refusal(outcomes: Sequence[LimitOutcome]) -> TooManyRequests:
     )
 
 
+def _too_many_in_flight(max_in_flight: int, waited_s: float) -> TooManyRequests:
+    return TooManyRequests(
+        f"Too many requests in flight: this consumer's plan allows {max_in_flight} at once.",
+        headers={"Retry-After": str(max(1, math.ceil(waited_s)))},
+        extra={"limit": "in-flight", "max_in_flight": max_in_flight},
+    )
+
+
+def _limits_unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "Rate limits cannot be checked right now; try again shortly.",
+        headers={"Retry-After": "1"},
+    )
+
+
+# How often a request waiting for a consumer's shared in-flight slot asks Redis again.
+_SHARED_SLOT_POLL_S = 0.02
+
+
 class AdmissionControl:
     """One process's rate limiter, limit policies and per-consumer in-flight caps."""
 
@@ -209,6 +232,7 @@ class AdmissionControl:
         limits = settings.rate_limit
         self.enabled = limits.enabled
         self.in_flight_wait_s = limits.in_flight_wait_s
+        self.in_flight_lease_ms = int(limits.in_flight_lease_s * 1000)
         self.policies = RateLimitPolicies(limits)
         self.limiter = RateLimiter.connect(
             settings.redis_url,
@@ -230,35 +254,69 @@ class AdmissionControl:
         checks = self.policies.checks_for(
             snapshot, principal=principal, address=address, path=scope["path"]
         )
-        if checks:
+        consumer_id = principal.consumer_id if principal is not None else None
+        max_in_flight = None
+        if consumer_id is not None:
+            plan = self.policies.plan_limits(snapshot, principal.plan if principal else None)
+            max_in_flight = plan.max_in_flight if plan is not None else None
+        # With Redis the in-flight slot is claimed in the same round trip as the limits.
+        claim = None
+        if consumer_id is not None and max_in_flight and self.limiter.shared:
+            claim = SlotClaim(
+                key=f"c:{consumer_id}", limit=max_in_flight, lease_ms=self.in_flight_lease_ms
+            )
+        granted: bool | None = None
+        if checks or claim is not None:
             try:
-                outcomes = await self.limiter.check(checks)
+                outcomes, granted = await self.limiter.admit(checks, claim)
             except RateLimiterUnavailable:
-                raise ServiceUnavailable(
-                    "Rate limits cannot be checked right now; try again shortly.",
-                    headers={"Retry-After": "1"},
-                ) from None
+                raise _limits_unavailable() from None
+            except asyncio.CancelledError:
+                # The slot may have been granted just before the client went away.
+                if claim is not None:
+                    self.limiter.release(claim)
+                raise
+            if granted and claim is not None:
+                scope[RELEASE_SCOPE_KEY] = partial(self.limiter.release, claim)
             for outcome in outcomes:
                 if not outcome.admitted:
                     raise _refusal(outcomes)
-            scope[HEADERS_SCOPE_KEY] = rate_limit_headers(outcomes)
-        if principal is not None and principal.consumer_id is not None:
-            plan = self.policies.plan_limits(snapshot, principal.plan)
-            if plan is not None and plan.max_in_flight:
-                await self._hold_slot(scope, principal.consumer_id, plan.max_in_flight)
+            if outcomes:
+                scope[HEADERS_SCOPE_KEY] = rate_limit_headers(outcomes)
+        if consumer_id is None or not max_in_flight or granted:
+            return
+        if granted is None or claim is None:
+            # Redis did not decide (not configured, or down and failing open).
+            await self._hold_local_slot(scope, consumer_id, max_in_flight)
+        else:
+            await self._wait_for_shared_slot(scope, claim, consumer_id)
 
-    async def _hold_slot(self, scope: Scope, consumer_id: int, max_in_flight: int) -> None:
+    async def _wait_for_shared_slot(self, scope: Scope, claim: SlotClaim, consumer_id: int) -> None:
+        """Ask again until the wait is over: another process may free the slot."""
+        deadline = time.monotonic() + self.in_flight_wait_s
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(_SHARED_SLOT_POLL_S, left))
+            try:
+                _, granted = await self.limiter.admit((), claim)
+            except RateLimiterUnavailable:
+                raise _limits_unavailable() from None
+            except asyncio.CancelledError:
+                self.limiter.release(claim)
+                raise
+            if granted is None:
+                await self._hold_local_slot(scope, consumer_id, claim.limit)
+                return
+            if granted:
+                scope[RELEASE_SCOPE_KEY] = partial(self.limiter.release, claim)
+                return
+        raise _too_many_in_flight(claim.limit, self.in_flight_wait_s)
+
+    async def _hold_local_slot(self, scope: Scope, consumer_id: int, max_in_flight: int) -> None:
         release = await self.throttle.acquire(
             consumer_id, limit=max_in_flight, wait_s=self.in_flight_wait_s
         )
         if release is None:
-            retry_after = max(1, math.ceil(self.in_flight_wait_s))
-            raise TooManyRequests(
-                f"Too many requests in flight: this consumer's plan allows {max_in_flight} "
-                "at once.",
-                headers={"Retry-After": str(retry_after)},
-                extra={"limit": "in-flight", "max_in_flight": max_in_flight},
-            )
+            raise _too_many_in_flight(max_in_flight, self.in_flight_wait_s)
         scope[RELEASE_SCOPE_KEY] = release
 
     async def close(self) -> None:

@@ -16,6 +16,7 @@ import logging
 import math
 import ssl
 import time
+import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,30 @@ def _sf_string(text: str) -> str:
     """`text` as an RFC 8941 string: printable ASCII, with `\\` and `"` escaped."""
     printable = "".join(c if " " <= c <= "~" else "?" for c in text)
     return '"' + printable.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# KEYS[1]: a consumer's in-flight set. ARGV: its cap, the lease (ms), the request's token.
+# Members are scored with the end of their lease, so a crashed process's requests stop
+# counting when their leases run out. Returns 1 when the request holds a slot, else 0.
+IN_FLIGHT_SCRIPT = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SlotClaim:
+    """A request's claim on one of its consumer's in-flight slots, shared by all processes."""
+
+    key: str
+    limit: int
+    lease_ms: int
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,12 +187,16 @@ class LocalGcra:
 RespReply = int | bytes | None | list["RespReply"] | RedisError
 
 
-def _encode(*parts: str | int) -> bytes:
-    out = [b"*%d\r\n" % len(parts)]
+def _bulk_strings(*parts: str | int) -> bytes:
+    out = []
     for part in parts:
         data = part.encode() if isinstance(part, str) else str(part).encode()
         out.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(out)
+
+
+def _encode(*parts: str | int) -> bytes:
+    return b"*%d\r\n" % len(parts) + _bulk_strings(*parts)
 
 
 class _Incomplete(Exception):
@@ -307,6 +336,11 @@ class _RespProtocol(asyncio.Protocol):
             self._transport.abort()
 
 
+def _ignore_outcome(waiter: "asyncio.Future[list[RespReply]]") -> None:
+    if not waiter.cancelled():
+        waiter.exception()
+
+
 class RedisLink:
     """One pipelined connection to Redis, shared by all of a process's requests.
 
@@ -344,6 +378,13 @@ class RedisLink:
         """Send encoded commands; the `expected` replies, in order."""
         protocol = await self._connected()
         return await protocol.send(data, expected)
+
+    def send_nowait(self, data: bytes, expected: int) -> None:
+        """Send without waiting for the replies; dropped when not connected."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            return
+        protocol.send(data, expected).add_done_callback(_ignore_outcome)
 
     async def _connected(self) -> _RespProtocol:
         protocol = self._protocol
@@ -394,28 +435,39 @@ class RedisLink:
 
 
 class RedisGcra:
-    """GCRA in Redis: one EVALSHA per limit key, all of a request's limits in one write."""
+    """GCRA in Redis: one EVALSHA per limit key, all of a request's limits (and its in-flight
+    slot claim) in one write."""
 
     def __init__(self, link: RedisLink, *, prefix: str) -> None:
         self._link = link
         self._prefix = prefix + "rl:"
-        self._sha: str | None = None
-        self._head = b""
+        self._in_flight_prefix = prefix + "if:"
+        self._loaded = False
+        self._gcra_head = b""
+        self._claim_head = b""
         # The encoded arguments of each limit, so a request only encodes its keys.
         self._arguments: dict[RateLimit, bytes] = {}
 
     async def check(self, checks: Sequence[LimitCheck]) -> list[LimitOutcome]:
-        if self._sha is None:
+        outcomes, _ = await self.admit(checks, None)
+        return outcomes
+
+    async def admit(
+        self, checks: Sequence[LimitCheck], claim: SlotClaim | None
+    ) -> tuple[list[LimitOutcome], bool | None]:
+        """The limits' outcomes, and whether the claimed slot was granted (None: no claim)."""
+        if not self._loaded:
             await self._load()
-        replies = await self._send(checks)
+        replies = await self._send(checks, claim)
         if any(isinstance(reply, NoScriptError) for reply in replies):
             # Redis restarted or its script cache was flushed.
             await self._load()
-            replies = await self._send(checks)
-        outcomes = []
-        for (_, limit), reply in zip(checks, replies, strict=True):
+            replies = await self._send(checks, claim)
+        for reply in replies:
             if isinstance(reply, RedisError):
                 raise reply
+        outcomes = []
+        for (_, limit), reply in zip(checks, replies, strict=False):
             if not isinstance(reply, list) or len(reply) != 3:
                 raise ResponseError(f"unexpected reply from the rate limit script: {reply!r}")
             admitted, ahead, retry = reply
@@ -427,15 +479,27 @@ class RedisGcra:
                     retry_us=int(retry),  # type: ignore[arg-type]
                 )
             )
-        return outcomes
+        granted = replies[-1] == 1 if claim is not None else None
+        return outcomes, granted
+
+    def release(self, claim: SlotClaim) -> None:
+        """Give the slot back without waiting; a lost release ends with the lease."""
+        self._link.send_nowait(_encode("ZREM", self._in_flight_prefix + claim.key, claim.token), 1)
 
     async def _load(self) -> None:
-        (reply,) = await self._link.call(["SCRIPT", "LOAD", GCRA_SCRIPT])
-        if isinstance(reply, RedisError):
-            raise reply
-        assert isinstance(reply, bytes)
-        self._sha = reply.decode()
-        self._head = b"*6\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$1\r\n1\r\n" % (len(reply), reply)
+        gcra, in_flight = await self._link.call(
+            ["SCRIPT", "LOAD", GCRA_SCRIPT], ["SCRIPT", "LOAD", IN_FLIGHT_SCRIPT]
+        )
+        for reply in (gcra, in_flight):
+            if isinstance(reply, RedisError):
+                raise reply
+        assert isinstance(gcra, bytes) and isinstance(in_flight, bytes)
+        self._gcra_head = b"*6\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$1\r\n1\r\n" % (len(gcra), gcra)
+        self._claim_head = b"*7\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$1\r\n1\r\n" % (
+            len(in_flight),
+            in_flight,
+        )
+        self._loaded = True
 
     def _encoded_arguments(self, limit: RateLimit) -> bytes:
         encoded = self._arguments.get(limit)
@@ -452,14 +516,21 @@ class RedisGcra:
             self._arguments[limit] = encoded
         return encoded
 
-    async def _send(self, checks: Sequence[LimitCheck]) -> list[RespReply]:
+    async def _send(self, checks: Sequence[LimitCheck], claim: SlotClaim | None) -> list[RespReply]:
         parts = []
         for key, limit in checks:
             full_key = (self._prefix + key).encode()
-            parts.append(self._head)
+            parts.append(self._gcra_head)
             parts.append(b"$%d\r\n%s\r\n" % (len(full_key), full_key))
             parts.append(self._encoded_arguments(limit))
-        return await self._link.send(b"".join(parts), len(checks))
+        if claim is not None:
+            parts.append(self._claim_head)
+            parts.append(
+                _bulk_strings(
+                    self._in_flight_prefix + claim.key, claim.limit, claim.lease_ms, claim.token
+                )
+            )
+        return await self._link.send(b"".join(parts), len(checks) + (claim is not None))
 
 
 class RateLimiterUnavailable(Exception):
@@ -512,15 +583,28 @@ class RateLimiter:
     def redis_down(self) -> bool:
         return self._down_until > 0.0
 
+    @property
+    def shared(self) -> bool:
+        """Whether limits and in-flight slots are counted in Redis (when it answers)."""
+        return self._shared is not None
+
     async def check(self, checks: Sequence[LimitCheck]) -> list[LimitOutcome]:
+        outcomes, _ = await self.admit(checks, None)
+        return outcomes
+
+    async def admit(
+        self, checks: Sequence[LimitCheck], claim: SlotClaim | None = None
+    ) -> tuple[list[LimitOutcome], bool | None]:
+        """The limits' outcomes, and whether Redis granted the claimed in-flight slot; None
+        when Redis did not decide it (no claim, no Redis, or Redis down and failing open)."""
         if self._shared is None:
-            return self.local.check(checks)
+            return self.local.check(checks), None
         if self._down_until:
             if self._probing or time.monotonic() < self._down_until:
-                return self._without_redis(checks)
+                return self._without_redis(checks), None
             self._probing = True
         try:
-            outcomes = await self._shared.check(checks)
+            result = await self._shared.admit(checks, claim)
         except (RedisError, OSError) as exc:
             if not self._down_until:
                 logger.warning(
@@ -529,13 +613,17 @@ class RateLimiter:
                     self._failure,
                 )
             self._down_until = time.monotonic() + self._retry_s
-            return self._without_redis(checks)
+            return self._without_redis(checks), None
         finally:
             self._probing = False
         if self._down_until:
             logger.warning("Redis answers again; rate limits are shared again")
             self._down_until = 0.0
-        return outcomes
+        return result
+
+    def release(self, claim: SlotClaim) -> None:
+        if self._shared is not None:
+            self._shared.release(claim)
 
     def _without_redis(self, checks: Sequence[LimitCheck]) -> list[LimitOutcome]:
         if self._failure == "closed":

@@ -5,8 +5,11 @@ requests to finish, then gets 429: one partner's slow burst cannot take every co
 the gateway has upstream. The gateway-wide cap protects the process itself and answers
 503, since it is the gateway that is overloaded, not the caller that misbehaves.
 
-Both caps count this process's requests: they protect this process's resources
-(connections, memory, event-loop time), so N processes admit up to N times the cap.
+With Redis, a consumer's slots are shared by every gateway process (claimed in Redis in the
+same round trip as the rate limits; see `app.traffic.policies`) and this in-process gate
+serves only without Redis or while it is down and the limiter fails open. The gateway-wide
+cap protects this process's own resources (connections, memory, event-loop time), so it
+counts this process's requests only.
 """
 
 import asyncio

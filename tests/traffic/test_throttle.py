@@ -13,6 +13,7 @@ from app.traffic.throttle import ConsumerThrottle
 from backends.launcher import Platform
 from tests.fixtures.consumers import create_partner
 from tests.fixtures.gateway import RunningGateway, running_gateway
+from tests.fixtures.redis import prefixed_redis
 
 QUOTES = "/partner/v1/quotes?symbols=AAPL"
 
@@ -70,16 +71,20 @@ async def test_the_cap_is_per_consumer(throttled: RunningGateway, platform: Plat
     assert [r.status_code for r in responses] == [200, 200]
 
 
+@pytest.mark.parametrize("store", ["redis", "in-process"])
 async def test_waiters_take_finished_requests_slots_in_turn(
-    settings: Settings, platform: Platform
+    settings: Settings, platform: Platform, store: str
 ) -> None:
-    limits = RateLimitSettings(in_flight_wait_s=5)
-    async with running_gateway(settings.model_copy(update={"rate_limit": limits})) as gateway:
-        partner = await create_partner(gateway.client, plan={"max_in_flight": 2})
-        await _slow_quotes(platform, 200)
-        started = time.monotonic()
-        responses = await _concurrently(gateway, 6, partner.headers)
-        elapsed = time.monotonic() - started
+    update: dict[str, object] = {"rate_limit": RateLimitSettings(in_flight_wait_s=5)}
+    async with prefixed_redis() as redis:
+        if store == "redis":
+            update |= {"redis_url": redis.url, "redis_prefix": redis.prefix}
+        async with running_gateway(settings.model_copy(update=update)) as gateway:
+            partner = await create_partner(gateway.client, plan={"max_in_flight": 2})
+            await _slow_quotes(platform, 200)
+            started = time.monotonic()
+            responses = await _concurrently(gateway, 6, partner.headers)
+            elapsed = time.monotonic() - started
 
     assert [r.status_code for r in responses] == [200] * 6
     # Never more than two at once: six 200 ms calls take at least three rounds.
@@ -143,3 +148,32 @@ async def test_a_waiter_that_gives_up_leaves_no_slot_behind() -> None:
     assert throttle.in_flight("c") == 0
     again = await throttle.acquire("c", limit=1, wait_s=0)
     assert again is not None
+
+
+async def test_with_redis_the_cap_holds_across_gateway_processes(
+    settings: Settings, platform: Platform
+) -> None:
+    async with prefixed_redis() as redis:
+        shared = settings.model_copy(
+            update={
+                "redis_url": redis.url,
+                "redis_prefix": redis.prefix,
+                "rate_limit": RateLimitSettings(in_flight_wait_s=0),
+            }
+        )
+        async with running_gateway(shared) as first:
+            partner = await create_partner(first.client, plan={"max_in_flight": 2})
+            # The second gateway reads the partner from the store as it starts.
+            async with running_gateway(shared) as second:
+                await _slow_quotes(platform, 800)
+                responses = await asyncio.gather(
+                    *(_concurrently(gateway, 3, partner.headers) for gateway in (first, second))
+                )
+                await _slow_quotes(platform, 0)
+                after = await second.client.get(QUOTES, headers=partner.headers)
+
+    statuses = [r.status_code for both in responses for r in both]
+    # Per process each gateway would have let two through; shared, two in all.
+    assert sorted(statuses) == [200, 200, 429, 429, 429, 429]
+    # The finished requests gave their slots back.
+    assert after.status_code == 200
