@@ -201,16 +201,24 @@ class UpstreamCaller:
         repeatable = is_repeatable(call.method, call.headers)
         tried: set[str] = set()
         retry = 0
+        last_failure: _AttemptFailed | None = None
         while True:
             deadline = current_deadline()
             if deadline is not None and deadline.remaining_s() <= 0:
                 raise _deadline_passed(call.service)
-            instance, breaker = self._choose(call, tried)
+            try:
+                instance, breaker = self._choose(call, tried)
+            except CircuitOpen:
+                if last_failure is not None:
+                    # The failure that opened the last circuit says more than "circuit open".
+                    raise last_failure.error from last_failure.__cause__
+                raise
             tried.add(instance.url)
             try:
                 return await self._attempt(call, instance, breaker, deadline)
             except _AttemptFailed as failed:
                 retry += 1
+                last_failure = failed
                 delay = self._retry_delay(
                     call, failed, retry=retry, repeatable=repeatable, budget=budget
                 )
