@@ -353,6 +353,10 @@ class RedisLink:
 
     A call not answered within `timeout_s` gives the connection up (every later reply would
     go to the wrong caller); the next call connects again.
+
+    It talks to one Redis server (or a proxy in front of a cluster). The scripts are
+    cluster-safe, one key each, but this link does not follow MOVED redirections: against a
+    Redis Cluster directly they would count as failures.
     """
 
     def __init__(self, url: str, *, timeout_s: float) -> None:
@@ -578,10 +582,6 @@ class RateLimiter:
         costs a request at most `timeout_s` and the fallback decides the rest."""
         link = RedisLink(redis_url, timeout_s=timeout_s) if redis_url else None
         return cls(link, prefix=prefix, failure=failure, retry_s=retry_s)
-
-    @property
-    def redis_down(self) -> bool:
-        return self._down_until > 0.0
 
     @property
     def shared(self) -> bool:
