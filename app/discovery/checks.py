@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from app.discovery.registry import ServiceRegistry
 
 logger = logging.getLogger("gateway.health")
+_POLICY_POLL_S = 0.25
 
 
 @dataclass
@@ -148,15 +149,23 @@ class HealthChecker:
             await asyncio.sleep(1.0)
 
     async def _check_service(self, name: str) -> None:
+        checked_at = -float("inf")
         while True:
             try:
                 service = self._registry.service(name)
             except UpstreamUnavailable:
                 return
             policy = service.policy.health_check
-            if policy.enabled:
-                await self.check_service(name)
-            await asyncio.sleep(policy.interval_ms / 1000)
+            interval = policy.interval_ms / 1000
+            if policy.enabled and time.monotonic() - checked_at >= interval:
+                checked_at = time.monotonic()
+                try:
+                    await self.check_service(name)
+                except Exception:
+                    # One bad round (e.g. the service was just removed) must not end checking.
+                    logger.exception("health check of %s failed", name)
+            # Short naps, so a changed interval applies soon rather than after the old one.
+            await asyncio.sleep(min(interval, _POLICY_POLL_S))
 
     async def check_service(self, name: str) -> None:
         """Probe every instance of `name` once and record the results."""

@@ -190,3 +190,29 @@ async def test_registration_answers_503_while_redis_is_down(settings: Settings) 
             assert "registration store" in assert_problem(response, 503)["detail"]
     finally:
         server.kill()
+
+
+async def test_the_gateways_health_checks_show_a_dead_instance_out_of_rotation(
+    settings: Settings, platform: Platform
+) -> None:
+    dead = "http://127.0.0.1:1"
+    services = {**settings.services, "news": [*platform.urls["news"], dead]}
+    async with running_gateway(settings.model_copy(update={"services": services})) as gateway:
+        client = gateway.client
+        client.headers.update(AUTH)
+        changed = await client.put(
+            "/admin/v1/services/news/policy",
+            json={"health_check": {"interval_ms": 100, "unhealthy_threshold": 2}},
+        )
+        assert changed.status_code == 200
+        views: dict[str, dict[str, Any]] = {}
+        for _ in range(60):
+            listed = (await client.get("/admin/v1/traffic/instances")).json()
+            views = {i["url"]: i for i in _instances(listed, "news")}
+            if not views[dead]["healthy"]:
+                break
+            await asyncio.sleep(0.05)
+    assert views[dead]["healthy"] is False
+    assert views[dead]["in_rotation"] is False
+    assert views[dead]["last_error"]
+    assert views[platform.urls["news"][0]]["in_rotation"] is True
