@@ -4,13 +4,17 @@ it out, and it returns to rotation after a restart."""
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
+import httpx
 import pytest
 
+from app.settings import RateLimitSettings, Settings
 from app.traffic.breaker import BreakerBoard, CircuitBreaker, CircuitOpen, CircuitState
 from app.traffic.policy import BreakerPolicy
 from app.upstreams.caller import UpstreamCaller
 from backends.launcher import Platform
+from tests.fixtures.gateway import running_gateway
 from tests.fixtures.upstream_caller import upstream_caller
 
 
@@ -203,3 +207,71 @@ async def test_a_killed_instance_under_load_is_routed_around_and_returns_after_r
     # Every request succeeded: the ones that met the dead instance were retried on the other.
     assert results and set(results) == {200}
     assert breaker.state is CircuitState.closed
+
+
+async def test_partner_quotes_keep_answering_while_a_market_data_instance_dies_and_returns(
+    platform: Platform, settings: Settings
+) -> None:
+    victim, _ = platform.instances("market-data")
+    quiet = settings.model_copy(update={"rate_limit": RateLimitSettings(enabled=False)})
+    async with running_gateway(quiet) as gateway, httpx.AsyncClient(timeout=5) as plain:
+        client = gateway.client
+        admin = {"Authorization": "Bearer test-admin-token"}
+        policy = {
+            "breaker": {"consecutive_failures": 3, "cool_down_ms": 300},
+            "health_check": {"interval_ms": 100, "unhealthy_threshold": 2, "healthy_threshold": 1},
+        }
+        changed = await client.put(
+            "/admin/v1/services/market-data/policy", json=policy, headers=admin
+        )
+        assert changed.status_code == 200
+        token = (
+            await plain.post(
+                platform.urls["identity"][0] + "/__dev/token", json={"client_id": "partner-acme"}
+            )
+        ).json()["access_token"]
+        partner = {"Authorization": f"Bearer {token}"}
+
+        async def victim_view() -> dict[str, Any]:
+            listed = (await client.get("/admin/v1/traffic/instances", headers=admin)).json()
+            (market,) = [s for s in listed["services"] if s["service"] == "market-data"]
+            (view,) = [i for i in market["instances"] if i["url"] == victim.url]
+            return view
+
+        results: list[int] = []
+        stop = asyncio.Event()
+
+        async def load(symbol: str) -> None:
+            while not stop.is_set():
+                response = await client.get(
+                    "/partner/v1/quotes", params={"symbols": symbol}, headers=partner
+                )
+                results.append(response.status_code)
+
+        workers = [asyncio.create_task(load(s)) for s in ("AAPL", "MSFT", "NVDA", "TSLA")]
+        try:
+            await _until(lambda: len(results) >= 20)
+            victim.kill()
+            killed_at = len(results)
+            await _until(lambda: len(results) >= killed_at + 40)
+            out = await victim_view()
+            for _ in range(100):
+                if not out["in_rotation"]:
+                    break
+                await asyncio.sleep(0.05)
+                out = await victim_view()
+            victim.restart()
+            back = await victim_view()
+            for _ in range(100):
+                if back["in_rotation"] and back["circuit"] == "closed":
+                    break
+                await asyncio.sleep(0.05)
+                back = await victim_view()
+        finally:
+            stop.set()
+            await asyncio.gather(*workers)
+            if not victim.is_running:
+                victim.restart()
+    assert results and set(results) == {200}
+    assert out["in_rotation"] is False and out["healthy"] is False
+    assert back["in_rotation"] is True and back["circuit"] == "closed"
