@@ -127,3 +127,32 @@ async def test_fail_closed_answers_503_and_recovers(
         recovered = await _until_shared_again(gateway, redis_server)
         assert recovered.status_code == 401
         assert recovered.headers["ratelimit"].startswith('"address";r=2;')
+
+
+async def test_a_redis_that_accepts_but_never_answers_costs_one_timeout(
+    settings: Settings, limiter_log: _Records
+) -> None:
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # read until the client gives up; never answer
+        writer.close()
+
+    silent = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    limits = RateLimitSettings(
+        anonymous_limit=3, anonymous_period_s=600, redis_timeout_s=0.3, redis_retry_s=60
+    )
+    hung = settings.model_copy(
+        update={"redis_url": f"redis://127.0.0.1:{port}/0", "rate_limit": limits}
+    )
+    try:
+        async with running_gateway(hung) as gateway:
+            responses = await _statuses(gateway, 5)
+    finally:
+        silent.close()
+        await silent.wait_closed()
+
+    # The first request waited out the timeout; the rest were limited in process at once.
+    assert [r.status_code for r in responses] == [401, 401, 401, 429, 429]
+    timeouts = [m for m in limiter_log.messages if "unreachable" in m]
+    assert len(timeouts) == 1
+    assert "did not answer" in timeouts[0]
