@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from app.errors import PROBLEM_MEDIA_TYPE, NotFound
+from app.traffic.policies import RATE_LIMIT_HEADERS_DOC, RETRY_AFTER_DOC
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,27 @@ def build_document(app: FastAPI, document: ApiDocument) -> dict[str, Any]:
     )
     _problems_as_problem_json(schema)
     _docstrings_as_summaries(schema)
+    _rate_limit_headers(schema)
     return schema
+
+
+def _rate_limit_headers(schema: dict[str, Any]) -> None:
+    """Rate-limited operations (those that may answer 429) document the limit headers."""
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            responses = operation.get("responses", {})
+            if "429" not in responses:
+                continue
+            for status, response in responses.items():
+                headers = response.setdefault("headers", {})
+                if status.startswith("2"):
+                    headers.update(RATE_LIMIT_HEADERS_DOC)
+                elif status == "429":
+                    headers.update({**RETRY_AFTER_DOC, **RATE_LIMIT_HEADERS_DOC})
+                elif status == "503":
+                    headers.update(RETRY_AFTER_DOC)
+                if not headers:
+                    del response["headers"]
 
 
 def _docstrings_as_summaries(schema: dict[str, Any]) -> None:

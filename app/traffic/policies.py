@@ -346,3 +346,24 @@ async def rate_limited(request: Request) -> None:
 
 # Declare on a route or router; document with `problem_responses(429, 503)`.
 RateLimited = Depends(rate_limited)
+
+# OpenAPI: the headers of a rate-limited operation's answers (see `app.openapi`).
+RATE_LIMIT_HEADERS_DOC: dict[str, dict[str, Any]] = {
+    "RateLimit-Policy": {
+        "description": "Every rate limit that applied: name, quota `q`, window `w` (seconds)",
+        "schema": {"type": "string"},
+        "example": '"consumer-minute";q=600;w=60, "quotes-route";q=20;w=1',
+    },
+    "RateLimit": {
+        "description": "The most restrictive limit: remaining `r`, seconds `t` until it is full",
+        "schema": {"type": "string"},
+        "example": '"consumer-minute";r=42;t=17',
+    },
+}
+RETRY_AFTER_DOC: dict[str, dict[str, Any]] = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again",
+        "schema": {"type": "integer", "minimum": 1},
+        "example": 12,
+    }
+}
