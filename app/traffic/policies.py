@@ -15,6 +15,7 @@ per the IETF httpapi ratelimit-headers draft.
 """
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -49,6 +50,9 @@ HEADERS_SCOPE_KEY = "gateway.ratelimit.headers"
 RELEASE_SCOPE_KEY = "gateway.throttle.release"
 
 _UNSET: Any = object()
+RULE_KEYS = frozenset({"consumer", "plan", "user", "address", "route"})
+
+logger = logging.getLogger("gateway.ratelimit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,19 @@ def _per_second(rate: float) -> RateLimit:
     if rate >= 1:
         return RateLimit.of("consumer-second", limit=max(1, round(rate)), period_s=1)
     return RateLimit.of("consumer-second", limit=1, period_s=max(1, round(1 / rate)))
+
+
+def _usable(rule: RateLimitRuleConfig) -> bool:
+    """Whether a stored rule can be enforced; one that cannot is skipped, never a 500."""
+    if (
+        rule.limit >= 1
+        and rule.period_s > 0
+        and (rule.burst is None or rule.burst >= 1)
+        and rule.key_by in RULE_KEYS
+    ):
+        return True
+    logger.warning("rate limit rule %r is not usable and is skipped: %s", rule.name, rule)
+    return False
 
 
 def _rule(rule: RateLimitRuleConfig) -> _Rule:
@@ -107,15 +124,15 @@ class RateLimitPolicies:
         plans = {}
         for plan in snapshot.plans.values():
             limits = []
-            if plan.rate_per_second:
+            if plan.rate_per_second and plan.rate_per_second > 0:
                 limits.append(_per_second(plan.rate_per_second))
-            if plan.rate_per_minute:
+            if plan.rate_per_minute and plan.rate_per_minute > 0:
                 limits.append(
                     RateLimit.of("consumer-minute", limit=plan.rate_per_minute, period_s=60)
                 )
             plans[plan.name] = _PlanLimits(tuple(limits), plan.max_in_flight)
         self._plans = plans
-        self._rules = tuple(_rule(rule) for rule in snapshot.rate_limit_rules)
+        self._rules = tuple(_rule(rule) for rule in snapshot.rate_limit_rules if _usable(rule))
         self._version = snapshot.version
 
     def plan_limits(self, snapshot: ConfigSnapshot, plan: str | None) -> _PlanLimits | None:

@@ -243,6 +243,11 @@ async def test_a_route_rule_from_the_store_is_reported_when_most_restrictive(
             name="elsewhere", key_by="route", route_prefix="/web/", plan_name="",
             limit=1, period_s=10, burst=None, enabled=True,
         ),
+        # Written by hand, unusable: skipped, never a 500.
+        RateLimitRule(
+            name="broken", key_by="route", route_prefix="/partner/", plan_name="",
+            limit=0, period_s=0, burst=None, enabled=True,
+        ),
     )  # fmt: skip
     async with running_gateway(settings) as gateway:
         partner = await create_partner(gateway.client, plan={"rate_per_minute": 100})
