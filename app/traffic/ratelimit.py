@@ -599,10 +599,11 @@ class RateLimiter:
         when Redis did not decide it (no claim, no Redis, or Redis down and failing open)."""
         if self._shared is None:
             return self.local.check(checks), None
+        probe = False
         if self._down_until:
             if self._probing or time.monotonic() < self._down_until:
                 return self._without_redis(checks), None
-            self._probing = True
+            self._probing = probe = True
         try:
             result = await self._shared.admit(checks, claim)
         except (RedisError, OSError) as exc:
@@ -615,7 +616,8 @@ class RateLimiter:
             self._down_until = time.monotonic() + self._retry_s
             return self._without_redis(checks), None
         finally:
-            self._probing = False
+            if probe:
+                self._probing = False
         if self._down_until:
             logger.warning("Redis answers again; rate limits are shared again")
             self._down_until = 0.0
