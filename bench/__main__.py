@@ -4,6 +4,7 @@ Ratios against a bare baseline measured in the same run keep a noisy machine com
 with itself: each side is measured twice, interleaved, and the better run counts.
 """
 
+import asyncio
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ import httpx
 
 from backends.launcher import start_platform
 from bench.load import LoadResult, run_load
-from bench.rate_limited import partner_quotes_rate_limited
+from bench.rate_limited import partner_quotes_rate_limited, provision_partner
 from bench.servers import Server, start_uvicorn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,19 +60,24 @@ def throughput_ratio(directory: str) -> None:
     baseline = start_uvicorn(
         "baseline", "bench.baseline:app", health_path="/docs", env={"BENCH_UPSTREAM": upstream.url}
     )
-    gateway = start_gateway(services, migrated_database(directory))
+    database_url = migrated_database(directory)
+    # Partner routes need a partner: one on a plan far above the load, with an API key.
+    headers = {"X-API-Key": asyncio.run(provision_partner(database_url))}
+    gateway = start_gateway(services, database_url)
     try:
         path = "/quotes?symbols=AAPL"
         urls = {"baseline": baseline.url + path, "gateway": gateway.url + "/partner/v1" + path}
         for url in urls.values():  # warm pools and caches
-            run_load(url, connections=CONNECTIONS, seconds=1)
+            run_load(url, connections=CONNECTIONS, seconds=1, headers=headers)
         results: dict[str, list[LoadResult]] = {"baseline": [], "gateway": []}
         for _ in range(2):
             for name, url in urls.items():
-                results[name].append(run_load(url, connections=CONNECTIONS, seconds=SECONDS))
+                results[name].append(
+                    run_load(url, connections=CONNECTIONS, seconds=SECONDS, headers=headers)
+                )
         base = max(results["baseline"], key=lambda r: r.requests_per_s)
         gate = max(results["gateway"], key=lambda r: r.requests_per_s)
-        print(f"\n## Partner quotes (1 symbol), {CONNECTIONS} connections, {base.tool}")
+        print(f"\n## Partner quotes (1 symbol, API key), {CONNECTIONS} connections, {base.tool}")
         _row("bare FastAPI + aiohttp", base)
         _row("gateway /partner/v1/quotes", gate)
         print(f"throughput ratio gateway / bare: {gate.requests_per_s / base.requests_per_s:.2f}")
@@ -90,12 +96,22 @@ def dashboard_latency(directory: str) -> None:
                 httpx.put(
                     url + "/__faults", json={"latency_ms": DASHBOARD_DELAY_MS}
                 ).raise_for_status()
-        gateway = start_gateway(dict(platform.urls), migrated_database(directory))
+        # The dashboard is a signed-in user's: the gateway trusts the platform's identity
+        # provider, which mints alice a token without a login.
+        identity = platform.urls["identity"][0]
+        services = {name: urls for name, urls in platform.urls.items() if name != "identity"}
+        trust = {
+            "GATEWAY_IDENTITY__DISCOVERY_URL": identity + "/.well-known/openid-configuration",
+            "GATEWAY_RATE_LIMIT__USER_LIMIT": "1000000",
+        }
+        gateway = start_gateway(services, migrated_database(directory), trust)
         try:
+            token = httpx.post(identity + "/__dev/token", json={"username": "alice"}, timeout=10)
+            headers = {"Authorization": f"Bearer {token.raise_for_status().json()['access_token']}"}
             url = gateway.url + "/web/v1/dashboard"
-            httpx.get(url, timeout=10).raise_for_status()
-            run_load(url, connections=4, seconds=1)
-            result = run_load(url, connections=4, seconds=SECONDS)
+            httpx.get(url, headers=headers, timeout=10).raise_for_status()
+            run_load(url, connections=4, seconds=1, headers=headers)
+            result = run_load(url, connections=4, seconds=SECONDS, headers=headers)
             floor = DASHBOARD_STAGES * DASHBOARD_DELAY_MS
             print(
                 f"\n## Web dashboard, every upstream +{DASHBOARD_DELAY_MS} ms, "
