@@ -88,7 +88,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def _wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 150
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the gateway exited with {process.returncode}")
@@ -98,7 +98,7 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise RuntimeError("the gateway did not start within 180 s")
+    raise RuntimeError("the gateway did not start within 150 s")
 
 
 @pytest.fixture
