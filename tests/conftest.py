@@ -5,9 +5,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from backends.launcher import Platform, start_platform
 
 from app.settings import IdentitySettings, Settings
+from backends.launcher import Platform, start_platform
 from tests.fixtures.databases import migrate, sqlite_url
 from tests.fixtures.gateway import RunningGateway, running_gateway
 
