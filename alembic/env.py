@@ -3,9 +3,9 @@
 import asyncio
 from pathlib import Path
 
+from alembic import context
 from sqlalchemy.engine import Connection
 
-from alembic import context
 from app.settings import Settings
 from app.store.database import create_engine
 from app.store.models import Base
