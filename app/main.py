@@ -108,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # First in the chain, whatever was appended already: session cookie, bearer token.
         state.authenticators[0:0] = [identity.sessions, identity.bearer]
         # Last in the chain (session cookie, bearer token, API key).
-        state.authenticators.append(ApiKeyAuthenticator(config, redis, settings))
+        state.authenticators.append(ApiKeyAuthenticator(config, admission.limiter.link, settings))
         try:
             yield {"gateway": state}
         finally:

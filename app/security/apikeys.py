@@ -8,7 +8,9 @@ still safe for a 256-bit secret), so a leaked table does not yield usable keys.
 Checking a key never touches the database: records live in the config snapshot. Revocation
 is pushed to every process by the change notice that reloads the snapshot, and, with Redis,
 also written to a set of revoked prefixes that each request checks, so a revoked key stops
-working everywhere before a peer process has reloaded.
+working everywhere before a peer process has reloaded. That check goes over the rate
+limiter's pipelined connection: through redis-py's pooled client it cost about a tenth of
+a partner request's CPU.
 """
 
 import hashlib
@@ -27,6 +29,7 @@ from app.errors import ServiceUnavailable, Unauthorized
 from app.security.principal import Principal
 from app.settings import Settings
 from app.store.snapshot import ApiKeyConfig, ConfigStore
+from app.traffic.ratelimit import RedisLink
 
 logger = logging.getLogger("gateway.security")
 
@@ -110,9 +113,9 @@ async def announce_revocation(redis: Redis | None, settings: Settings, prefix: s
 class ApiKeyAuthenticator:
     """Recognises `X-API-Key` and turns a valid key into its consumer's principal."""
 
-    def __init__(self, config: ConfigStore, redis: Redis | None, settings: Settings) -> None:
+    def __init__(self, config: ConfigStore, link: RedisLink | None, settings: Settings) -> None:
         self._config = config
-        self._redis = redis
+        self._link = link
         self._hasher = key_hasher(settings)
         self._revoked_set = revoked_keys_set(settings)
 
@@ -147,10 +150,12 @@ class ApiKeyAuthenticator:
             raise Unauthorized("The API key has been revoked.", headers=_CHALLENGE)
         if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
             raise Unauthorized("The API key has expired.", headers=_CHALLENGE)
-        if self._redis is None:
+        if self._link is None:
             return
         try:
-            revoked = await self._redis.sismember(self._revoked_set, record.prefix)
+            (revoked,) = await self._link.call(["SISMEMBER", self._revoked_set, record.prefix])
+            if isinstance(revoked, RedisError):
+                raise revoked
         except (RedisError, OSError) as exc:
             # Failing open would let a revoked key through during an outage.
             logger.warning("cannot check API key revocations: %s", exc)
@@ -158,5 +163,5 @@ class ApiKeyAuthenticator:
                 "API keys cannot be checked right now; retry shortly.",
                 headers={"Retry-After": "1"},
             ) from None
-        if revoked:
+        if revoked == 1:
             raise Unauthorized("The API key has been revoked.", headers=_CHALLENGE)

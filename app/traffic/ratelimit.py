@@ -584,6 +584,11 @@ class RateLimiter:
         return cls(link, prefix=prefix, failure=failure, retry_s=retry_s)
 
     @property
+    def link(self) -> RedisLink | None:
+        """The pipelined Redis connection, for other per-request checks to share."""
+        return self._link
+
+    @property
     def shared(self) -> bool:
         """Whether limits and in-flight slots are counted in Redis (when it answers)."""
         return self._shared is not None
