@@ -13,7 +13,7 @@ from app.store.models import ApiKey
 from backends.launcher import Platform
 from tests.fixtures.consumers import ADMIN, create_partner
 from tests.fixtures.gateway import RunningGateway, running_gateway
-from tests.fixtures.identities import bearer_headers
+from tests.fixtures.identity import bearer_headers
 from tests.store.store_backends import BACKENDS, migrated_store
 
 

@@ -13,7 +13,7 @@ import pytest
 from app.settings import Settings
 from backends.launcher import Platform
 from tests.fixtures.gateway import RunningGateway, running_gateway
-from tests.fixtures.identities import bearer_headers
+from tests.fixtures.identity import bearer_headers
 from tests.fixtures.redis import RedisServer, prefixed_redis
 
 ORDERS_PATH = "POST /accounts/ACC-1001/orders"

@@ -12,7 +12,7 @@ from app.security.rbac import granted_scopes
 from backends.launcher import Platform
 from tests.fixtures.consumers import ADMIN, create_partner
 from tests.fixtures.gateway import RunningGateway
-from tests.fixtures.identities import bearer_headers
+from tests.fixtures.identity import bearer_headers
 
 ROUTES = ["web read", "web write", "mobile read", "partner quotes", "partner orders", "admin"]
 OK = "ok"

@@ -24,7 +24,7 @@ from app.traffic.ratelimit import (
 from backends.launcher import Platform
 from tests.fixtures.consumers import create_partner
 from tests.fixtures.gateway import running_gateway
-from tests.fixtures.identities import bearer_headers
+from tests.fixtures.identity import bearer_headers
 from tests.fixtures.redis import PrefixedRedis, prefixed_redis
 
 QUOTES = "/partner/v1/quotes?symbols=AAPL"

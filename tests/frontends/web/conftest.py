@@ -6,7 +6,7 @@ import pytest
 
 from backends.launcher import Platform
 from tests.fixtures.gateway import RunningGateway
-from tests.fixtures.identities import bearer_headers
+from tests.fixtures.identity import bearer_headers
 from tests.fixtures.platform_control import PlatformControl, platform_control
 
 

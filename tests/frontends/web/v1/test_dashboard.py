@@ -5,7 +5,7 @@ import pytest
 from app.settings import Settings
 from backends.launcher import Platform
 from tests.fixtures.gateway import RunningGateway, running_gateway
-from tests.fixtures.identities import bearer_headers
+from tests.fixtures.identity import bearer_headers
 from tests.fixtures.platform_control import PlatformControl
 from tests.fixtures.problems import assert_problem
 
