@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from app.admin.router import router as admin_router
 from app.discovery.health import router as health_router
@@ -67,6 +67,13 @@ DOCUMENTS = [
 ]
 
 
+def shared_redis(url: str) -> Redis:
+    """The process's Redis client: a bounded pool where a burst waits for a connection
+    (briefly) instead of failing with "too many connections"."""
+    pool = BlockingConnectionPool.from_url(url, max_connections=200, timeout=1.0)
+    return Redis.from_pool(pool)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -79,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.services, timeout_ms=int(settings.upstream.default_timeout_s * 1000)
         )
         await config.reload()
-        redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+        redis = shared_redis(settings.redis_url) if settings.redis_url else None
         http = create_session(settings.upstream)
         registry = ServiceRegistry.from_settings(config, redis=redis, settings=settings)
         await registry.start(http=http, health_checks=settings.resilience.health_checks)
@@ -87,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         notices = ChangeNotices(config, redis, prefix=settings.redis_prefix)
         await notices.start()
         admission = AdmissionControl(settings)
+        identity = build_web_identity(settings, redis=redis)
         state = GatewayState(
             settings=settings,
             engine=engine,
@@ -96,6 +104,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             http=http,
             caller=caller,
             redis=redis,
+            authenticators=[
+                identity.sessions,
+                identity.bearer,
+                ApiKeyAuthenticator(config, admission.limiter.link, settings),
+            ],
+            identity=identity,
             notices=notices,
             admission=admission,
             quotas=QuotaCounter(redis, prefix=settings.redis_prefix),
@@ -103,12 +117,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 redis, prefix=settings.redis_prefix, settings=settings.access
             ),
         )
-        identity = build_web_identity(settings, redis=redis)
-        state.identity = identity
-        # First in the chain, whatever was appended already: session cookie, bearer token.
-        state.authenticators[0:0] = [identity.sessions, identity.bearer]
-        # Last in the chain (session cookie, bearer token, API key).
-        state.authenticators.append(ApiKeyAuthenticator(config, admission.limiter.link, settings))
         try:
             yield {"gateway": state}
         finally:
