@@ -4,7 +4,7 @@ Each frontend exposes `POST /orders` with its own response model, but the rules 
 order and the path to the orders service are the same, so they live here once.
 """
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Header
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -45,6 +45,18 @@ IdempotencyKey = Annotated[
 _PRICED_BY_TYPE = {
     "limit_price": frozenset({OrderType.limit, OrderType.stop_limit}),
     "stop_price": frozenset({OrderType.stop, OrderType.stop_limit}),
+}
+
+
+PLACED_ORDER_RESPONSE: dict[str, Any] = {
+    "description": "The order; on a replay of the same key, the first order again",
+    "headers": {
+        "Idempotent-Replayed": {
+            "description": "`true` when the order was placed by an earlier request "
+            "with the same Idempotency-Key",
+            "schema": {"type": "string", "enum": ["true"]},
+        }
+    },
 }
 
 

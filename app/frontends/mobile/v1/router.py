@@ -9,7 +9,12 @@ from app.errors import problem_responses
 from app.frontends.idempotency import IdempotencyDep
 from app.frontends.mobile.v1 import compose
 from app.frontends.mobile.v1.views import HomeView, PlacedOrderView, PositionsPage, QuoteList
-from app.frontends.order_entry import IdempotencyKey, OrderRequest, place_order
+from app.frontends.order_entry import (
+    PLACED_ORDER_RESPONSE,
+    IdempotencyKey,
+    OrderRequest,
+    place_order,
+)
 from app.frontends.symbols import SymbolList
 from app.security.rbac import require_user
 
@@ -84,15 +89,7 @@ async def mobile_quotes(symbols: SymbolList, market_data: MarketDataDep) -> Quot
     status_code=status.HTTP_201_CREATED,
     response_model=PlacedOrderView,
     responses={
-        status.HTTP_201_CREATED: {
-            "description": "The order; `Idempotent-Replayed: true` when the key was seen before",
-            "headers": {
-                "Idempotent-Replayed": {
-                    "description": "`true` when this is the first result for a repeated key",
-                    "schema": {"type": "string", "enum": ["true"]},
-                }
-            },
-        },
+        status.HTTP_201_CREATED: PLACED_ORDER_RESPONSE,
         **problem_responses(404, 409, 422, 502, 503, 504),
     },
 )

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response, Security, status
 from app.deps import CallerDep, MarketDataDep, OrdersDep
 from app.errors import Forbidden, problem_responses
 from app.frontends.idempotency import IdempotencyDep
-from app.frontends.order_entry import SYMBOL_PATTERN, IdempotencyKey
+from app.frontends.order_entry import PLACED_ORDER_RESPONSE, SYMBOL_PATTERN, IdempotencyKey
 from app.frontends.partner.v1 import compose
 from app.frontends.partner.v1.usage import router as usage_router
 from app.frontends.partner.v1.views import (
@@ -80,15 +80,7 @@ async def partner_candles(
     status_code=status.HTTP_201_CREATED,
     response_model=PartnerOrder,
     responses={
-        status.HTTP_201_CREATED: {
-            "description": "The order; `Idempotent-Replayed: true` when the key was seen before",
-            "headers": {
-                "Idempotent-Replayed": {
-                    "description": "`true` when this is the first result for a repeated key",
-                    "schema": {"type": "string", "enum": ["true"]},
-                }
-            },
-        },
+        status.HTTP_201_CREATED: PLACED_ORDER_RESPONSE,
         **problem_responses(403, 404, 409, 422, 502, 503, 504),
     },
 )

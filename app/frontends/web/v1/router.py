@@ -12,7 +12,12 @@ from app.deps import AccountIdDep, BotsDep, MarketDataDep, NewsDep, OrdersDep, P
 from app.errors import InvalidRequest, problem_responses
 from app.frontends import order_entry
 from app.frontends.idempotency import IdempotencyDep
-from app.frontends.order_entry import SYMBOL_PATTERN, IdempotencyKey, OrderRequest
+from app.frontends.order_entry import (
+    PLACED_ORDER_RESPONSE,
+    SYMBOL_PATTERN,
+    IdempotencyKey,
+    OrderRequest,
+)
 from app.frontends.web.v1.compose import (
     WebServices,
     bot_view,
@@ -155,16 +160,7 @@ async def list_orders(
     response_model=OrderView,
     status_code=status.HTTP_201_CREATED,
     responses={
-        201: {
-            "description": "The order; on a replay of the same key, the first order again",
-            "headers": {
-                "Idempotent-Replayed": {
-                    "description": "`true` when the order was placed by an earlier request "
-                    "with the same Idempotency-Key",
-                    "schema": {"type": "string", "enum": ["true"]},
-                }
-            },
-        },
+        201: PLACED_ORDER_RESPONSE,
         # 409: a request with the same key is still being placed.
         **problem_responses(409, 422, 502, 503, 504),
     },
