@@ -58,3 +58,34 @@ async def test_not_ready_while_a_service_has_no_reachable_instance(
     removed = await gateway.client.delete("/admin/v1/services/nobody-home", headers=AUTH)
     assert removed.status_code == 204
     assert (await gateway.client.get("/readyz")).status_code == 200
+
+
+async def test_a_self_registered_instance_counts_towards_readiness(
+    gateway: RunningGateway, platform: Platform
+) -> None:
+    unused = f"http://127.0.0.1:{free_port()}"
+    created = await gateway.client.post(
+        "/admin/v1/services",
+        json={"name": "quote-feed", "instances": [{"url": unused}]},
+        headers=AUTH,
+    )
+    assert created.status_code == 201, created.text
+    assert (await gateway.client.get("/readyz")).status_code == 503
+
+    # A live instance joins by registering itself, not through the config store.
+    live = platform.urls["news"][0]
+    registered = await gateway.client.post(
+        "/admin/v1/services/quote-feed/instances/register",
+        json={"url": live, "ttl_s": 30},
+        headers=AUTH,
+    )
+    assert registered.status_code == 201, registered.text
+
+    response = await gateway.client.get("/readyz")
+    assert response.status_code == 200, response.text
+    services = {s["service"]: s for s in response.json()["services"]}
+    assert services["quote-feed"] == {
+        "service": "quote-feed",
+        "reachable_instances": 1,
+        "instances": 2,
+    }

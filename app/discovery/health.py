@@ -54,7 +54,8 @@ async def readyz(state: StateDep) -> JSONResponse:
 
 async def _probe_service(state: GatewayState, name: str) -> ServiceReadiness:
     service = state.config.current.services[name]
-    enabled = [i for i in service.instances if i.enabled]
+    # Every source's instances: config store, self-registration and DNS.
+    enabled = state.registry.instances(name)
     results = await asyncio.gather(
         *(_probe(state.http, instance.url + service.health_path) for instance in enabled)
     )
