@@ -105,6 +105,9 @@ async def test_declared_body_over_the_limit_is_413(
     assert problem["status"] == 413
     assert problem["instance"] == "/partner/v1/orders"
     assert str(LIMIT) in problem["detail"]
+    # The early answer still carries the headers every response carries.
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-request-id"] == problem["request_id"]
     assert await placed_orders(platform, control) == before
 
 

@@ -14,13 +14,16 @@ from app.settings import Settings
 
 
 def install_middleware(app: FastAPI, settings: Settings) -> None:
-    """Outermost first: request id -> deadline -> access log -> compression -> body limit
-    -> headers/CORS -> admission (gateway-wide in-flight cap, rate-limit headers).
+    """Outermost first: request id -> deadline -> access log -> compression -> headers/CORS
+    -> body limit -> admission (gateway-wide in-flight cap, rate-limit headers).
+
+    The body limit sits inside the headers and CORS, so its early 413 carries them too.
 
     Starlette wraps in reverse order of `add_middleware`, so they are added innermost first.
     """
     # Innermost, so its 503s and headers still pass CORS and the access log.
     app.add_middleware(AdmissionMiddleware, max_in_flight=settings.rate_limit.gateway_max_in_flight)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http.max_body_bytes)
     if settings.http.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -31,7 +34,6 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
             expose_headers=["X-Request-ID", "RateLimit", "RateLimit-Policy", "Retry-After"],
         )
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.environment == "production")
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http.max_body_bytes)
     app.add_middleware(GZipMiddleware, minimum_size=settings.http.gzip_minimum_bytes)
     if settings.access_log:
         app.add_middleware(AccessLogMiddleware)
