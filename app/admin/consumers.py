@@ -13,8 +13,8 @@ from fastapi import APIRouter, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
-from app.admin.plans import NAME_PATTERN, commit_change, flush_change, plan_by_name
-from app.admin.services import ChangeNoticesDep
+from app.admin.changes import ChangeNoticesDep, commit_change, flush_change
+from app.admin.plans import NAME_PATTERN, plan_by_name
 from app.deps import RedisDep, SessionDep, SettingsDep
 from app.errors import Conflict, NotFound, problem_responses
 from app.security.apikeys import announce_revocation, issue_key, key_hasher

@@ -9,13 +9,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.admin.services import ChangeNoticesDep
+from app.admin.changes import ChangeNoticesDep, commit_change, flush_change
 from app.deps import SessionDep
 from app.errors import Conflict, NotFound, problem_responses
-from app.store.changes import ChangeNotices
 from app.store.consumers import PlanRepository
 from app.store.models import Plan
 
@@ -40,22 +37,6 @@ _PLAN_EXAMPLE: dict[str, Any] = {
     "max_in_flight": 10,
     "scopes": ["quotes:read", "candles:read"],
 }
-
-
-async def commit_change(session: AsyncSession, notices: ChangeNotices) -> None:
-    """Commit as one transaction, then make the change live in every process."""
-    try:
-        await session.commit()
-    except IntegrityError as exc:
-        raise Conflict("The change conflicts with the stored configuration.") from exc
-    await notices.changed()
-
-
-async def flush_change(session: AsyncSession) -> None:
-    try:
-        await session.flush()
-    except IntegrityError as exc:
-        raise Conflict("The change conflicts with the stored configuration.") from exc
 
 
 class PlanCreate(BaseModel):

@@ -5,12 +5,10 @@ committed here, inside the handler, before the snapshot reloads: the session dep
 own commit would only run after the response, too late for the reload to see it.
 """
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.admin.changes import ChangeNoticesDep, commit_change, flush_change
 from app.admin.schemas import (
     InstanceCreate,
     InstanceList,
@@ -21,38 +19,12 @@ from app.admin.schemas import (
     ServiceUpdate,
     ServiceView,
 )
-from app.deps import SessionDep, StateDep
+from app.deps import SessionDep
 from app.errors import Conflict, NotFound, problem_responses
-from app.store.changes import ChangeNotices
 from app.store.models import Service, ServiceInstance
 from app.store.services import ServiceRepository
 
 router = APIRouter()
-
-
-async def change_notices(state: StateDep) -> ChangeNotices:
-    assert state.notices is not None, "the lifespan sets the change notices"
-    return state.notices
-
-
-ChangeNoticesDep = Annotated[ChangeNotices, Depends(change_notices)]
-
-
-async def _commit(session: AsyncSession, notices: ChangeNotices) -> None:
-    """Commit the change as one transaction, then make it live in every process."""
-    try:
-        await session.commit()
-    except IntegrityError as exc:
-        # Another request committed a conflicting row between our check and our commit.
-        raise Conflict("The change conflicts with the stored configuration.") from exc
-    await notices.changed()
-
-
-async def _flush(session: AsyncSession) -> None:
-    try:
-        await session.flush()
-    except IntegrityError as exc:
-        raise Conflict("The change conflicts with the stored configuration.") from exc
 
 
 async def _service(repo: ServiceRepository, name: str) -> Service:
@@ -119,7 +91,7 @@ async def create_service(
         await repo.add(service)
     except IntegrityError as exc:
         raise Conflict(f"A service named {body.name!r} is already registered.") from exc
-    await _commit(session, notices)
+    await commit_change(session, notices)
     response.headers["Location"] = request.url_for("get_service", name=service.name).path
     return ServiceView.of(service)
 
@@ -138,8 +110,8 @@ async def update_service(
     service = await _service(ServiceRepository(session), name)
     for field, value in body.model_dump(exclude_unset=True).items():
         setattr(service, field, value)
-    await _flush(session)
-    await _commit(session, notices)
+    await flush_change(session)
+    await commit_change(session, notices)
     return ServiceView.of(service)
 
 
@@ -148,7 +120,7 @@ async def delete_service(name: str, session: SessionDep, notices: ChangeNoticesD
     """Unregister a service and all its instances."""
     repo = ServiceRepository(session)
     await repo.delete(await _service(repo, name))
-    await _commit(session, notices)
+    await commit_change(session, notices)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -182,7 +154,7 @@ async def add_instance(
         await repo.add_instance(service, instance)
     except IntegrityError as exc:
         raise Conflict(f"Service {name!r} already has an instance at {body.url}.") from exc
-    await _commit(session, notices)
+    await commit_change(session, notices)
     response.headers["Location"] = request.url_for(
         "get_instance", name=name, instance_id=instance.instance_id
     ).path
@@ -217,8 +189,8 @@ async def update_instance(
         _refuse_duplicate_url(service, changes["url"], except_id=instance_id)
     for field, value in changes.items():
         setattr(instance, field, value)
-    await _flush(session)
-    await _commit(session, notices)
+    await flush_change(session)
+    await commit_change(session, notices)
     return InstanceView.of(instance)
 
 
@@ -234,5 +206,5 @@ async def remove_instance(
     repo = ServiceRepository(session)
     service = await _service(repo, name)
     await repo.delete_instance(service, await _instance(repo, service, instance_id))
-    await _commit(session, notices)
+    await commit_change(session, notices)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

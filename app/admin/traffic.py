@@ -14,8 +14,8 @@ from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
+from app.admin.changes import ChangeNoticesDep
 from app.admin.schemas import InstanceUrl, Weight
-from app.admin.services import ChangeNoticesDep
 from app.deps import SessionDep, StateDep
 from app.discovery.registry import ServiceRegistry
 from app.discovery.selfreg import Registration
