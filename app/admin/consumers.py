@@ -7,7 +7,7 @@ in Redis (checked by every process on every request) and publishes a change noti
 
 import logging
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -149,24 +149,26 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
+_KEY_EXAMPLE: dict[str, Any] = {
+    "key_id": 12,
+    "prefix": "3f9a1c2b7d4e",
+    "name": "production",
+    "status": "active",
+    "created_at": "2026-11-26T10:40:00Z",
+    "expires_at": "2027-06-30T00:00:00Z",
+    "revoked_at": None,
+}
+
+_ISSUED_KEY_EXAMPLE = {
+    **_KEY_EXAMPLE,
+    "key": "sbk_3f9a1c2b7d4e_2yq3Jx0cA7u9b0Y1nQ6l3o5s8v2x4z6B8D0F2H4J6L8",
+}
+
+
 class KeyView(BaseModel):
     """An API key as listed: its public prefix and state, never the key or its hash."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "key_id": 12,
-                    "prefix": "3f9a1c2b7d4e",
-                    "name": "production",
-                    "status": "active",
-                    "created_at": "2026-11-26T10:40:00Z",
-                    "expires_at": "2027-06-30T00:00:00Z",
-                    "revoked_at": None,
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [_KEY_EXAMPLE]})
 
     key_id: int
     prefix: str
@@ -202,13 +204,7 @@ class IssuedKeyView(KeyView):
         json_schema_extra={
             "examples": [
                 {
-                    "key_id": 12,
-                    "prefix": "3f9a1c2b7d4e",
-                    "name": "production",
-                    "status": "active",
-                    "created_at": "2026-11-26T10:40:00Z",
-                    "expires_at": "2027-06-30T00:00:00Z",
-                    "revoked_at": None,
+                    **_KEY_EXAMPLE,
                     "key": "sbk_3f9a1c2b7d4e_2yq3Jx0cA7u9b0Y1nQ6l3o5s8v2x4z6B8D0F2H4J6L8",
                 }
             ]
