@@ -1,4 +1,9 @@
-"""Dependencies through which handlers reach the process's shared resources."""
+"""Dependencies through which handlers reach the process's shared resources.
+
+Those on the request path read the gateway state straight from the request rather than
+through `StateDep`: every dependency FastAPI solves is a visible share of a pass-through
+request's cost.
+"""
 
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -34,8 +39,9 @@ async def settings(state: StateDep) -> Settings:
     return state.settings
 
 
-async def caller(state: StateDep) -> UpstreamCaller:
-    return state.caller
+async def caller(request: Request) -> UpstreamCaller:
+    upstream_caller: UpstreamCaller = request.state.gateway.caller
+    return upstream_caller
 
 
 async def config_store(state: StateDep) -> ConfigStore:
@@ -58,24 +64,24 @@ SessionDep = Annotated[AsyncSession, Depends(db_session)]
 RedisDep = Annotated[Redis | None, Depends(redis_client)]
 
 
-async def market_data(caller: CallerDep) -> MarketDataClient:
-    return MarketDataClient(caller)
+async def market_data(request: Request) -> MarketDataClient:
+    return MarketDataClient(request.state.gateway.caller)
 
 
-async def portfolio(caller: CallerDep) -> PortfolioClient:
-    return PortfolioClient(caller)
+async def portfolio(request: Request) -> PortfolioClient:
+    return PortfolioClient(request.state.gateway.caller)
 
 
-async def orders(caller: CallerDep) -> OrdersClient:
-    return OrdersClient(caller)
+async def orders(request: Request) -> OrdersClient:
+    return OrdersClient(request.state.gateway.caller)
 
 
-async def news(caller: CallerDep) -> NewsClient:
-    return NewsClient(caller)
+async def news(request: Request) -> NewsClient:
+    return NewsClient(request.state.gateway.caller)
 
 
-async def bots(caller: CallerDep) -> BotsClient:
-    return BotsClient(caller)
+async def bots(request: Request) -> BotsClient:
+    return BotsClient(request.state.gateway.caller)
 
 
 MarketDataDep = Annotated[MarketDataClient, Depends(market_data)]

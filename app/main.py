@@ -26,7 +26,7 @@ from app.state import GatewayState
 from app.store.changes import ChangeNotices
 from app.store.database import create_engine, session_factory
 from app.store.snapshot import ConfigStore
-from app.traffic.policies import AdmissionControl, RateLimited
+from app.traffic.policies import AdmissionControl
 from app.upstreams.caller import UpstreamCaller, create_session
 
 DOCUMENTS = [
@@ -141,25 +141,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_middleware(app, settings)
     frontend_errors = problem_responses(404, 413, 422, 429, 502, 503, 504)
-    # Every frontend route is rate limited; 429 and 503 are in its documented responses.
-    limited = [RateLimited]
-    app.include_router(
-        web_v1, prefix="/web/v1", tags=["web"], responses=frontend_errors, dependencies=limited
-    )
-    app.include_router(
-        mobile_v1,
-        prefix="/mobile/v1",
-        tags=["mobile"],
-        responses=frontend_errors,
-        dependencies=limited,
-    )
-    app.include_router(
-        partner_v1,
-        prefix="/partner/v1",
-        tags=["partner"],
-        responses=frontend_errors,
-        dependencies=limited,
-    )
+    # Every frontend route is rate limited by its access rule (`require_user`,
+    # `require_partner`); 429 and 503 are in its documented responses.
+    app.include_router(web_v1, tags=["web"], responses=frontend_errors)
+    app.include_router(mobile_v1, tags=["mobile"], responses=frontend_errors)
+    app.include_router(partner_v1, tags=["partner"], responses=frontend_errors)
     app.include_router(admin_router, prefix="/admin/v1", tags=["admin"])
     app.include_router(health_router)
     app.include_router(auth_router, prefix="/auth", tags=["auth"])

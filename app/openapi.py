@@ -6,15 +6,19 @@ Each frontend is its own API with its own clients, so each gets its own document
 """
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.encoders import jsonable_encoder
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
-from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 
 from app.errors import PROBLEM_MEDIA_TYPE, NotFound
+from app.security.rbac import AccessRule
 from app.traffic.policies import RATE_LIMIT_HEADERS_DOC, RETRY_AFTER_DOC
 
 
@@ -48,10 +52,42 @@ def build_document(app: FastAPI, document: ApiDocument) -> dict[str, Any]:
         description=document.description,
         routes=routes,
     )
+    _security_requirements(schema, routes)
     _problems_as_problem_json(schema)
     _docstrings_as_summaries(schema)
     _rate_limit_headers(schema)
     return schema
+
+
+def _access_rules(dependant: Dependant) -> Iterator[AccessRule]:
+    for dependency in dependant.dependencies:
+        if isinstance(dependency.call, AccessRule):
+            yield dependency.call
+        yield from _access_rules(dependency)
+
+
+def _security_requirements(schema: dict[str, Any], routes: Sequence[RouteContext]) -> None:
+    """Operations behind access rules declare their credentials and the scopes they need.
+
+    A rule is one plain dependency rather than FastAPI's security dependencies (see
+    `AccessRule`), so FastAPI does not see them; the requirements are written here.
+    """
+    for context in routes:
+        route = context.original_route
+        assert isinstance(route, APIRoute)
+        rules = list(_access_rules(route.dependant))
+        if not rules:
+            continue
+        scopes = list(dict.fromkeys(scope for rule in rules for scope in rule.scopes))
+        schemes = list(dict.fromkeys(scheme for rule in rules for scheme in rule.audience.schemes))
+        requirement = [{scheme.scheme_name: scopes} for scheme in schemes]
+        for method in context.methods or ():
+            schema["paths"][context.path][method.lower()]["security"] = requirement
+        components = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        for scheme in schemes:
+            components[scheme.scheme_name] = jsonable_encoder(
+                scheme.model, by_alias=True, exclude_none=True
+            )
 
 
 def _rate_limit_headers(schema: dict[str, Any]) -> None:

@@ -2,25 +2,23 @@
 
 Roles grant scopes (viewer: read; trader: read, orders, bots; admin: admin, read); partner
 consumers hold the scopes of their plan or their OAuth client. A route declares the scopes
-it needs with `require_user(...)` or `require_partner(...)`, which authenticate through the
-process's authenticator chain and answer 401 (no credential, with `WWW-Authenticate`) or 403
-(naming the missing scopes). Partner routes also count the consumer's quota.
+it needs with `require_user(...)` or `require_partner(...)`: one dependency that
+authenticates through the process's authenticator chain, admits the request under the
+caller's rate limits (`app.traffic.policies`), and answers 401 (no credential, with
+`WWW-Authenticate`) or 403 (naming the missing scopes). Partner routes also count the
+consumer's quota.
 
 The principal is identified once per request and kept in `request.state.principal`, where
-rate limits, logs and the idempotency ledger find it.
+logs and the idempotency ledger find it.
 """
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Request, Security
-from fastapi.security import (
-    APIKeyCookie,
-    APIKeyHeader,
-    HTTPAuthorizationCredentials,
-    HTTPBearer,
-    SecurityScopes,
-)
+from fastapi import Depends, Request
+from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPBearer
+from fastapi.security.base import SecurityBase
 
 from app.errors import Forbidden, Unauthorized
 from app.security.apikeys import API_KEY_HEADER
@@ -72,6 +70,8 @@ session_cookie = APIKeyCookie(
 _USER_CHALLENGE = 'Bearer realm="stock-bot"'
 _PARTNER_CHALLENGE = f'Bearer realm="stock-bot", ApiKey header="{API_KEY_HEADER}"'
 _UNSET: Any = object()
+# Marks a request's scope once the caller was admitted under its rate limits.
+_ADMITTED = "gateway.admitted"
 
 
 def granted_scopes(principal: Principal) -> frozenset[str]:
@@ -93,21 +93,55 @@ async def current_principal(request: Request) -> Principal | None:
     return principal
 
 
-def authorize(
-    principal: Principal | None,
-    *,
-    scopes: Iterable[str],
-    kinds: frozenset[PrincipalKind],
-    challenge: str,
-    audience: str,
-) -> Principal:
+async def admitted_principal(request: Request) -> Principal | None:
+    """The caller, admitted once per request under its rate limits and in-flight cap.
+
+    Frontend traffic is limited per caller, so admission follows identification; it comes
+    before authorization, as an unauthorized caller's attempts count against its limits too.
+    """
+    principal = await current_principal(request)
+    scope = request.scope
+    if _ADMITTED not in scope:
+        scope[_ADMITTED] = True
+        state: GatewayState = request.state.gateway
+        if state.admission is not None:
+            await state.admission.admit(scope, principal=principal, snapshot=state.config.current)
+    return principal
+
+
+@dataclass(frozen=True, slots=True)
+class Audience:
+    """Who a route is for: the principal kind it accepts and the credentials that carry it."""
+
+    kinds: frozenset[PrincipalKind]
+    schemes: tuple[SecurityBase, ...]
+    challenge: str
+    description: str
+
+
+USERS = Audience(
+    kinds=frozenset({"user"}),
+    schemes=(session_cookie, bearer_token),
+    challenge=_USER_CHALLENGE,
+    description="a signed-in user (session cookie or bearer token)",
+)
+PARTNERS = Audience(
+    kinds=frozenset({"consumer"}),
+    schemes=(api_key_header, bearer_token),
+    challenge=_PARTNER_CHALLENGE,
+    description="a partner credential (API key or client-credentials token)",
+)
+
+
+def authorize(principal: Principal | None, audience: Audience, scopes: Iterable[str]) -> Principal:
     """The principal if it may proceed; 401 without one, 403 when it lacks something."""
     if principal is None:
         raise Unauthorized(
-            f"This operation needs {audience}.", headers={"WWW-Authenticate": challenge}
+            f"This operation needs {audience.description}.",
+            headers={"WWW-Authenticate": audience.challenge},
         )
-    if principal.kind not in kinds:
-        raise Forbidden(f"This operation needs {audience}.")
+    if principal.kind not in audience.kinds:
+        raise Forbidden(f"This operation needs {audience.description}.")
     held = granted_scopes(principal)
     missing = [scope for scope in scopes if scope not in held]
     if missing:
@@ -118,52 +152,26 @@ def authorize(
     return principal
 
 
-async def user_principal(
-    request: Request,
-    security_scopes: SecurityScopes,
-    _session: Annotated[str | None, Security(session_cookie)],
-    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_token)],
-) -> Principal:
-    """A signed-in user (session cookie or bearer token) holding the route's scopes."""
-    return authorize(
-        await current_principal(request),
-        scopes=security_scopes.scopes,
-        kinds=frozenset({"user"}),
-        challenge=_USER_CHALLENGE,
-        audience="a signed-in user (session cookie or bearer token)",
-    )
+class AccessRule:
+    """A route's access rule as its one dependency: the caller is identified and admitted
+    (once per request, whichever rule asks first), then must belong to the audience and hold
+    the scopes; a metered partner call is also counted against the consumer's quota.
 
+    One dependency rather than a chain of them: FastAPI's cost per dependency is a visible
+    share of a pass-through request. The OpenAPI documents read the rule's audience and
+    scopes (see `app.openapi`).
+    """
 
-async def _partner(request: Request, scopes: list[str]) -> Principal:
-    return authorize(
-        await current_principal(request),
-        scopes=scopes,
-        kinds=frozenset({"consumer"}),
-        challenge=_PARTNER_CHALLENGE,
-        audience="a partner credential (API key or client-credentials token)",
-    )
+    def __init__(self, audience: Audience, scopes: Iterable[str], *, metered: bool) -> None:
+        self.audience = audience
+        self.scopes = tuple(scopes)
+        self.metered = metered
 
-
-async def partner_principal(
-    request: Request,
-    security_scopes: SecurityScopes,
-    _api_key: Annotated[str | None, Security(api_key_header)],
-    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_token)],
-) -> Principal:
-    """A partner consumer holding the route's scopes; the request counts against its quota."""
-    principal = await _partner(request, security_scopes.scopes)
-    await count_quota(request, principal)
-    return principal
-
-
-async def partner_unmetered(
-    request: Request,
-    security_scopes: SecurityScopes,
-    _api_key: Annotated[str | None, Security(api_key_header)],
-    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_token)],
-) -> Principal:
-    """A partner consumer, without counting the request (e.g. asking for its usage)."""
-    return await _partner(request, security_scopes.scopes)
+    async def __call__(self, request: Request) -> Principal:
+        principal = authorize(await admitted_principal(request), self.audience, self.scopes)
+        if self.metered:
+            await count_quota(request, principal)
+        return principal
 
 
 async def count_quota(request: Request, principal: Principal) -> None:
@@ -181,16 +189,15 @@ async def count_quota(request: Request, principal: Principal) -> None:
 
 
 def require_user(*scopes: str) -> Any:
-    """Dependency: a signed-in user with `scopes`; declares them in OpenAPI."""
-    return Security(user_principal, scopes=list(scopes))
+    """Dependency: a signed-in user with `scopes`, admitted under the rate limits."""
+    return Depends(AccessRule(USERS, scopes, metered=False))
 
 
-def require_partner(*scopes: str) -> Any:
-    """Dependency: a partner consumer with `scopes`, counted against its quota."""
-    return Security(partner_principal, scopes=list(scopes))
+def require_partner(*scopes: str, metered: bool = True) -> Any:
+    """Dependency: a partner consumer with `scopes`, admitted under the rate limits and,
+    unless `metered=False`, counted against its quota."""
+    return Depends(AccessRule(PARTNERS, scopes, metered=metered))
 
 
-UserReader = Annotated[Principal, Security(user_principal, scopes=["read"])]
-UserTrader = Annotated[Principal, Security(user_principal, scopes=["orders"])]
-UserBotOperator = Annotated[Principal, Security(user_principal, scopes=["bots"])]
-PartnerCaller = Annotated[Principal, Security(partner_unmetered)]
+# A partner asking about itself (e.g. its usage): admitted, but not counted.
+PartnerCaller = Annotated[Principal, require_partner(metered=False)]

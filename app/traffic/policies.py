@@ -1,4 +1,4 @@
-"""Which rate limits and in-flight caps apply to a request, and the dependency enforcing them.
+"""Which rate limits and in-flight caps apply to a request, and the admission enforcing them.
 
 Limits come from two places:
 - settings: callers without credentials per client address, signed-in users per user;
@@ -12,6 +12,9 @@ refused when any is exhausted. The limits that still had room have counted it: c
 first and charging after would take a second round trip. Responses carry
 `RateLimit-Policy` (every limit that applied) and `RateLimit` (the most restrictive one),
 per the IETF httpapi ratelimit-headers draft.
+
+A frontend route's access rule (`app.security.rbac.AccessRule`) admits each request once,
+right after identifying its caller.
 """
 
 import asyncio
@@ -21,13 +24,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fastapi import Depends, Request
 from starlette.types import Scope
 
 from app.errors import ServiceUnavailable, TooManyRequests
-from app.security.authenticate import identify
 from app.security.principal import Principal
 from app.settings import RateLimitSettings, Settings
 from app.store.snapshot import ConfigSnapshot, RateLimitRuleConfig
@@ -41,15 +42,11 @@ from app.traffic.ratelimit import (
 )
 from app.traffic.throttle import ConsumerThrottle
 
-if TYPE_CHECKING:
-    from app.state import GatewayState
-
-# Where the dependency leaves its work for `AdmissionMiddleware`: headers for the response,
+# Where admission leaves its work for `AdmissionMiddleware`: headers for the response,
 # and the in-flight slot to give back once the response is sent.
 HEADERS_SCOPE_KEY = "gateway.ratelimit.headers"
 RELEASE_SCOPE_KEY = "gateway.throttle.release"
 
-_UNSET: Any = object()
 RULE_KEYS = frozenset({"consumer", "plan", "user", "address", "route"})
 
 logger = logging.getLogger("gateway.ratelimit")
@@ -339,30 +336,6 @@ class AdmissionControl:
     async def close(self) -> None:
         await self.limiter.close()
 
-
-async def _principal(request: Request, state: "GatewayState") -> Principal | None:
-    # The same per-request memo the authorization dependencies use, so the caller is
-    # identified once whichever dependency asks first.
-    known = getattr(request.state, "principal", _UNSET)
-    if known is not _UNSET:
-        return known
-    principal = await identify(request, state.authenticators)
-    request.state.principal = principal
-    return principal
-
-
-async def rate_limited(request: Request) -> None:
-    """Admit the request under its caller's rate limits and in-flight cap."""
-    state: GatewayState = request.state.gateway
-    admission = state.admission
-    if admission is None or not admission.enabled:
-        return
-    principal = await _principal(request, state)
-    await admission.admit(request.scope, principal=principal, snapshot=state.config.current)
-
-
-# Declare on a route or router; document with `problem_responses(429, 503)`.
-RateLimited = Depends(rate_limited)
 
 # OpenAPI: the headers of a rate-limited operation's answers (see `app.openapi`).
 RATE_LIMIT_HEADERS_DOC: dict[str, dict[str, Any]] = {

@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import Query, Response, status
 
 from app.deps import AccountIdDep, BotsDep, MarketDataDep, OrdersDep, PortfolioDep
 from app.errors import problem_responses
@@ -15,11 +15,14 @@ from app.frontends.order_entry import (
     OrderRequest,
     place_order,
 )
+from app.frontends.routing import FrontendRouter
 from app.frontends.symbols import SymbolList
 from app.security.rbac import require_user
 
 # Signed-in users only; reads need "read", order entry also "orders".
-router = APIRouter(dependencies=[require_user("read")], responses=problem_responses(401, 403))
+router = FrontendRouter(
+    prefix="/mobile/v1", dependencies=[require_user("read")], responses=problem_responses(401, 403)
+)
 
 
 @router.get(

@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response, Security, status
+from fastapi import Depends, Path, Query, Response, status
 
 from app.deps import CallerDep, MarketDataDep, OrdersDep
 from app.errors import Forbidden, problem_responses
@@ -19,18 +19,20 @@ from app.frontends.partner.v1.views import (
     PartnerQuotes,
     UpstreamJSON,
 )
+from app.frontends.routing import FrontendRouter
 from app.frontends.symbols import SymbolList
 from app.security.principal import Principal
-from app.security.rbac import partner_principal, require_partner
+from app.security.rbac import require_partner
 
 # Partner credentials only (API key or client-credentials token); each route names its scope.
-router = APIRouter(responses=problem_responses(401, 403))
-router.include_router(usage_router)
+router = FrontendRouter(prefix="/partner/v1", responses=problem_responses(401, 403))
 
 
-async def partner_accounts(
-    principal: Annotated[Principal, Security(partner_principal, scopes=["orders:write"])],
-) -> list[str]:
+# One rule instance for the route and its accounts dependency, so it runs once.
+ORDER_ENTRY = require_partner("orders:write")
+
+
+async def partner_accounts(principal: Annotated[Principal, ORDER_ENTRY]) -> list[str]:
     """The accounts the calling partner may act on: those linked to its consumer or client."""
     return list(principal.account_ids)
 
@@ -76,7 +78,7 @@ async def partner_candles(
 
 @router.post(
     "/orders",
-    dependencies=[require_partner("orders:write")],
+    dependencies=[ORDER_ENTRY],
     status_code=status.HTTP_201_CREATED,
     response_model=PartnerOrder,
     responses={
@@ -104,3 +106,8 @@ async def partner_place_order(
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return placed
+
+
+# After the routes above: FastAPI tries an included router's routes in order, and quotes
+# are the partner traffic's bulk.
+router.include_router(usage_router)

@@ -6,7 +6,7 @@ see and act on its own account.
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import Depends, Path, Query, Response, status
 
 from app.deps import AccountIdDep, BotsDep, MarketDataDep, NewsDep, OrdersDep, PortfolioDep
 from app.errors import InvalidRequest, problem_responses
@@ -18,6 +18,7 @@ from app.frontends.order_entry import (
     IdempotencyKey,
     OrderRequest,
 )
+from app.frontends.routing import FrontendRouter
 from app.frontends.web.v1.compose import (
     WebServices,
     bot_view,
@@ -40,7 +41,9 @@ from app.frontends.web.v1.views import (
 from app.security.rbac import require_user
 
 # Signed-in users only; reads need "read", writes also the scope of what they change.
-router = APIRouter(dependencies=[require_user("read")], responses=problem_responses(401, 403))
+router = FrontendRouter(
+    prefix="/web/v1", dependencies=[require_user("read")], responses=problem_responses(401, 403)
+)
 
 ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
 
