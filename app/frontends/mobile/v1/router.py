@@ -83,7 +83,7 @@ async def mobile_positions(
 )
 async def mobile_quotes(symbols: SymbolList, market_data: MarketDataDep) -> QuoteList:
     """Price and change % of up to 50 symbols."""
-    return await compose.compact_quotes(market_data, symbols)
+    return await compose.compact_quotes(market_data, symbols.split(","))
 
 
 @router.post(

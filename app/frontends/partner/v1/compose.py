@@ -1,7 +1,5 @@
 """Builds the partner responses from the platform's services."""
 
-from collections.abc import Sequence
-
 from app.errors import NotFound
 from app.frontends.idempotency import IdempotencyScope
 from app.frontends.order_entry import place_order
@@ -20,10 +18,11 @@ from app.upstreams.market_data import MarketDataClient
 from app.upstreams.orders import OrdersClient, PlacedOrder
 
 
-async def quote_document(caller: UpstreamCaller, symbols: Sequence[str]) -> bytes:
-    """market-data's quotes document as bytes; its shape is already the partner contract."""
+async def quote_document(caller: UpstreamCaller, symbols: str) -> bytes:
+    """market-data's quotes document as bytes; its shape is already the partner contract.
+    `symbols` is the validated, comma-separated list."""
     upstream = await caller.request(
-        market_data_service.SERVICE, "GET", "/quotes", params={"symbols": ",".join(symbols)}
+        market_data_service.SERVICE, "GET", "/quotes", params={"symbols": symbols}
     )
     if upstream.status >= 400:
         raise UpstreamRejected(upstream.detail(), status=upstream.status, service=upstream.service)
