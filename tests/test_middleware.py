@@ -1,7 +1,10 @@
-"""The outer middleware: body-size limit, request ids, compression, security headers."""
+"""The edge middleware: body-size limit, request ids, early answers, compression, security
+headers, CORS around it all, the access log."""
 
+import asyncio
 import gzip
 import json
+import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -10,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.settings import HttpSettings, Settings
+from app.settings import HttpSettings, RateLimitSettings, Settings
 from backends.launcher import Platform
 from tests.fixtures.gateway import RunningGateway, running_gateway
 
@@ -199,7 +202,18 @@ async def test_large_responses_are_gzipped_on_request(gateway: RunningGateway) -
         "/web/v1/openapi.json", headers={"Accept-Encoding": "identity"}
     )
     assert "content-encoding" not in plain.headers
+    # As Starlette's gzip middleware did: a cache must not serve this copy to every client.
+    assert "accept-encoding" in plain.headers["vary"].lower()
     assert plain.json() == response.json()
+
+
+async def test_small_responses_are_not_compressed(gateway: RunningGateway) -> None:
+    for accept in ["gzip", "identity"]:
+        response = await gateway.client.get("/healthz", headers={"Accept-Encoding": accept})
+        assert response.status_code == 200
+        assert int(response.headers["content-length"]) < HttpSettings().gzip_minimum_bytes
+        assert "content-encoding" not in response.headers
+        assert "vary" not in response.headers
 
 
 def _security_headers() -> Iterator[tuple[str, str]]:
@@ -218,3 +232,157 @@ async def test_security_headers_on_every_kind_of_response(gateway: RunningGatewa
             assert response.headers.get(name) == value, (response.url, name)
         # HSTS is for production, behind TLS.
         assert "strict-transport-security" not in response.headers
+
+
+async def test_hsts_in_production(settings: Settings) -> None:
+    production = settings.model_copy(update={"environment": "production"})
+    async with running_gateway(production) as gw:
+        response = await gw.client.get("/healthz")
+    assert response.headers["strict-transport-security"] == "max-age=31536000"
+    assert response.headers["x-frame-options"] == "DENY"
+
+
+def assert_edge_headers(response: httpx.Response, request_id: str) -> None:
+    """The headers every answer carries, early ones included."""
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["x-request-id"] == request_id
+    assert response.json()["request_id"] == request_id
+    for name, value in _security_headers():
+        assert response.headers.get(name) == value, (response.status_code, name)
+
+
+async def test_early_413_carries_the_request_id_and_security_headers(
+    small_limit_gateway: RunningGateway,
+) -> None:
+    response = await small_limit_gateway.client.post(
+        "/partner/v1/orders",
+        content=padded_order(LIMIT + 1),
+        headers={"Content-Type": "application/json", "X-Request-ID": "big-order-1"},
+    )
+    assert response.status_code == 413, response.text
+    assert_edge_headers(response, "big-order-1")
+    # The client may still be sending the body; the connection is not reused.
+    assert response.headers["connection"] == "close"
+
+
+async def test_malformed_deadline_400_carries_the_request_id_and_security_headers(
+    gateway: RunningGateway,
+) -> None:
+    for malformed in ["soon", "-5", "600001", "1" * 5000]:
+        response = await gateway.client.get(
+            "/web/v1/dashboard",
+            headers={"X-Request-Deadline": malformed, "X-Request-ID": "late-1"},
+        )
+        assert response.status_code == 400, (malformed, response.text)
+        assert_edge_headers(response, "late-1")
+        assert "X-Request-Deadline" in response.json()["detail"]
+
+
+async def test_overload_503_carries_the_request_id_and_security_headers(
+    settings: Settings,
+) -> None:
+    one_at_a_time = settings.model_copy(
+        update={"rate_limit": RateLimitSettings(gateway_max_in_flight=1)}
+    )
+    body_started, finish_body = asyncio.Event(), asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b'{"symbol": '
+        body_started.set()
+        await finish_body.wait()
+        yield b'"MSFT"}'
+
+    async with running_gateway(one_at_a_time) as gw:
+        # A request whose body is still arriving holds the gateway's only slot.
+        held = asyncio.create_task(
+            gw.client.post(
+                "/partner/v1/orders",
+                content=slow_body(),
+                headers={"Content-Type": "application/json"},
+            )
+        )
+        await body_started.wait()
+        for _ in range(100):
+            shed = await gw.client.get("/partner/v1/quotes", headers={"X-Request-ID": "shed-1"})
+            if shed.status_code == 503:
+                break
+            await asyncio.sleep(0.02)
+        finish_body.set()
+        admitted = await held
+        health = await gw.client.get("/healthz")
+
+    assert shed.status_code == 503, shed.text
+    assert_edge_headers(shed, "shed-1")
+    assert shed.headers["retry-after"] == "1"
+    assert admitted.status_code != 503
+    assert health.status_code == 200
+
+
+async def test_cors_headers_reach_the_edges_early_answers(
+    settings: Settings, platform: Platform, control: httpx.AsyncClient
+) -> None:
+    origin = "https://app.example"
+    http = HttpSettings(max_body_bytes=LIMIT, cors_origins=[origin])
+    async with running_gateway(settings.model_copy(update={"http": http})) as gw:
+        token = await partner_token(platform, control)
+        too_large = await gw.client.post(
+            "/partner/v1/orders",
+            content=padded_order(LIMIT + 1),
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/json",
+                "Origin": origin,
+                "X-Request-ID": "cors-413",
+            },
+        )
+        quotes = await gw.client.get(
+            "/partner/v1/quotes",
+            params={"symbols": "AAPL"},
+            headers={"Authorization": f"Bearer {token}", "Origin": origin},
+        )
+        stranger = await gw.client.get("/healthz", headers={"Origin": "https://evil.example"})
+
+    assert too_large.status_code == 413, too_large.text
+    assert too_large.headers["access-control-allow-origin"] == origin
+    assert_edge_headers(too_large, "cors-413")
+    assert quotes.status_code == 200, quotes.text
+    assert quotes.headers["access-control-allow-origin"] == origin
+    exposed = quotes.headers["access-control-expose-headers"].lower()
+    assert "x-request-id" in exposed
+    assert "ratelimit" in quotes.headers
+    assert "access-control-allow-origin" not in stranger.headers
+
+
+async def test_access_log_has_one_line_per_request_early_answers_included(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    async with running_gateway(settings.model_copy(update={"access_log": True})) as gw:
+        await gw.client.get("/healthz?token=do-not-log", headers={"X-Request-ID": "log-ok"})
+        await gw.client.get(
+            "/healthz", headers={"X-Request-ID": "log-late", "X-Request-Deadline": "soon"}
+        )
+    lines = {
+        line["request_id"]: line
+        for line in (
+            json.loads(record.getMessage())
+            for record in caplog.records
+            if record.name == "gateway.access"
+        )
+    }
+    ok, late = lines["log-ok"], lines["log-late"]
+    assert set(ok) == {"request_id", "method", "path", "status", "duration_ms", "client"}
+    assert (ok["method"], ok["path"], ok["status"]) == ("GET", "/healthz", 200)
+    assert ok["duration_ms"] >= 0
+    assert ok["client"] == "127.0.0.1"
+    assert (late["path"], late["status"]) == ("/healthz", 400)
+    assert "do-not-log" not in caplog.text
+
+
+async def test_access_log_off_writes_nothing(
+    gateway: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    response = await gateway.client.get("/healthz")
+    assert response.status_code == 200
+    assert not [r for r in caplog.records if r.name == "gateway.access"]

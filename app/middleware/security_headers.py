@@ -1,29 +1,14 @@
 """Headers every response carries, whatever produced it."""
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-_HEADERS = [
+_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
-]
+)
+# Only where the gateway is reached over TLS, as in production.
+_HSTS = (b"strict-transport-security", b"max-age=31536000")
 
 
-class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
-        self.app = app
-        self.extra = list(_HEADERS)
-        if hsts:
-            self.extra.append((b"strict-transport-security", b"max-age=31536000"))
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *self.extra]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+def security_headers(*, hsts: bool) -> tuple[tuple[bytes, bytes], ...]:
+    """The headers to add to every response, HSTS included when `hsts`."""
+    return (*_HEADERS, _HSTS) if hsts else _HEADERS

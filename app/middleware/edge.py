@@ -1,0 +1,159 @@
+"""The gateway's edge: what every request gets before routing, and every response after it.
+
+One ASGI layer, since each layer costs every request another coroutine frame and another
+`send` closure. In one pass over the request headers it names the request (`request_id`),
+starts its deadline (`deadline`), refuses a declared body over the limit (`body_limit`) and
+traffic above the gateway-wide in-flight cap (`admission`); through one `send` wrapper it
+adds the request id, the security headers (`security_headers`) and the rate-limit headers
+to every response, and writes the access log line (`access_log`). A client that accepts
+gzip gets Starlette's gzip responder around the app. The early answers (400, 413, 503) carry
+the same headers as any other.
+"""
+
+import time
+from contextvars import Token
+
+from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipResponder
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import PROBLEM_MEDIA_TYPE, GatewayError, problem_body
+from app.middleware.access_log import access_logged, log_request
+from app.middleware.admission import TRAFFIC_PREFIXES, overloaded, release_slot
+from app.middleware.body_limit import check_declared_length, limited_receive
+from app.middleware.deadline import DEADLINE_HEADER_BYTES, client_budget_ms
+from app.middleware.request_id import REQUEST_ID_HEADER, request_id_for
+from app.middleware.security_headers import security_headers
+from app.observability.context import request_id_var
+from app.settings import Settings
+from app.traffic.deadline import Deadline, deadline_var, route_budget_ms
+from app.traffic.policies import HEADERS_SCOPE_KEY
+from app.traffic.throttle import GatewayLoad
+
+_PROBLEM_TYPE = (b"content-type", PROBLEM_MEDIA_TYPE.encode())
+_VARY_ENCODING = (b"vary", b"Accept-Encoding")
+_UNCOMPRESSED = frozenset(media.encode() for media in DEFAULT_EXCLUDED_CONTENT_TYPES)
+
+
+class EdgeMiddleware:
+    """Request id, deadline, body limit, in-flight cap, response headers, access log, gzip."""
+
+    def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
+        self.app = app
+        self.max_body_bytes = settings.http.max_body_bytes
+        self.gzip_minimum_bytes = settings.http.gzip_minimum_bytes
+        self.default_deadline_ms = settings.resilience.default_deadline_ms
+        self.route_deadlines_ms = dict(settings.resilience.route_deadlines_ms)
+        self.load = GatewayLoad(settings.rate_limit.gateway_max_in_flight)
+        self.security_headers = security_headers(hsts=settings.environment == "production")
+        self.access_log = settings.access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent_id: bytes | None = None
+        asked_deadline: bytes | None = None
+        declared_length: bytes | None = None
+        accepts_gzip = False
+        for name, value in scope["headers"]:
+            if name == REQUEST_ID_HEADER:
+                sent_id = value
+            elif name == DEADLINE_HEADER_BYTES:
+                asked_deadline = value
+            elif name == b"content-length":
+                declared_length = value
+            elif name == b"accept-encoding" and b"gzip" in value:
+                accepts_gzip = True
+
+        request_id = request_id_for(sent_id)
+        id_header = (REQUEST_ID_HEADER, request_id.encode())
+        logged = self.access_log and access_logged()
+        started = time.perf_counter() if logged else 0.0
+        status = 500
+        holds_slot = False
+        deadline_token: Token[Deadline | None] | None = None
+        id_token = request_id_var.set(request_id)
+        try:
+            try:
+                path = scope["path"]
+                budget = route_budget_ms(
+                    path, default_ms=self.default_deadline_ms, route_ms=self.route_deadlines_ms
+                )
+                if asked_deadline is not None:
+                    budget = min(budget, client_budget_ms(asked_deadline))
+                if declared_length is not None:
+                    check_declared_length(declared_length, limit=self.max_body_bytes)
+                if path.startswith(TRAFFIC_PREFIXES):
+                    if not self.load.enter():
+                        raise overloaded()
+                    holds_slot = True
+            except GatewayError as refusal:
+                status = refusal.status
+                await self._refuse(scope, send, refusal, id_header)
+                return
+            deadline_token = deadline_var.set(Deadline.after_ms(budget))
+
+            async def send_edge(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    headers = [h for h in message.get("headers", ()) if h[0] != REQUEST_ID_HEADER]
+                    headers.append(id_header)
+                    headers += self.security_headers
+                    # Left by the rate limit dependency (`app.traffic.policies`).
+                    limits = scope.get(HEADERS_SCOPE_KEY)
+                    if limits:
+                        headers += limits
+                    if not accepts_gzip and _would_compress(message, self.gzip_minimum_bytes):
+                        headers.append(_VARY_ENCODING)
+                    message["headers"] = headers
+                await send(message)
+
+            app = GZipResponder(self.app, self.gzip_minimum_bytes) if accepts_gzip else self.app
+            await app(scope, limited_receive(receive, limit=self.max_body_bytes), send_edge)
+        finally:
+            if deadline_token is not None:
+                deadline_var.reset(deadline_token)
+            if holds_slot:
+                self.load.leave()
+            release_slot(scope)
+            if logged:
+                log_request(scope, request_id=request_id, status=status, started=started)
+            request_id_var.reset(id_token)
+
+    async def _refuse(
+        self, scope: Scope, send: Send, error: GatewayError, id_header: tuple[bytes, bytes]
+    ) -> None:
+        """Answer with the problem before the app sees the request."""
+        body = problem_body(error, instance=scope["path"])
+        headers = [
+            _PROBLEM_TYPE,
+            (b"content-length", str(len(body)).encode()),
+            *((name.lower().encode(), value.encode()) for name, value in error.headers.items()),
+            id_header,
+            *self.security_headers,
+        ]
+        await send({"type": "http.response.start", "status": error.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _would_compress(start: Message, minimum_bytes: int) -> bool:
+    """Whether the gzip responder would have compressed this response had the client asked.
+
+    Starlette marks such a response `Vary: Accept-Encoding` whichever encoding it sends. It
+    judges by the first body chunk; here the headers go out before any body, so the declared
+    length stands in for it (no length: a streamed body, which Starlette marks too).
+    """
+    if start["status"] in (204, 206, 304):
+        return False
+    length = None
+    for name, value in start.get("headers", ()):
+        if name == b"content-encoding":
+            return False
+        if name == b"content-length":
+            length = value
+        elif name == b"content-type":
+            media = value.partition(b";")[0].strip().lower()
+            if media in _UNCOMPRESSED or media.partition(b"/")[0] + b"/*" in _UNCOMPRESSED:
+                return False
+    return length is None or not length.isdigit() or int(length) >= minimum_bytes
