@@ -28,7 +28,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
 from app.errors import BadRequest, ServiceUnavailable, Unauthorized, problem_responses
-from app.security.authenticate import identify
 from app.security.jwt import (
     BearerAuthenticator,
     InvalidToken,
@@ -37,7 +36,7 @@ from app.security.jwt import (
     TrustedIssuer,
 )
 from app.security.principal import Principal
-from app.security.rbac import api_key_header, bearer_token, session_cookie
+from app.security.rbac import api_key_header, bearer_token, current_principal, session_cookie
 from app.security.sessions import (
     CSRF_HEADER,
     LoginAttempt,
@@ -539,7 +538,7 @@ async def auth_whoami(
     _api_key: Annotated[str | None, Security(api_key_header)],
 ) -> PrincipalSummary:
     """The caller as the gateway identifies it (session cookie, bearer token or API key)."""
-    principal = await identify(request, request.state.gateway.authenticators)
+    principal = await current_principal(request)
     if principal is None:
         raise Unauthorized(
             "No credential: log in, or send a bearer token or API key.",

@@ -21,7 +21,7 @@ from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPBearer
 from fastapi.security.base import SecurityBase
 
 from app.errors import Forbidden, Unauthorized
-from app.security.apikeys import API_KEY_HEADER
+from app.security.apikeys import API_KEY_HEADER, confirm_not_revoked
 from app.security.authenticate import identify
 from app.security.principal import Principal, PrincipalKind
 
@@ -82,8 +82,7 @@ def granted_scopes(principal: Principal) -> frozenset[str]:
     return frozenset(granted)
 
 
-async def current_principal(request: Request) -> Principal | None:
-    """The caller, identified once per request; None when no credential was presented."""
+async def _identified(request: Request) -> Principal | None:
     known = getattr(request.state, "principal", _UNSET)
     if known is not _UNSET:
         return known
@@ -93,19 +92,28 @@ async def current_principal(request: Request) -> Principal | None:
     return principal
 
 
+async def current_principal(request: Request) -> Principal | None:
+    """The caller, identified once per request; None when no credential was presented."""
+    principal = await _identified(request)
+    await confirm_not_revoked(request)
+    return principal
+
+
 async def admitted_principal(request: Request) -> Principal | None:
     """The caller, admitted once per request under its rate limits and in-flight cap.
 
     Frontend traffic is limited per caller, so admission follows identification; it comes
     before authorization, as an unauthorized caller's attempts count against its limits too.
     """
-    principal = await current_principal(request)
+    principal = await _identified(request)
     scope = request.scope
     if _ADMITTED not in scope:
         scope[_ADMITTED] = True
         state: GatewayState = request.state.gateway
         if state.admission is not None:
             await state.admission.admit(scope, principal=principal, snapshot=state.config.current)
+    # After admission: its limits went to Redis in the same write as the key's check.
+    await confirm_not_revoked(request)
     return principal
 
 

@@ -195,7 +195,7 @@ def _bulk_strings(*parts: str | int) -> bytes:
     return b"".join(out)
 
 
-def _encode(*parts: str | int) -> bytes:
+def encode_command(*parts: str | int) -> bytes:
     return b"*%d\r\n" % len(parts) + _bulk_strings(*parts)
 
 
@@ -376,12 +376,26 @@ class RedisLink:
 
     async def call(self, *commands: Sequence[str | int]) -> list[RespReply]:
         """Send the commands together; their replies, errors included, in order."""
-        return await self.send(b"".join(_encode(*command) for command in commands), len(commands))
+        return await self.send(
+            b"".join(encode_command(*command) for command in commands), len(commands)
+        )
 
     async def send(self, data: bytes, expected: int) -> list[RespReply]:
         """Send encoded commands; the `expected` replies, in order."""
         protocol = await self._connected()
         return await protocol.send(data, expected)
+
+    def send_soon(self, data: bytes, expected: int) -> "asyncio.Future[list[RespReply]]":
+        """Like `send`, but the commands are queued at once when connected, so that a caller
+        can queue more (e.g. the rate limits) and have them all go out in one write."""
+        protocol = self._protocol
+        if protocol is not None and not protocol.closed:
+            pending = protocol.send(data, expected)
+        else:
+            pending = asyncio.ensure_future(self.send(data, expected))
+        # Whoever awaits it sees its error; nobody else should be told it was never seen.
+        pending.add_done_callback(_ignore_outcome)
+        return pending
 
     def send_nowait(self, data: bytes, expected: int) -> None:
         """Send without waiting for the replies; dropped when not connected."""
@@ -419,9 +433,9 @@ class RedisLink:
         setup: list[bytes] = []
         if self._password is not None:
             credentials = [self._username, self._password] if self._username else [self._password]
-            setup.append(_encode("AUTH", *credentials))
+            setup.append(encode_command("AUTH", *credentials))
         if self._database:
-            setup.append(_encode("SELECT", self._database))
+            setup.append(encode_command("SELECT", self._database))
         if setup:
             try:
                 for reply in await protocol.send(b"".join(setup), len(setup)):
@@ -488,7 +502,9 @@ class RedisGcra:
 
     def release(self, claim: SlotClaim) -> None:
         """Give the slot back without waiting; a lost release ends with the lease."""
-        self._link.send_nowait(_encode("ZREM", self._in_flight_prefix + claim.key, claim.token), 1)
+        self._link.send_nowait(
+            encode_command("ZREM", self._in_flight_prefix + claim.key, claim.token), 1
+        )
 
     async def _load(self) -> None:
         gcra, in_flight = await self._link.call(
