@@ -1,9 +1,10 @@
-"""Shed load when this process has too much in flight, and finish what `RateLimited` started.
+"""Shed load when this process has too much in flight, and finish what admission started.
 
-The rate limit dependency decides, and leaves in the scope the `RateLimit` headers of an
-admitted request and the in-flight slot it holds. A dependency cannot add headers to a
-response a handler returns itself (pass-through bytes), nor hold a slot until the last body
-byte is sent; the edge does both (`app.middleware.edge`).
+A route's access rule admits the request (`app.traffic.policies.AdmissionControl`) and
+leaves in the scope the `RateLimit` headers of an admitted request and the in-flight slot
+it holds. A dependency cannot add headers to a response a handler returns itself
+(pass-through bytes), nor hold a slot until the last body byte is sent; the edge does both
+(`app.middleware.edge`).
 """
 
 from starlette.types import Scope
@@ -24,7 +25,7 @@ def overloaded() -> ServiceUnavailable:
 
 
 def release_slot(scope: Scope) -> None:
-    """Give back the caller's in-flight slot, when the dependency claimed one."""
+    """Give back the caller's in-flight slot, when admission claimed one."""
     release = scope.get(RELEASE_SCOPE_KEY)
     if release is not None:
         release()

@@ -100,7 +100,7 @@ class EdgeMiddleware:
                     headers = [h for h in message.get("headers", ()) if h[0] != REQUEST_ID_HEADER]
                     headers.append(id_header)
                     headers += self.security_headers
-                    # Left by the rate limit dependency (`app.traffic.policies`).
+                    # Left by admission (`app.traffic.policies`).
                     limits = scope.get(HEADERS_SCOPE_KEY)
                     if limits:
                         headers += limits

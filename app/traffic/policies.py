@@ -42,7 +42,7 @@ from app.traffic.ratelimit import (
 )
 from app.traffic.throttle import ConsumerThrottle
 
-# Where admission leaves its work for `AdmissionMiddleware`: headers for the response,
+# Where admission leaves its work for the edge (`app.middleware.edge`): headers for the response,
 # and the in-flight slot to give back once the response is sent.
 HEADERS_SCOPE_KEY = "gateway.ratelimit.headers"
 RELEASE_SCOPE_KEY = "gateway.throttle.release"
