@@ -8,8 +8,8 @@ Limits come from two places:
   applying to the routes under its path prefix.
 
 Every limit that applies is checked (in Redis, one pipelined round trip); the request is
-refused when any is exhausted. The limits that still had room have counted it: checking
-first and charging after would take a second round trip. Responses carry
+refused when any is exhausted, and then counts against none of them (see
+`app.traffic.ratelimit`). Responses carry
 `RateLimit-Policy` (every limit that applied) and `RateLimit` (the most restrictive one),
 per the IETF httpapi ratelimit-headers draft.
 

@@ -9,6 +9,11 @@ every gateway process sees one clock and one count; the script touches exactly o
 Redis Cluster can hold it, and several limits of one request go out pipelined, in one round
 trip. Without Redis (or while it is unreachable and the settings say fail open) the same
 arithmetic runs in process.
+
+A request counts against its limits only when all of them admit it: in process the counts
+are written after every limit agreed; in Redis each limit counts as it admits, and when
+another refused, what the admitting ones counted is given back right after (one more
+script per key, not waited for).
 """
 
 import asyncio
@@ -49,6 +54,24 @@ end
 local ttl_ms = math.ceil((next_tat - now) / 1000)
 redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', ttl_ms)
 return {1, string.format('%.0f', next_tat - now), '0'}
+"""
+
+
+# KEYS[1]: a limit's TAT key. ARGV: interval (us). Gives back one request the GCRA script
+# counted: used when another limit of the same request refused it.
+GCRA_REFUND_SCRIPT = """
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if not tat then return 0 end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local refunded = tat - tonumber(ARGV[1])
+if refunded <= now then
+  redis.call('DEL', KEYS[1])
+else
+  local ttl_ms = math.ceil((refunded - now) / 1000)
+  redis.call('SET', KEYS[1], string.format('%.0f', refunded), 'PX', ttl_ms)
+end
+return 1
 """
 
 
@@ -162,11 +185,13 @@ class LocalGcra:
         self._checks = 0
 
     def check(self, checks: Sequence[LimitCheck]) -> list[LimitOutcome]:
+        """Every limit's outcome; a request is counted only when every limit admits it."""
         now = time.monotonic_ns() // 1000
         self._checks += 1
         if self._checks % self._SWEEP_EVERY == 0:
             self._sweep(now)
         outcomes = []
+        counted: dict[str, int] = {}
         for key, limit in checks:
             tat = max(self._tats.get(key, now), now)
             next_tat = tat + limit.interval_us
@@ -176,8 +201,10 @@ class LocalGcra:
                     _outcome(limit, admitted=False, ahead_us=tat - now, retry_us=allow_at - now)
                 )
                 continue
-            self._tats[key] = next_tat
+            counted[key] = next_tat
             outcomes.append(_outcome(limit, admitted=True, ahead_us=next_tat - now, retry_us=0))
+        if len(counted) == len(checks):
+            self._tats.update(counted)
         return outcomes
 
     def _sweep(self, now: int) -> None:
@@ -462,6 +489,7 @@ class RedisGcra:
         self._in_flight_prefix = prefix + "if:"
         self._loaded = False
         self._gcra_head = b""
+        self._refund_head = b""
         self._claim_head = b""
         # The encoded arguments of each limit, so a request only encodes its keys.
         self._arguments: dict[RateLimit, bytes] = {}
@@ -497,8 +525,24 @@ class RedisGcra:
                     retry_us=int(retry),  # type: ignore[arg-type]
                 )
             )
+        if not all(outcome.admitted for outcome in outcomes):
+            self._refund([check for check, o in zip(checks, outcomes, strict=True) if o.admitted])
         granted = replies[-1] == 1 if claim is not None else None
         return outcomes, granted
+
+    def _refund(self, checks: Sequence[LimitCheck]) -> None:
+        """Give back what the limits that admitted a refused request counted, without
+        waiting: until it lands a caller may be refused early, never admitted beyond a limit."""
+        parts = []
+        for key, limit in checks:
+            full_key = (self._prefix + key).encode()
+            interval = str(limit.interval_us).encode()
+            parts.append(self._refund_head)
+            parts.append(
+                b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(full_key), full_key, len(interval), interval)
+            )
+        if parts:
+            self._link.send_nowait(b"".join(parts), len(checks))
 
     def release(self, claim: SlotClaim) -> None:
         """Give the slot back without waiting; a lost release ends with the lease."""
@@ -507,14 +551,21 @@ class RedisGcra:
         )
 
     async def _load(self) -> None:
-        gcra, in_flight = await self._link.call(
-            ["SCRIPT", "LOAD", GCRA_SCRIPT], ["SCRIPT", "LOAD", IN_FLIGHT_SCRIPT]
+        gcra, refund, in_flight = await self._link.call(
+            ["SCRIPT", "LOAD", GCRA_SCRIPT],
+            ["SCRIPT", "LOAD", GCRA_REFUND_SCRIPT],
+            ["SCRIPT", "LOAD", IN_FLIGHT_SCRIPT],
         )
-        for reply in (gcra, in_flight):
+        for reply in (gcra, refund, in_flight):
             if isinstance(reply, RedisError):
                 raise reply
-        assert isinstance(gcra, bytes) and isinstance(in_flight, bytes)
+        assert isinstance(gcra, bytes) and isinstance(refund, bytes)
+        assert isinstance(in_flight, bytes)
         self._gcra_head = b"*6\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$1\r\n1\r\n" % (len(gcra), gcra)
+        self._refund_head = b"*5\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$1\r\n1\r\n" % (
+            len(refund),
+            refund,
+        )
         self._claim_head = b"*7\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$1\r\n1\r\n" % (
             len(in_flight),
             in_flight,

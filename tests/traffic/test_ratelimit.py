@@ -93,8 +93,19 @@ async def test_keys_and_limits_count_separately(gcra) -> None:  # type: ignore[n
     other = await gcra([("b", tight)])
     assert [o.admitted for o in first] == [True, True]
     assert [o.admitted for o in second] == [False, True]
-    assert [o.remaining for o in second] == [0, 8]
     assert other[0].admitted
+
+
+async def test_a_refused_request_counts_against_none_of_its_limits(gcra) -> None:  # type: ignore[no-untyped-def]
+    tight = RateLimit.of("tight", limit=1, period_s=60)
+    loose = RateLimit.of("loose", limit=10, period_s=60)
+    await gcra([("a", tight), ("a2", loose)])
+    for _ in range(5):
+        refused = await gcra([("a", tight), ("a2", loose)])
+        assert [o.admitted for o in refused] == [False, True]
+    # Only the admitted request counted: 10 - 1 - this one.
+    (after,) = await gcra([("a2", loose)])
+    assert after.admitted and after.remaining == 8
 
 
 async def test_the_script_is_reloaded_when_redis_forgot_it(shared_redis: PrefixedRedis) -> None:
