@@ -92,7 +92,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry = ServiceRegistry.from_settings(config, redis=redis, settings=settings)
         await registry.start(http=http, health_checks=settings.resilience.health_checks)
         caller = UpstreamCaller(session=http, registry=registry, settings=settings.upstream)
-        notices = ChangeNotices(config, redis, prefix=settings.redis_prefix)
+        notices = ChangeNotices(
+            config, redis, prefix=settings.redis_prefix, refresh_s=settings.config_refresh_s
+        )
         await notices.start()
         admission = AdmissionControl(settings)
         identity = build_web_identity(settings, redis=redis)

@@ -152,6 +152,9 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("REDIS_URL", "GATEWAY_REDIS_URL")
     )
     redis_prefix: str = "gw:"
+    # Seconds between each process's own reloads of the config store, a fallback for lost
+    # change notices (and the only way without Redis); 0 switches them off.
+    config_refresh_s: float = Field(30.0, ge=0)
     # Seeds the service registry in the config store when a service is not there yet.
     services: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_SERVICES))
     # Bootstrap token for the admin API; off unless configured.

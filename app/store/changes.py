@@ -2,7 +2,10 @@
 
 The process that made the change reloads at once; with Redis configured it also publishes
 on `{redis_prefix}config-changed`, and each process's listener reloads on notices that
-other processes sent. Without Redis there is only this process to tell.
+other processes sent. Every `config_refresh_s` each process also reloads on its own: the
+fallback for a notice that was lost, and the only way processes sharing a database but no
+Redis learn of each other's changes. A reload that finds nothing changed keeps the snapshot
+(and its version).
 """
 
 import asyncio
@@ -30,16 +33,22 @@ _SUBSCRIBE_WAIT_S = 2.0
 class ChangeNotices:
     """Publishes config changes and reloads on changes other processes published."""
 
-    def __init__(self, config: ConfigStore, redis: Redis | None, *, prefix: str) -> None:
+    def __init__(
+        self, config: ConfigStore, redis: Redis | None, *, prefix: str, refresh_s: float
+    ) -> None:
         self._config = config
         self._redis = redis
+        self._refresh_s = refresh_s
         self.channel = f"{prefix}config-changed"
         # Lets the listener skip this process's own notices: it has reloaded already.
         self.origin = uuid.uuid4().hex
         self._listener: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Subscribe to other processes' notices (with Redis; otherwise nothing to do)."""
+        """Start the periodic reload and, with Redis, subscribe to other processes' notices."""
+        if self._refresh_s > 0 and self._refresher is None:
+            self._refresher = asyncio.create_task(self._refresh(), name="config-refresh")
         if self._redis is None or self._listener is not None:
             return
         attempted = asyncio.Event()
@@ -50,12 +59,12 @@ class ChangeNotices:
             await asyncio.wait_for(attempted.wait(), _SUBSCRIBE_WAIT_S)
 
     async def stop(self) -> None:
-        if self._listener is None:
-            return
-        self._listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._listener
-        self._listener = None
+        for task in (self._listener, self._refresher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._listener = self._refresher = None
 
     async def changed(self) -> ConfigSnapshot:
         """The store has a committed change: reload here, then tell the other processes."""
@@ -78,7 +87,7 @@ class ChangeNotices:
                 await pubsub.subscribe(self.channel)
                 # Notices sent before we (re)subscribed are lost: at start-up, those since
                 # the lifespan's first load; after an outage, all of them. Catch up once.
-                await self._reload()
+                await self._reload("subscription")
                 attempted.set()
                 delay = _FIRST_RETRY_S
                 async for message in pubsub.listen():
@@ -92,6 +101,11 @@ class ChangeNotices:
             await asyncio.sleep(delay)
             delay = min(delay * 2, _LAST_RETRY_S)
 
+    async def _refresh(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_s)
+            await self._reload("periodic refresh")
+
     async def _on_message(self, message: dict[str, Any]) -> None:
         try:
             notice = orjson.loads(message["data"])
@@ -101,12 +115,14 @@ class ChangeNotices:
             return
         if origin == self.origin:
             return
-        await self._reload()
+        await self._reload("change notice")
 
-    async def _reload(self) -> None:
+    async def _reload(self, reason: str) -> None:
+        before = self._config.current.version
         try:
             snapshot = await self._config.reload()
         except (SQLAlchemyError, OSError) as exc:
-            logger.warning("config reload after a change notice failed: %s", exc)
+            logger.warning("config reload on %s failed: %s", reason, exc)
             return
-        logger.info("config reloaded on change notice: version %d", snapshot.version)
+        if snapshot.version != before:
+            logger.info("config reloaded on %s: version %d", reason, snapshot.version)

@@ -6,7 +6,7 @@ replaced as a whole when the configuration changes.
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
@@ -196,7 +196,8 @@ class ConfigStore:
                 logger.info("seeded service %s with %d instance(s)", name, len(urls))
 
     async def reload(self) -> ConfigSnapshot:
-        """Read the whole configuration and publish it as the next snapshot."""
+        """Read the whole configuration and publish it as the next snapshot; when nothing
+        changed, the current snapshot stays, version and all."""
         async with self._lock:
             async with self._sessions() as session:
                 services = await ServiceRepository(session).all()
@@ -212,5 +213,7 @@ class ConfigStore:
                     api_keys={k.prefix: _api_key_config(k) for k in api_keys},
                     rate_limit_rules=tuple(_rate_limit_rule_config(r) for r in rules if r.enabled),
                 )
+            if replace(snapshot, version=self.current.version) == self.current:
+                return self.current
             self.current = snapshot
             return snapshot

@@ -113,3 +113,21 @@ async def test_a_change_made_while_redis_was_down_arrives_when_it_is_back(
             await eventually_registered(second, "in-outage")
     finally:
         server.kill()
+
+
+async def test_without_redis_the_periodic_refresh_carries_a_change(settings: Settings) -> None:
+    refreshing = settings.model_copy(update={"redis_url": None, "config_refresh_s": 0.2})
+    async with running_gateway(refreshing) as first, running_gateway(refreshing) as second:
+        version = (await second.client.get("/readyz")).json()["config_version"]
+        # Nothing changed: refreshes keep the snapshot and its version.
+        await asyncio.sleep(0.6)
+        assert (await second.client.get("/readyz")).json()["config_version"] == version
+
+        created = await first.client.post(
+            "/admin/v1/services",
+            json={"name": "refreshed", "instances": [{"url": DEAD_URL}]},
+            headers=AUTH,
+        )
+        assert created.status_code == 201, created.text
+        assert (await eventually_registered(second, "refreshed", instances=1)) is not None
+        assert (await second.client.get("/readyz")).json()["config_version"] == version + 1
