@@ -5,6 +5,7 @@ from fastapi import APIRouter, Depends
 from app.admin.auth import require_admin
 from app.admin.consumers import router as consumers_router
 from app.admin.plans import router as plans_router
+from app.admin.rate_limits import router as rate_limits_router
 from app.admin.services import router as services_router
 from app.admin.traffic import router as traffic_router
 from app.errors import problem_responses
@@ -17,3 +18,4 @@ router.include_router(services_router)
 router.include_router(plans_router)
 router.include_router(consumers_router)
 router.include_router(traffic_router)
+router.include_router(rate_limits_router)
