@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         await notices.start()
         admission = AdmissionControl(settings)
-        identity = build_web_identity(settings, redis=redis)
+        identity = build_web_identity(settings, redis=redis, config=config)
         state = GatewayState(
             settings=settings,
             engine=engine,

@@ -3,6 +3,9 @@
 A key is shown exactly once, in the body of the 201 that creates it; the store keeps only
 its hash, and lists show the public prefix. Revoking a key commits, marks its prefix revoked
 in Redis (checked by every process on every request) and publishes a change notice.
+
+A consumer may also name the OAuth client (`oauth_client_id`, one consumer per client) whose
+client-credentials tokens then act as that consumer: its plan, quota and accounts.
 """
 
 import logging
@@ -31,6 +34,20 @@ ACCOUNT_ID_PATTERN = r"^[A-Z]{2,8}-[A-Z0-9]{1,24}$"
 ConsumerName = Annotated[str, Field(pattern=CONSUMER_NAME_PATTERN, examples=["acme-trading"])]
 PlanRef = Annotated[str, Field(pattern=NAME_PATTERN, examples=["partner-basic"])]
 AccountId = Annotated[str, Field(pattern=ACCOUNT_ID_PATTERN, examples=["ACC-2001"])]
+# Visible ASCII: the `client_id` claim of the provider's tokens is compared to it exactly.
+OAuthClientId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[!-~]+$",
+        examples=["partner-acme"],
+        description=(
+            "The identity provider's client whose client-credentials tokens act as this "
+            "consumer (its plan, quota and accounts)"
+        ),
+    ),
+]
 
 
 def _distinct(values: list[str]) -> list[str]:
@@ -61,7 +78,12 @@ class ConsumerCreate(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"name": "acme-trading", "plan": "partner-basic", "account_ids": ["ACC-2001"]}
+                {
+                    "name": "acme-trading",
+                    "plan": "partner-basic",
+                    "account_ids": ["ACC-2001"],
+                    "oauth_client_id": "partner-acme",
+                }
             ]
         },
     )
@@ -69,16 +91,18 @@ class ConsumerCreate(BaseModel):
     name: ConsumerName
     plan: PlanRef | None = None
     account_ids: AccountIds = Field(default_factory=list)
+    oauth_client_id: OAuthClientId | None = None
     enabled: bool = True
 
 
 class ConsumerUpdate(BaseModel):
-    """Fields to change; `plan: null` takes the consumer off any plan."""
+    """Fields to change; `plan: null` drops the plan, `oauth_client_id: null` unlinks the client."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"enabled": False}]})
 
     plan: PlanRef | None = None
     account_ids: AccountIds | None = None
+    oauth_client_id: OAuthClientId | None = None
     enabled: bool | None = None
 
 
@@ -93,6 +117,7 @@ class ConsumerView(BaseModel):
                     "name": "acme-trading",
                     "plan": "partner-basic",
                     "account_ids": ["ACC-2001"],
+                    "oauth_client_id": "partner-acme",
                     "enabled": True,
                     "created_at": "2026-11-26T10:40:00Z",
                 }
@@ -104,6 +129,7 @@ class ConsumerView(BaseModel):
     name: str
     plan: str | None
     account_ids: list[str]
+    oauth_client_id: str | None
     enabled: bool
     created_at: datetime
 
@@ -114,6 +140,7 @@ class ConsumerView(BaseModel):
             name=consumer.name,
             plan=consumer.plan.name if consumer.plan is not None else None,
             account_ids=list(consumer.account_ids or []),
+            oauth_client_id=consumer.oauth_client_id,
             enabled=consumer.enabled,
             created_at=consumer.created_at,
         )
@@ -225,6 +252,18 @@ async def _consumer(repo: ConsumerRepository, consumer_id: int) -> Consumer:
     return consumer
 
 
+async def _refuse_linked_client(
+    repo: ConsumerRepository, client_id: str, *, except_id: int | None = None
+) -> None:
+    """409 when another consumer already acts for this OAuth client."""
+    existing = await repo.by_oauth_client_id(client_id)
+    if existing is not None and existing.consumer_id != except_id:
+        raise Conflict(
+            f"OAuth client {client_id!r} is already linked to consumer {existing.name!r}.",
+            extra={"field": "oauth_client_id", "consumer_id": existing.consumer_id},
+        )
+
+
 @router.get("", response_model=ConsumerList)
 async def list_consumers(session: SessionDep) -> ConsumerList:
     """Every consumer."""
@@ -245,11 +284,14 @@ async def create_consumer(
     repo = ConsumerRepository(session)
     if await repo.by_name(body.name) is not None:
         raise Conflict(f"A consumer named {body.name!r} already exists.")
+    if body.oauth_client_id is not None:
+        await _refuse_linked_client(repo, body.oauth_client_id)
     plan = await plan_by_name(PlanRepository(session), body.plan) if body.plan else None
     consumer = Consumer(
         name=body.name,
         plan_id=plan.plan_id if plan is not None else None,
         account_ids=body.account_ids,
+        oauth_client_id=body.oauth_client_id,
         enabled=body.enabled,
     )
     await repo.add(consumer)
@@ -263,19 +305,24 @@ async def get_consumer(consumer_id: int, session: SessionDep) -> ConsumerView:
     return ConsumerView.of(await _consumer(ConsumerRepository(session), consumer_id))
 
 
-@router.patch("/{consumer_id}", response_model=ConsumerView)
+@router.patch("/{consumer_id}", response_model=ConsumerView, responses=problem_responses(409))
 async def update_consumer(
     consumer_id: int, body: ConsumerUpdate, session: SessionDep, notices: ChangeNoticesDep
 ) -> ConsumerView:
-    """Change a consumer's plan, linked accounts or enabled state; effective at once."""
+    """Change a consumer's plan, accounts, OAuth client or enabled state; effective at once."""
     repo = ConsumerRepository(session)
     consumer = await _consumer(repo, consumer_id)
     changed = body.model_fields_set
+    # Checked before any field changes, so a refused update leaves the consumer as it was.
+    if "oauth_client_id" in changed and body.oauth_client_id is not None:
+        await _refuse_linked_client(repo, body.oauth_client_id, except_id=consumer_id)
     if "plan" in changed:
         plan = await plan_by_name(PlanRepository(session), body.plan) if body.plan else None
         consumer.plan_id = plan.plan_id if plan is not None else None
     if "account_ids" in changed:
         consumer.account_ids = list(body.account_ids or [])
+    if "oauth_client_id" in changed:
+        consumer.oauth_client_id = body.oauth_client_id
     if "enabled" in changed and body.enabled is not None:
         consumer.enabled = body.enabled
     await flush_change(session)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -30,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 from app.errors import ServiceUnavailable, Unauthorized
 from app.security.principal import Credential, Principal, PrincipalKind
 from app.settings import IdentitySettings
+from app.store.snapshot import ConfigSnapshot, ConfigStore
 
 logger = logging.getLogger("gateway.security.jwt")
 
@@ -289,12 +291,44 @@ def invalid_token(description: str) -> Unauthorized:
     )
 
 
-class BearerAuthenticator:
-    """`Authorization: Bearer <JWT>` from the trusted issuer."""
+def as_linked_consumer(principal: Principal, snapshot: ConfigSnapshot) -> Principal:
+    """A client-credentials principal as the consumer its client is linked to
+    (`consumers.oauth_client_id`), so the consumer's plan limits, quota and accounts apply
+    to the token as they do to the consumer's API keys. Unlinked clients and users are
+    returned unchanged; a linked but disabled consumer is refused (401).
 
-    def __init__(self, *, validator: TokenValidator, settings: IdentitySettings) -> None:
+    The accounts are the consumer's, never a claim's: the gateway's record says what a
+    partner may act on. The scopes stay the token's: the provider granted them to the
+    client, and the plan's scopes are what the gateway grants its own API keys.
+    """
+    client_id = principal.extra.get("client_id")
+    if principal.kind != "consumer" or client_id is None:
+        return principal
+    consumer_id = snapshot.consumers_by_client.get(client_id)
+    if consumer_id is None:
+        return principal
+    consumer = snapshot.consumers.get(consumer_id)
+    if consumer is None or not consumer.enabled:
+        raise invalid_token("the client's consumer is disabled")
+    return replace(
+        principal,
+        consumer_id=consumer.consumer_id,
+        plan=consumer.plan,
+        account_ids=consumer.account_ids,
+        extra={**principal.extra, "consumer": consumer.name},
+    )
+
+
+class BearerAuthenticator:
+    """`Authorization: Bearer <JWT>` from the trusted issuer; a client-credentials token of a
+    client linked to a consumer acts as that consumer (see `as_linked_consumer`)."""
+
+    def __init__(
+        self, *, validator: TokenValidator, settings: IdentitySettings, config: ConfigStore
+    ) -> None:
         self._validator = validator
         self._settings = settings
+        self._config = config
 
     async def authenticate(self, request: Request) -> Principal | None:
         authorization = request.headers.get("authorization")
@@ -310,4 +344,5 @@ class BearerAuthenticator:
             claims = await self._validator.validate(token)
         except InvalidToken as error:
             raise invalid_token(str(error)) from None
-        return principal_from_claims(claims, settings=self._settings, credential="bearer")
+        principal = principal_from_claims(claims, settings=self._settings, credential="bearer")
+        return as_linked_consumer(principal, self._config.current)

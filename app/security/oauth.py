@@ -49,6 +49,7 @@ from app.security.sessions import (
     session_store,
 )
 from app.settings import Settings
+from app.store.snapshot import ConfigStore
 
 with warnings.catch_warnings():
     # Authlib 1.9 prefers its httpx2 fork and warns on import when it falls back to httpx,
@@ -256,7 +257,9 @@ class WebIdentity:
         await self.http.aclose()
 
 
-def build_web_identity(settings: Settings, *, redis: Redis | None) -> WebIdentity:
+def build_web_identity(
+    settings: Settings, *, redis: Redis | None, config: ConfigStore
+) -> WebIdentity:
     """Issuer, validator, session store and authenticators; no I/O until first use."""
     identity = settings.identity
     http = httpx.AsyncClient(timeout=identity.provider_timeout_s, follow_redirects=False)
@@ -272,7 +275,7 @@ def build_web_identity(settings: Settings, *, redis: Redis | None) -> WebIdentit
         store=store,
         provider=provider,
         sessions=SessionAuthenticator(store=store, refresher=provider, settings=identity),
-        bearer=BearerAuthenticator(validator=validator, settings=identity),
+        bearer=BearerAuthenticator(validator=validator, settings=identity, config=config),
     )
 
 

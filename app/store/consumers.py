@@ -52,6 +52,11 @@ class ConsumerRepository:
     async def by_name(self, name: str) -> Consumer | None:
         return await self.session.scalar(select(Consumer).where(Consumer.name == name))
 
+    async def by_oauth_client_id(self, client_id: str) -> Consumer | None:
+        return await self.session.scalar(
+            select(Consumer).where(Consumer.oauth_client_id == client_id)
+        )
+
     async def add(self, consumer: Consumer) -> Consumer:
         self.session.add(consumer)
         await self.session.flush()

@@ -83,6 +83,10 @@ class Consumer(Base):
     )
     # Accounts this consumer may act on (partner orders).
     account_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # The identity provider's client whose client-credentials tokens act as this consumer.
+    oauth_client_id: Mapped[str | None] = mapped_column(
+        String(200), nullable=True, unique=True, index=True
+    )
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     plan: Mapped[Plan | None] = relationship(lazy="selectin")

@@ -59,6 +59,8 @@ class ConsumerConfig:
     plan: str | None
     account_ids: tuple[str, ...]
     enabled: bool
+    # The OAuth client whose client-credentials tokens act as this consumer.
+    oauth_client_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,8 @@ class ConfigSnapshot:
     services: dict[str, ServiceConfig] = field(default_factory=dict)
     plans: dict[str, PlanConfig] = field(default_factory=dict)
     consumers: dict[int, ConsumerConfig] = field(default_factory=dict)
+    # consumer_id by the OAuth client linked to it (enabled or not).
+    consumers_by_client: dict[str, int] = field(default_factory=dict)
     # By the key's public prefix.
     api_keys: dict[str, ApiKeyConfig] = field(default_factory=dict)
     # Enabled rules only, in rule_id order.
@@ -153,6 +157,7 @@ def _consumer_config(consumer: Consumer) -> ConsumerConfig:
         plan=consumer.plan.name if consumer.plan is not None else None,
         account_ids=tuple(consumer.account_ids or ()),
         enabled=consumer.enabled,
+        oauth_client_id=consumer.oauth_client_id,
     )
 
 
@@ -210,6 +215,11 @@ class ConfigStore:
                     services={s.name: _service_config(s) for s in services},
                     plans={p.name: _plan_config(p) for p in plans},
                     consumers={c.consumer_id: _consumer_config(c) for c in consumers},
+                    consumers_by_client={
+                        c.oauth_client_id: c.consumer_id
+                        for c in consumers
+                        if c.oauth_client_id is not None
+                    },
                     api_keys={k.prefix: _api_key_config(k) for k in api_keys},
                     rate_limit_rules=tuple(_rate_limit_rule_config(r) for r in rules if r.enabled),
                 )

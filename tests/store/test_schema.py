@@ -5,13 +5,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, func, inspect, select
+from sqlalchemy import delete, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql import ColumnElement
 
 from app.store.database import create_engine, session_factory
-from app.store.models import Base, Service, ServiceInstance
+from app.store.models import Base, Consumer, Service, ServiceInstance
 from tests.fixtures.databases import downgrade, migrate, postgres_database, sqlite_url
 from tests.store.store_backends import BACKENDS, migrated_store
 
@@ -66,6 +66,8 @@ async def test_migrations_upgrade_to_head_and_downgrade_to_base(empty_store_url:
     for table in Base.metadata.tables.values():
         assert await _columns(empty_store_url, table.name) == {c.name for c in table.columns}
 
+    await _in_thread(downgrade, empty_store_url, "0002")
+    assert "oauth_client_id" not in await _columns(empty_store_url, "consumers")
     await _in_thread(downgrade, empty_store_url, "0001")
     assert "policy" not in await _columns(empty_store_url, "services")
     await _in_thread(downgrade, empty_store_url)
@@ -77,6 +79,41 @@ async def test_migrations_upgrade_to_head_and_downgrade_to_base(empty_store_url:
 
 async def _in_thread(step: Callable[..., None], *args: str) -> None:
     await asyncio.to_thread(step, *args)
+
+
+async def _execute(url: str, sql: str) -> list[tuple[object, ...]]:
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            result = await connection.execute(text(sql))
+            return [tuple(row) for row in result] if result.returns_rows else []
+    finally:
+        await engine.dispose()
+
+
+async def test_consumers_keep_their_rows_through_the_oauth_client_migration(
+    empty_store_url: str,
+) -> None:
+    # On SQLite the column is added and dropped by copying the table (batch mode).
+    await _in_thread(migrate, empty_store_url, "0002")
+    await _execute(
+        empty_store_url,
+        "INSERT INTO consumers (name, account_ids, enabled, created_at) "
+        "VALUES ('acme', '[\"ACC-2001\"]', true, '2026-11-26 10:40:00+00')",
+    )
+    await _in_thread(migrate, empty_store_url)
+    assert await _execute(empty_store_url, "SELECT name, oauth_client_id FROM consumers") == [
+        ("acme", None)
+    ]
+    await _execute(empty_store_url, "UPDATE consumers SET oauth_client_id = 'partner-acme'")
+
+    await _in_thread(downgrade, empty_store_url, "0002")
+    assert await _execute(empty_store_url, "SELECT name, enabled FROM consumers") == [
+        ("acme", True)
+    ]
+    # The unique index went with the column: upgrading again finds nothing in the way.
+    await _in_thread(migrate, empty_store_url)
+    assert "oauth_client_id" in await _columns(empty_store_url, "consumers")
 
 
 async def test_service_names_are_unique(engine: AsyncEngine) -> None:
@@ -122,6 +159,19 @@ async def test_deleting_a_service_row_cascades_to_its_instances(engine: AsyncEng
         await session.execute(delete(Service).where(Service.name == "cascading"))
     assert await _count(sessions, ServiceInstance, ServiceInstance.service_id == service_id) == 0
     assert await _count(sessions, ServiceInstance, ServiceInstance.url == "http://a:1") == 1
+
+
+async def test_an_oauth_client_is_linked_to_one_consumer_at_most(engine: AsyncEngine) -> None:
+    sessions = session_factory(engine)
+    async with sessions() as session, session.begin():
+        session.add(Consumer(name="acme", oauth_client_id="partner-acme"))
+        # Unlinked consumers are not in each other's way.
+        session.add_all([Consumer(name="first"), Consumer(name="second")])
+    with pytest.raises(IntegrityError):
+        async with sessions() as session, session.begin():
+            session.add(Consumer(name="other", oauth_client_id="partner-acme"))
+    assert await _count(sessions, Consumer, Consumer.oauth_client_id == "partner-acme") == 1
+    assert await _count(sessions, Consumer, Consumer.oauth_client_id.is_(None)) == 2
 
 
 async def _count(
