@@ -298,8 +298,9 @@ def as_linked_consumer(principal: Principal, snapshot: ConfigSnapshot) -> Princi
     returned unchanged; a linked but disabled consumer is refused (401).
 
     The accounts are the consumer's, never a claim's: the gateway's record says what a
-    partner may act on. The scopes stay the token's: the provider granted them to the
-    client, and the plan's scopes are what the gateway grants its own API keys.
+    partner may act on. The scopes are those the provider granted the token that the plan
+    also grants: the plan is what the partner may do through the gateway, with an API key or
+    a token alike; a token can narrow it, never widen it.
     """
     client_id = principal.extra.get("client_id")
     if principal.kind != "consumer" or client_id is None:
@@ -310,8 +311,10 @@ def as_linked_consumer(principal: Principal, snapshot: ConfigSnapshot) -> Princi
     consumer = snapshot.consumers.get(consumer_id)
     if consumer is None or not consumer.enabled:
         raise invalid_token("the client's consumer is disabled")
+    plan = snapshot.plans.get(consumer.plan) if consumer.plan is not None else None
     return replace(
         principal,
+        scopes=principal.scopes & plan.scopes if plan is not None else frozenset(),
         consumer_id=consumer.consumer_id,
         plan=consumer.plan,
         account_ids=consumer.account_ids,

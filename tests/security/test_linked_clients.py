@@ -120,6 +120,23 @@ async def test_the_token_keeps_its_scopes_and_takes_the_consumers_accounts(
     assert assert_problem(candles, 403)["missing_scopes"] == ["candles:read"]
 
 
+async def test_the_plan_bounds_what_the_token_may_do(
+    gateway: RunningGateway, platform: Platform
+) -> None:
+    # The token was granted every partner scope; the plan grants quotes only.
+    partner = await create_partner(gateway.client, scopes=("quotes:read",))
+    await link(gateway, partner, CLIENT)
+    headers = await token(platform)
+
+    whoami = await gateway.client.get("/auth/whoami", headers=headers)
+    quotes = await gateway.client.get("/partner/v1/quotes?symbols=AAPL", headers=headers)
+    candles = await gateway.client.get("/partner/v1/candles/AAPL", headers=headers)
+
+    assert whoami.json()["scopes"] == ["quotes:read"]
+    assert quotes.status_code == 200, quotes.text
+    assert assert_problem(candles, 403)["missing_scopes"] == ["candles:read"]
+
+
 async def test_unlinking_returns_the_token_to_its_own_identity(
     gateway: RunningGateway, platform: Platform
 ) -> None:
