@@ -15,6 +15,7 @@ from app.deps import SessionDep
 from app.errors import Conflict, NotFound, problem_responses
 from app.store.consumers import PlanRepository
 from app.store.models import Plan
+from app.store.rate_limit_rules import RateLimitRuleRepository
 
 router = APIRouter(prefix="/plans", tags=["admin: consumers"])
 
@@ -161,7 +162,7 @@ async def update_plan(
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(409))
 async def delete_plan(name: str, session: SessionDep, notices: ChangeNoticesDep) -> Response:
-    """Delete a plan that no consumer uses."""
+    """Delete a plan that no consumer and no rate limit rule uses."""
     repo = PlanRepository(session)
     plan = await plan_by_name(repo, name)
     in_use = await repo.consumers_on(plan)
@@ -169,6 +170,13 @@ async def delete_plan(name: str, session: SessionDep, notices: ChangeNoticesDep)
         raise Conflict(
             f"Plan {name!r} is used by {in_use} consumer(s); move them to another plan first.",
             extra={"consumers": in_use},
+        )
+    rules = await RateLimitRuleRepository(session).names_keyed_on_plan(name)
+    if rules:
+        raise Conflict(
+            f"Plan {name!r} is named by rate limit rule(s) {', '.join(rules)}; "
+            "change or delete them first.",
+            extra={"rate_limit_rules": list(rules)},
         )
     await repo.delete(plan)
     await commit_change(session, notices)

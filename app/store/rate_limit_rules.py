@@ -22,6 +22,15 @@ class RateLimitRuleRepository:
     async def by_name(self, name: str) -> RateLimitRule | None:
         return await self.session.scalar(select(RateLimitRule).where(RateLimitRule.name == name))
 
+    async def names_keyed_on_plan(self, plan_name: str) -> Sequence[str]:
+        """The names of the rules that count each consumer on `plan_name`."""
+        query = (
+            select(RateLimitRule.name)
+            .where(RateLimitRule.key_by == "plan", RateLimitRule.plan_name == plan_name)
+            .order_by(RateLimitRule.rule_id)
+        )
+        return (await self.session.scalars(query)).all()
+
     async def add(self, rule: RateLimitRule) -> RateLimitRule:
         self.session.add(rule)
         await self.session.flush()

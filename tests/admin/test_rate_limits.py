@@ -249,6 +249,21 @@ async def test_a_plan_rule_limits_only_the_consumers_on_that_plan(admin: Running
     assert (limited, free) == ([200, 429], [200, 200])
 
 
+async def test_a_plan_named_by_a_rule_is_not_deleted(admin: RunningGateway) -> None:
+    plan = (await admin.client.post("/admin/v1/plans", json={"name": "ruled"})).json()["name"]
+    rule = {**RULE, "key_by": "plan", "plan_name": plan}
+    created = await admin.client.post(RULES, json=rule)
+    assert created.status_code == 201, created.text
+
+    refused = assert_problem(await admin.client.delete(f"/admin/v1/plans/{plan}"), 409)
+    assert refused["rate_limit_rules"] == [rule["name"]]
+    assert (await admin.client.get(f"/admin/v1/plans/{plan}")).status_code == 200
+
+    rule_path = f"{RULES}/{created.json()['rule_id']}"
+    assert (await admin.client.delete(rule_path)).status_code == 204
+    assert (await admin.client.delete(f"/admin/v1/plans/{plan}")).status_code == 204
+
+
 async def test_only_admins_may_manage_rules(admin: RunningGateway, platform: Platform) -> None:
     created = await admin.client.post(RULES, json=RULE)
     path = f"{RULES}/{created.json()['rule_id']}"
