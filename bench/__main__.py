@@ -1,7 +1,7 @@
 """Run every benchmark scenario in one go and print figures (not pass/fail).
 
 Ratios against a bare baseline measured in the same run keep a noisy machine comparable
-with itself: each side is measured twice, interleaved, and the better run counts.
+with itself: each side is measured ROUNDS times, interleaved, and the best run counts.
 """
 
 import asyncio
@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from backends.launcher import start_platform
-from bench.load import LoadResult, run_load
+from bench.load import ROUNDS, LoadResult, run_load
 from bench.rate_limited import partner_quotes_rate_limited, provision_partner
 from bench.servers import Server, start_uvicorn
 
@@ -70,7 +70,7 @@ def throughput_ratio(directory: str) -> None:
         for url in urls.values():  # warm pools and caches
             run_load(url, connections=CONNECTIONS, seconds=1, headers=headers)
         results: dict[str, list[LoadResult]] = {"baseline": [], "gateway": []}
-        for _ in range(2):
+        for _ in range(ROUNDS):
             for name, url in urls.items():
                 results[name].append(
                     run_load(url, connections=CONNECTIONS, seconds=SECONDS, headers=headers)

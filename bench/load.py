@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 import aiohttp
 
+# Runs per side of a comparison: on a shared 2-core machine one run can be 20 % off.
+ROUNDS = 3
+
 
 @dataclass
 class LoadResult:

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from app.security.apikeys import KeyHasher, issue_key
 from app.store.database import create_engine, session_factory
 from app.store.models import ApiKey, Consumer, Plan
-from bench.load import LoadResult, run_load
+from bench.load import ROUNDS, LoadResult, run_load
 from bench.servers import Server, start_uvicorn
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -122,7 +122,7 @@ def _measure(
             urls.update({name: g.url + "/partner/v1" + path for name, g in gateways.items()})
             for url in urls.values():  # warm pools, caches and the script cache
                 run_load(url, connections=connections, seconds=1, headers=headers)
-            for _ in range(2):
+            for _ in range(ROUNDS):
                 for name, url in urls.items():
                     results[name].append(
                         run_load(url, connections=connections, seconds=seconds, headers=headers)
