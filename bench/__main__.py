@@ -48,7 +48,7 @@ def start_gateway(
         "GATEWAY_ADMIN_TOKEN": "bench-admin-token",
         **extra_env,
     }
-    return start_uvicorn("gateway", "app.asgi:app", health_path="/healthz", env=env)
+    return start_uvicorn("gateway", "app.asgi:app", health_path="/healthz", env=env, measured=True)
 
 
 def throughput_ratio(directory: str) -> None:
@@ -58,7 +58,11 @@ def throughput_ratio(directory: str) -> None:
         name: [upstream.url] for name in ("market-data", "portfolio", "orders", "news", "bots")
     }
     baseline = start_uvicorn(
-        "baseline", "bench.baseline:app", health_path="/docs", env={"BENCH_UPSTREAM": upstream.url}
+        "baseline",
+        "bench.baseline:app",
+        health_path="/docs",
+        env={"BENCH_UPSTREAM": upstream.url},
+        measured=True,
     )
     database_url = migrated_database(directory)
     # Partner routes need a partner: one on a plan far above the load, with an API key.

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from bench.servers import pinned
+
 # Runs per side of a comparison: on a shared 2-core machine one run can be 20 % off.
 ROUNDS = 3
 
@@ -48,7 +50,9 @@ def _wrk(url: str, *, connections: int, seconds: float, headers: Mapping[str, st
     command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
-    output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    output = subprocess.run(
+        pinned([*command, url], measured=False), capture_output=True, text=True, check=True
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     p50 = _duration_ms(re.search(r"\s50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
     p99 = _duration_ms(re.search(r"\s99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]

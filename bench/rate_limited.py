@@ -67,7 +67,11 @@ async def delete_keys(prefix: str) -> None:
 def partner_quotes_rate_limited(database_url: str, *, connections: int, seconds: float) -> None:
     upstream = start_uvicorn("upstream", "bench.upstream:app", health_path="/health")
     baseline = start_uvicorn(
-        "baseline", "bench.baseline:app", health_path="/docs", env={"BENCH_UPSTREAM": upstream.url}
+        "baseline",
+        "bench.baseline:app",
+        health_path="/docs",
+        env={"BENCH_UPSTREAM": upstream.url},
+        measured=True,
     )
     try:
         _measure(
@@ -113,7 +117,7 @@ def _measure(
     try:
         gateways = {
             name: start_uvicorn(
-                f"gateway ({name})", "app.asgi:app", health_path="/healthz", env=env
+                f"gateway ({name})", "app.asgi:app", health_path="/healthz", env=env, measured=True
             )
             for name, env in variants.items()
         }

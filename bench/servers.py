@@ -1,6 +1,7 @@
 """Start the processes a benchmark needs and wait until they answer."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -9,6 +10,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import httpx
+
+
+def pinned(command: Sequence[str], *, measured: bool) -> list[str]:
+    """`command`, confined to its cores when the machine has two or more and `taskset`.
+
+    The process under measurement (gateway or bare baseline) gets core 0 to itself; the
+    load tool and the upstream share the others. Otherwise which of them steals from the
+    measured process changes from run to run, and so do the ratios.
+    """
+    cores = os.cpu_count() or 1
+    if cores < 2 or shutil.which("taskset") is None:
+        return list(command)
+    return ["taskset", "-c", "0" if measured else f"1-{cores - 1}", *command]
 
 
 def free_port() -> int:
@@ -40,8 +54,10 @@ def start_uvicorn(
     health_path: str,
     env: Mapping[str, str] | None = None,
     extra_args: Sequence[str] = (),
+    measured: bool = False,
 ) -> Server:
-    """Serve `target` (module:app) with uvicorn on a free port, one worker."""
+    """Serve `target` (module:app) with uvicorn on a free port, one worker; `measured` for
+    the process whose throughput is compared (see `pinned`)."""
     port = free_port()
     command = [
         sys.executable,
@@ -61,7 +77,9 @@ def start_uvicorn(
         "warning",
         *extra_args,
     ]
-    process = subprocess.Popen(command, env={**os.environ, **(env or {})})
+    process = subprocess.Popen(
+        pinned(command, measured=measured), env={**os.environ, **(env or {})}
+    )
     url = f"http://127.0.0.1:{port}"
     wait_until_up(name, url + health_path, process)
     return Server(name, url, process)
