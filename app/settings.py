@@ -26,6 +26,8 @@ class UpstreamSettings(BaseModel):
     pool_limit: int = Field(200, ge=1)
     pool_limit_per_host: int = Field(100, ge=1)
     keepalive_timeout_s: float = Field(30.0, gt=0)
+    # Identical concurrent GETs (same service, path, query and headers) share one call.
+    collapse_gets: bool = True
 
 
 class HttpSettings(BaseModel):

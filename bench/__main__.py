@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from backends.launcher import start_platform
-from bench.load import ROUNDS, LoadResult, run_load
+from bench.load import ROUNDS, LoadResult, print_result, run_load
 from bench.rate_limited import partner_quotes_rate_limited, provision_partner
 from bench.servers import Server, start_uvicorn
 
@@ -82,8 +82,8 @@ def throughput_ratio(directory: str) -> None:
         base = max(results["baseline"], key=lambda r: r.requests_per_s)
         gate = max(results["gateway"], key=lambda r: r.requests_per_s)
         print(f"\n## Partner quotes (1 symbol, API key), {CONNECTIONS} connections, {base.tool}")
-        _row("bare FastAPI + aiohttp", base)
-        _row("gateway /partner/v1/quotes", gate)
+        print_result("bare FastAPI + aiohttp", base)
+        print_result("gateway /partner/v1/quotes", gate)
         print(f"throughput ratio gateway / bare: {gate.requests_per_s / base.requests_per_s:.2f}")
     finally:
         gateway.stop()
@@ -124,20 +124,13 @@ def dashboard_latency(directory: str) -> None:
             # cores that the gateway shares with seven backend processes and the load tool.
             for connections in (1, 4):
                 result = run_load(url, connections=connections, seconds=SECONDS, headers=headers)
-                _row(f"gateway, {connections} connection(s)", result)
+                print_result(f"gateway, {connections} connection(s)", result)
                 p50, p99 = result.p50_ms / floor, result.p99_ms / floor
-                print(f"{'':<32} p50 / floor: {p50:.2f}   p99 / floor: {p99:.2f}")
+                print(f"{'':<36} p50 / floor: {p50:.2f}   p99 / floor: {p99:.2f}")
         finally:
             gateway.stop()
     finally:
         platform.stop()
-
-
-def _row(label: str, result: LoadResult) -> None:
-    print(
-        f"{label:<32} {result.requests_per_s:>9.0f} req/s   p50 {result.p50_ms:6.2f} ms   "
-        f"p99 {result.p99_ms:6.2f} ms   non-2xx {result.non_2xx}"
-    )
 
 
 def main() -> None:

@@ -91,3 +91,11 @@ async def _python_load(
         non_2xx=failures,
         tool="python",
     )
+
+
+def print_result(label: str, result: LoadResult) -> None:
+    """One row of a benchmark's table."""
+    print(
+        f"{label:<36} {result.requests_per_s:>9.0f} req/s   p50 {result.p50_ms:6.2f} ms   "
+        f"p99 {result.p99_ms:6.2f} ms   non-2xx {result.non_2xx}"
+    )

@@ -155,8 +155,9 @@ class UpstreamCaller:
     ) -> UpstreamResponse:
         """Call `service` resiliently; 5xx, timeouts and connection errors raise.
 
-        `collapse` (default: on for GETs) lets identical concurrent calls share one answer;
-        every header passed here is part of what must be identical.
+        `collapse` (default: on for GETs, unless the settings switch it off) lets identical
+        concurrent calls share one answer; every header passed here is part of what must be
+        identical.
         """
         method = method.upper()
         config = self._registry.service(service)
@@ -169,7 +170,7 @@ class UpstreamCaller:
             outgoing.update(headers)
         call = _Call(service, config, method, path, params, data, outgoing, timeout_s)
         if collapse is None:
-            collapse = method == "GET" and data is None
+            collapse = self._settings.collapse_gets and method == "GET" and data is None
         if not collapse:
             return await self._call(call)
         key = collapse_key(service, path, params=params, headers=outgoing)

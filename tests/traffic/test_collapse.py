@@ -5,6 +5,7 @@ from collections.abc import Awaitable
 
 import pytest
 
+from app.settings import UpstreamSettings
 from app.traffic.collapse import RequestCollapser, collapse_key
 from app.upstreams.caller import UpstreamResponse
 from backends.launcher import Platform
@@ -80,6 +81,21 @@ async def test_collapsing_can_be_switched_off_per_call(
                 caller.request(
                     "market-data", "GET", "/quotes", params={"symbols": "TSLA"}, collapse=False
                 )
+                for _ in range(4)
+            )
+        )
+    assert _quote_calls(slow_quotes) == 4
+
+
+async def test_collapsing_can_be_switched_off_in_the_settings(
+    slow_quotes: Platform, database_url: str
+) -> None:
+    services = {"market-data": slow_quotes.urls["market-data"]}
+    settings = UpstreamSettings(collapse_gets=False)
+    async with upstream_caller(database_url, services, settings=settings) as caller:
+        await asyncio.gather(
+            *(
+                caller.request("market-data", "GET", "/quotes", params={"symbols": "TSLA"})
                 for _ in range(4)
             )
         )
