@@ -171,8 +171,9 @@ class BreakerBoard:
         breaker = self._breakers.get(key)
         if breaker is None:
             breaker = self._breakers[key] = CircuitBreaker(policy, clock=self._clock)
-        elif breaker.policy != policy:
-            # The service's policy changed: the new thresholds apply from the next call.
+        elif breaker.policy is not policy:
+            # A new snapshot (the policy may have changed): its thresholds apply from the next
+            # call. Kept by identity, so the hot path compares no fields.
             breaker.policy = policy
         return breaker
 

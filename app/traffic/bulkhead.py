@@ -72,7 +72,11 @@ class Bulkheads:
 
     def bulkhead(self, service: str, policy: BulkheadPolicy) -> Bulkhead:
         bulkhead = self._bulkheads.get(service)
-        if bulkhead is None or bulkhead.policy != policy:
+        if bulkhead is not None and bulkhead.policy is not policy and bulkhead.policy == policy:
+            # A new snapshot with the same policy: keep the slots, and compare by identity
+            # from now on.
+            bulkhead.policy = policy
+        elif bulkhead is None or bulkhead.policy is not policy:
             # Calls holding a slot of the old one release it there; new calls use the new limit.
             bulkhead = self._bulkheads[service] = Bulkhead(service, policy)
         return bulkhead
