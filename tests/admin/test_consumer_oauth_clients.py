@@ -1,30 +1,14 @@
 """A consumer's OAuth client over the admin API: set, shown, changed, unlinked, and never
 linked to two consumers; on SQLite and on PostgreSQL."""
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
-from app.settings import Settings
-from tests.fixtures.consumers import ADMIN
-from tests.fixtures.gateway import RunningGateway, running_gateway
+from tests.fixtures.gateway import RunningGateway
 from tests.fixtures.problems import assert_problem, field_errors
-from tests.store.store_backends import BACKENDS, migrated_store
 
 CONSUMERS = "/admin/v1/consumers"
-
-
-@pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, database_url: str) -> Iterator[str]:
-    yield from migrated_store(request.param, database_url)
-
-
-@pytest.fixture
-async def admin(settings: Settings, store_url: str) -> AsyncIterator[RunningGateway]:
-    async with running_gateway(settings.model_copy(update={"database_url": store_url})) as gw:
-        gw.client.headers.update(ADMIN)
-        yield gw
 
 
 async def create(admin: RunningGateway, **body: Any) -> dict[str, Any]:

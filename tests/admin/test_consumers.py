@@ -1,6 +1,5 @@
 """Admin CRUD over plans, consumers and their API keys, on SQLite and on PostgreSQL."""
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -14,19 +13,6 @@ from backends.launcher import Platform
 from tests.fixtures.consumers import ADMIN, create_partner
 from tests.fixtures.gateway import RunningGateway, running_gateway
 from tests.fixtures.identity import bearer_headers
-from tests.store.store_backends import BACKENDS, migrated_store
-
-
-@pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, database_url: str) -> Iterator[str]:
-    yield from migrated_store(request.param, database_url)
-
-
-@pytest.fixture
-async def admin(settings: Settings, store_url: str) -> AsyncIterator[RunningGateway]:
-    async with running_gateway(settings.model_copy(update={"database_url": store_url})) as gw:
-        gw.client.headers.update(ADMIN)
-        yield gw
 
 
 def problem(response: httpx.Response, status: int) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 that every gateway process enforces, lifts and forgets as soon as it is changed."""
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any, get_args
 
 import httpx
@@ -20,7 +20,6 @@ from tests.fixtures.gateway import RunningGateway, running_gateway
 from tests.fixtures.identity import bearer_headers
 from tests.fixtures.problems import assert_problem, field_errors
 from tests.fixtures.redis import prefixed_redis
-from tests.store.store_backends import BACKENDS, migrated_store
 
 RULES = "/admin/v1/rate-limits"
 QUOTES = "/partner/v1/quotes?symbols=AAPL"
@@ -31,11 +30,6 @@ RULE = {
     "limit": 2,
     "period_s": 60,
 }
-
-
-@pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, database_url: str) -> Iterator[str]:
-    yield from migrated_store(request.param, database_url)
 
 
 @pytest.fixture

@@ -1,34 +1,18 @@
 """Admin CRUD over services and instances, on SQLite and on PostgreSQL."""
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import func, select
 
-from app.settings import Settings
 from app.store.database import create_engine
 from app.store.models import Service, ServiceInstance
 from backends.launcher import Platform
-from tests.fixtures.gateway import RunningGateway, running_gateway
-from tests.store.store_backends import BACKENDS, migrated_store
+from tests.fixtures.gateway import RunningGateway
 
 AUTH = {"Authorization": "Bearer test-admin-token"}
 # Nothing listens on port 1: registering it is fine, probing it fails fast.
 DEAD_URL = "http://127.0.0.1:1"
-
-
-@pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, database_url: str) -> Iterator[str]:
-    yield from migrated_store(request.param, database_url)
-
-
-@pytest.fixture
-async def admin(settings: Settings, store_url: str) -> AsyncIterator[RunningGateway]:
-    async with running_gateway(settings.model_copy(update={"database_url": store_url})) as gw:
-        gw.client.headers.update(AUTH)
-        yield gw
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
