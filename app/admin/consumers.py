@@ -22,6 +22,7 @@ from app.deps import RedisDep, SessionDep, SettingsDep
 from app.errors import Conflict, NotFound, problem_responses
 from app.security.apikeys import announce_revocation, issue_key, key_hasher
 from app.store.consumers import ApiKeyRepository, ConsumerRepository, PlanRepository
+from app.store.database import stored_utc
 from app.store.models import ApiKey, Consumer
 
 logger = logging.getLogger("gateway.admin")
@@ -169,13 +170,6 @@ class KeyCreate(BaseModel):
 KeyStatus = Literal["active", "expired", "revoked"]
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite returns naive datetimes; they were written in UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 _KEY_EXAMPLE: dict[str, Any] = {
     "key_id": 12,
     "prefix": "3f9a1c2b7d4e",
@@ -207,7 +201,7 @@ class KeyView(BaseModel):
 
     @classmethod
     def of(cls, key: ApiKey) -> "KeyView":
-        expires_at = _aware(key.expires_at)
+        expires_at = stored_utc(key.expires_at)
         key_status: KeyStatus = "active"
         if key.revoked_at is not None:
             key_status = "revoked"
@@ -218,9 +212,9 @@ class KeyView(BaseModel):
             prefix=key.prefix,
             name=key.name,
             status=key_status,
-            created_at=_aware(key.created_at) or key.created_at,
+            created_at=stored_utc(key.created_at) or key.created_at,
             expires_at=expires_at,
-            revoked_at=_aware(key.revoked_at),
+            revoked_at=stored_utc(key.revoked_at),
         )
 
 

@@ -7,7 +7,7 @@ then published as a change notice, so every gateway process enforces it from the
 """
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request, Response, status
@@ -26,6 +26,7 @@ from app.errors import (
     validation_problem_errors,
 )
 from app.store.consumers import PlanRepository
+from app.store.database import stored_utc
 from app.store.models import RateLimitRule
 from app.store.rate_limit_rules import RateLimitRuleRepository
 
@@ -141,10 +142,8 @@ class RateLimitRuleView(BaseModel):
 
     @classmethod
     def of(cls, rule: RateLimitRule) -> "RateLimitRuleView":
-        created_at = rule.created_at
-        if created_at.tzinfo is None:
-            # SQLite hands timestamps back without their zone; they were written in UTC.
-            created_at = created_at.replace(tzinfo=UTC)
+        created_at = stored_utc(rule.created_at)
+        assert created_at is not None
         return cls(
             rule_id=rule.rule_id,
             name=rule.name,

@@ -1,6 +1,7 @@
 """The config store's engine and sessions."""
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import (
@@ -38,3 +39,11 @@ async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncItera
         except BaseException:
             await session.rollback()
             raise
+
+
+def stored_utc(value: datetime | None) -> datetime | None:
+    """A timestamp read from the store, with its zone: SQLite hands them back naive, and
+    they were written in UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value

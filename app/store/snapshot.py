@@ -7,12 +7,13 @@ replaced as a whole when the configuration changes.
 import asyncio
 import logging
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.store.consumers import ApiKeyRepository, ConsumerRepository, PlanRepository
+from app.store.database import stored_utc
 from app.store.models import ApiKey, Consumer, Plan, RateLimitRule, Service, ServiceInstance
 from app.store.rate_limit_rules import RateLimitRuleRepository
 from app.store.services import ServiceRepository
@@ -162,16 +163,12 @@ def _consumer_config(consumer: Consumer) -> ConsumerConfig:
 
 
 def _api_key_config(key: ApiKey) -> ApiKeyConfig:
-    expires_at = key.expires_at
-    if expires_at is not None and expires_at.tzinfo is None:
-        # SQLite hands back naive datetimes; they were written in UTC.
-        expires_at = expires_at.replace(tzinfo=UTC)
     return ApiKeyConfig(
         key_id=key.key_id,
         prefix=key.prefix,
         key_hash=key.key_hash,
         consumer_id=key.consumer_id,
-        expires_at=expires_at,
+        expires_at=stored_utc(key.expires_at),
         revoked=key.revoked_at is not None,
     )
 
