@@ -117,6 +117,32 @@ class ServiceUnavailable(GatewayError):
     status, slug, title = 503, "service-unavailable", "Service unavailable"
 
 
+class UpstreamError(GatewayError):
+    """An upstream service answered, but not with something usable.
+
+    Defined here rather than in `app.upstreams` because the layers below it (the breaker and
+    bulkhead in `app.traffic`, the registry in `app.discovery`) raise these too.
+    """
+
+    status, slug, title = 502, "bad-gateway", "Upstream service error"
+
+    def __init__(self, detail: str, *, service: str, **kwargs: object) -> None:
+        super().__init__(detail, extra={"service": service}, **kwargs)  # type: ignore[arg-type]
+        self.service = service
+
+
+class UpstreamUnavailable(UpstreamError):
+    """No instance could be reached, or the service said it is unavailable."""
+
+    status, slug, title = 503, "upstream-unavailable", "Upstream service unavailable"
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not answer before the call's deadline."""
+
+    status, slug, title = 504, "upstream-timeout", "Upstream service timed out"
+
+
 def problem_body(error: GatewayError, *, instance: str) -> bytes:
     """The problem document for an error, as bytes."""
     body: dict[str, Any] = {

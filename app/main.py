@@ -8,13 +8,13 @@ from fastapi import FastAPI
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from app.admin.router import router as admin_router
-from app.discovery.health import router as health_router
 from app.discovery.registry import ServiceRegistry
 from app.errors import install_error_handlers, problem_responses
 from app.frontends.idempotency import IdempotencyLedger
 from app.frontends.mobile.v1.router import router as mobile_v1
 from app.frontends.partner.v1.router import router as partner_v1
 from app.frontends.web.v1.router import router as web_v1
+from app.health import router as health_router
 from app.middleware.stack import install_middleware
 from app.observability.logging import configure_logging
 from app.openapi import ApiDocument, install_docs, stable_operation_id

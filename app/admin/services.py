@@ -22,7 +22,7 @@ from app.admin.schemas import (
 from app.deps import SessionDep
 from app.errors import Conflict, NotFound, problem_responses
 from app.store.models import Service, ServiceInstance
-from app.store.services import ServiceRepository
+from app.store.service_repository import ServiceRepository
 
 router = APIRouter()
 

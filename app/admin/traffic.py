@@ -20,10 +20,10 @@ from app.deps import SessionDep, StateDep
 from app.discovery.registry import ServiceRegistry
 from app.discovery.selfreg import Registration
 from app.errors import NotFound, ServiceUnavailable, problem_responses
-from app.store.services import ServiceRepository
+from app.store.service_repository import ServiceRepository
 from app.store.snapshot import ServiceConfig
 from app.traffic.breaker import CircuitState
-from app.traffic.policy import ServicePolicy
+from app.traffic.service_policy import ServicePolicy
 from app.upstreams.caller import UpstreamCaller
 
 router = APIRouter()

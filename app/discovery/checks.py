@@ -15,15 +15,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import aiohttp
 
-from app.traffic.policy import EjectionPolicy, HealthCheckPolicy
-from app.upstreams.errors import UpstreamUnavailable
-
-if TYPE_CHECKING:
-    from app.discovery.registry import ServiceRegistry
+from app.store.snapshot import InstanceConfig, ServiceConfig
+from app.traffic.service_policy import EjectionPolicy, HealthCheckPolicy
 
 logger = logging.getLogger("gateway.health")
 _POLICY_POLL_S = 0.25
@@ -114,13 +111,26 @@ class HealthTable:
             yield service, url, health
 
 
+class CheckedServices(Protocol):
+    """The services the checker probes and where their instances are (the registry knows)."""
+
+    def service_names(self) -> list[str]: ...
+
+    def service_config(self, name: str) -> ServiceConfig | None: ...
+
+    def instances(self, name: str) -> tuple[InstanceConfig, ...]: ...
+
+
 class HealthChecker:
-    """One background task per service, probing its instances at the service's interval."""
+    """One background task per service, probing its instances at the service's interval.
+
+    It reads the services from `services` and writes its verdicts into `table`.
+    """
 
     def __init__(
-        self, *, registry: "ServiceRegistry", http: aiohttp.ClientSession, table: HealthTable
+        self, *, services: CheckedServices, http: aiohttp.ClientSession, table: HealthTable
     ) -> None:
-        self._registry = registry
+        self._services = services
         self._http = http
         self._table = table
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -141,7 +151,7 @@ class HealthChecker:
 
     async def _supervise(self) -> None:
         while True:
-            names = set(self._registry.service_names())
+            names = set(self._services.service_names())
             for name in names - self._tasks.keys():
                 self._tasks[name] = asyncio.create_task(self._check_service(name))
             for name in self._tasks.keys() - names:
@@ -151,9 +161,8 @@ class HealthChecker:
     async def _check_service(self, name: str) -> None:
         checked_at = -float("inf")
         while True:
-            try:
-                service = self._registry.service(name)
-            except UpstreamUnavailable:
+            service = self._services.service_config(name)
+            if service is None:
                 return
             policy = service.policy.health_check
             interval = policy.interval_ms / 1000
@@ -169,10 +178,13 @@ class HealthChecker:
 
     async def check_service(self, name: str) -> None:
         """Probe every instance of `name` once and record the results."""
-        service = self._registry.service(name)
+        service = self._services.service_config(name)
+        if service is None:
+            # Removed since the last round; `_check_service` ends on its next turn.
+            return
         policy = service.policy.health_check
         path = policy.path or service.health_path
-        instances = self._registry.instances(name)
+        instances = self._services.instances(name)
         errors = await asyncio.gather(
             *(self._probe(instance.url + path, policy.timeout_ms / 1000) for instance in instances)
         )

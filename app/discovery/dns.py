@@ -16,7 +16,7 @@ import dns.rdatatype
 import dns.resolver
 
 from app.store.snapshot import InstanceConfig
-from app.traffic.policy import DnsDiscoveryPolicy
+from app.traffic.service_policy import DnsDiscoveryPolicy
 
 logger = logging.getLogger("gateway.discovery")
 

@@ -17,10 +17,10 @@ from redis.asyncio import Redis
 from app.discovery.checks import HealthChecker, HealthTable
 from app.discovery.dns import DnsDiscovery
 from app.discovery.selfreg import SelfRegistry
+from app.errors import UpstreamUnavailable
 from app.settings import Settings
 from app.store.snapshot import ConfigStore, InstanceConfig, ServiceConfig
 from app.traffic.balancer import Balancer, create_balancer
-from app.upstreams.errors import UpstreamUnavailable
 
 logger = logging.getLogger("gateway.discovery")
 
@@ -104,12 +104,6 @@ class ServiceRegistry:
             current = self._balancers[name] = (kind, create_balancer(kind))
         return current[1]
 
-    def pick(self, name: str) -> InstanceConfig:
-        instances = self.routable(name)
-        if not instances:
-            raise UpstreamUnavailable(f"Service {name!r} has no enabled instance.", service=name)
-        return self.balancer(name).pick(instances)
-
     async def refresh(self) -> None:
         """Re-read self-registrations and due DNS records once."""
         names = self.service_names()
@@ -128,7 +122,7 @@ class ServiceRegistry:
         await self.refresh()
         self._refresher = asyncio.create_task(self._keep_fresh(), name="registry-refresh")
         if health_checks and http is not None:
-            self._checker = HealthChecker(registry=self, http=http, table=self.health)
+            self._checker = HealthChecker(services=self, http=http, table=self.health)
             self._checker.start()
 
     async def stop(self) -> None:

@@ -16,8 +16,8 @@ from app.store.consumers import ApiKeyRepository, ConsumerRepository, PlanReposi
 from app.store.database import stored_utc
 from app.store.models import ApiKey, Consumer, Plan, RateLimitRule, Service, ServiceInstance
 from app.store.rate_limit_rules import RateLimitRuleRepository
-from app.store.services import ServiceRepository
-from app.traffic.policy import ServicePolicy
+from app.store.service_repository import ServiceRepository
+from app.traffic.service_policy import ServicePolicy
 
 logger = logging.getLogger("gateway.config")
 

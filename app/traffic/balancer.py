@@ -13,19 +13,30 @@ import random
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Protocol
-
-from app.store.snapshot import InstanceConfig
+from typing import Protocol, TypeVar
 
 BALANCERS = ("round_robin", "weighted_round_robin", "least_outstanding")
 
 
+class BalancedInstance(Protocol):
+    """What a balancer reads of an instance (the store's `InstanceConfig` has it)."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def weight(self) -> int: ...
+
+
+InstanceT = TypeVar("InstanceT", bound=BalancedInstance)
+
+
 class Balancer(Protocol):
-    def pick(self, instances: Sequence[InstanceConfig]) -> InstanceConfig:
+    def pick(self, instances: Sequence[InstanceT]) -> InstanceT:
         """One of `instances`, which is never empty."""
         ...
 
-    def track(self, instance: InstanceConfig) -> AbstractContextManager[None]:
+    def track(self, instance: BalancedInstance) -> AbstractContextManager[None]:
         """Wraps a call to `instance`, for balancers that count what is in flight."""
         ...
 
@@ -36,10 +47,10 @@ class RoundRobin:
     def __init__(self) -> None:
         self._counter = itertools.count()
 
-    def pick(self, instances: Sequence[InstanceConfig]) -> InstanceConfig:
+    def pick(self, instances: Sequence[InstanceT]) -> InstanceT:
         return instances[next(self._counter) % len(instances)]
 
-    def track(self, instance: InstanceConfig) -> AbstractContextManager[None]:
+    def track(self, instance: BalancedInstance) -> AbstractContextManager[None]:
         return nullcontext()
 
 
@@ -49,9 +60,9 @@ class WeightedRoundRobin:
     def __init__(self) -> None:
         self._current: dict[str, int] = {}
 
-    def pick(self, instances: Sequence[InstanceConfig]) -> InstanceConfig:
+    def pick(self, instances: Sequence[InstanceT]) -> InstanceT:
         total = 0
-        best: InstanceConfig | None = None
+        best: InstanceT | None = None
         for instance in instances:
             weight = max(instance.weight, 1)
             current = self._current.get(instance.url, 0) + weight
@@ -67,7 +78,7 @@ class WeightedRoundRobin:
             self._current = {url: v for url, v in self._current.items() if url in present}
         return best
 
-    def track(self, instance: InstanceConfig) -> AbstractContextManager[None]:
+    def track(self, instance: BalancedInstance) -> AbstractContextManager[None]:
         return nullcontext()
 
 
@@ -78,7 +89,7 @@ class LeastOutstanding:
         self._random = chooser or random.Random()
         self.outstanding: Counter[str] = Counter()
 
-    def pick(self, instances: Sequence[InstanceConfig]) -> InstanceConfig:
+    def pick(self, instances: Sequence[InstanceT]) -> InstanceT:
         if len(instances) == 1:
             return instances[0]
         first, second = self._random.sample(range(len(instances)), 2)
@@ -86,7 +97,7 @@ class LeastOutstanding:
         return b if self.outstanding[b.url] < self.outstanding[a.url] else a
 
     @contextmanager
-    def track(self, instance: InstanceConfig) -> Iterator[None]:
+    def track(self, instance: BalancedInstance) -> Iterator[None]:
         self.outstanding[instance.url] += 1
         try:
             yield

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from app.traffic.policy import BreakerPolicy
-from app.upstreams.errors import UpstreamUnavailable
+from app.errors import UpstreamUnavailable
+from app.traffic.service_policy import BreakerPolicy
 
 Clock = Callable[[], float]
 # The rolling window is kept as this many buckets, so old calls leave it in steps.

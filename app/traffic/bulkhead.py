@@ -9,8 +9,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from app.traffic.policy import BulkheadPolicy
-from app.upstreams.errors import UpstreamUnavailable
+from app.errors import UpstreamUnavailable
+from app.traffic.service_policy import BulkheadPolicy
 
 
 class BulkheadFull(UpstreamUnavailable):

@@ -18,6 +18,7 @@ from multidict import CIMultiDictProxy
 from pydantic import BaseModel, ValidationError
 
 from app.discovery.registry import ServiceRegistry
+from app.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from app.observability.context import current_request_id
 from app.settings import UpstreamSettings
 from app.store.snapshot import InstanceConfig, ServiceConfig
@@ -26,12 +27,7 @@ from app.traffic.bulkhead import Bulkheads
 from app.traffic.collapse import RequestCollapser, collapse_key
 from app.traffic.deadline import DEADLINE_HEADER, Deadline, current_deadline
 from app.traffic.retry import RetryBudget, RetryBudgets, backoff_s, is_repeatable, retry_after_s
-from app.upstreams.errors import (
-    UpstreamError,
-    UpstreamRejected,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-)
+from app.upstreams.errors import UpstreamRejected
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -89,7 +85,7 @@ def create_session(settings: UpstreamSettings) -> aiohttp.ClientSession:
 
 
 @dataclass(frozen=True, slots=True)
-class _Call:
+class _UpstreamRequest:
     """One logical upstream request, whatever number of attempts it takes."""
 
     service: str
@@ -168,7 +164,7 @@ class UpstreamCaller:
             outgoing["content-type"] = "application/json"
         if headers:
             outgoing.update(headers)
-        call = _Call(service, config, method, path, params, data, outgoing, timeout_s)
+        call = _UpstreamRequest(service, config, method, path, params, data, outgoing, timeout_s)
         if collapse is None:
             collapse = self._settings.collapse_gets and method == "GET" and data is None
         if not collapse:
@@ -199,7 +195,7 @@ class UpstreamCaller:
             raise UpstreamRejected(response.detail(), status=response.status, service=service)
         return response.model(model)
 
-    async def _call(self, call: _Call) -> UpstreamResponse:
+    async def _call(self, call: _UpstreamRequest) -> UpstreamResponse:
         policy = call.config.policy.retries
         budget = self.budgets.budget(call.service, policy)
         budget.record_call()
@@ -231,7 +227,9 @@ class UpstreamCaller:
                     raise failed.error from failed.__cause__
             await asyncio.sleep(delay)
 
-    def _choose(self, call: _Call, tried: set[str]) -> tuple[InstanceConfig, CircuitBreaker]:
+    def _choose(
+        self, call: _UpstreamRequest, tried: set[str]
+    ) -> tuple[InstanceConfig, CircuitBreaker]:
         """An instance whose circuit lets the call through, preferring one not tried yet."""
         instances = self._registry.routable(call.service)
         if not instances:
@@ -257,7 +255,7 @@ class UpstreamCaller:
 
     async def _attempt(
         self,
-        call: _Call,
+        call: _UpstreamRequest,
         instance: InstanceConfig,
         breaker: CircuitBreaker,
         deadline: Deadline | None,
@@ -314,7 +312,7 @@ class UpstreamCaller:
 
     async def _send(
         self,
-        call: _Call,
+        call: _UpstreamRequest,
         instance: InstanceConfig,
         headers: dict[str, str],
         timeout_s: float,
@@ -368,7 +366,7 @@ class UpstreamCaller:
 
     def _retry_delay(
         self,
-        call: _Call,
+        call: _UpstreamRequest,
         failed: _AttemptFailed,
         *,
         retry: int,

@@ -1,32 +1,12 @@
-"""How upstream trouble reaches the client: 502, 503 or 504, never a 500.
+"""An upstream's own refusal of a request, passed on to the client.
 
-An upstream's own 4xx answer (an unknown order, a rejected field) is passed on with its
-status and detail, since it describes the client's request rather than a failure.
+Upstream trouble (502, 503, 504) is `UpstreamError` and its kinds in `app.errors`, since the
+traffic and discovery layers raise it too. An upstream's own 4xx answer (an unknown order, a
+rejected field) is passed on with its status and detail, since it describes the client's
+request rather than a failure.
 """
 
 from app.errors import GatewayError
-
-
-class UpstreamError(GatewayError):
-    """The upstream answered, but not with something usable."""
-
-    status, slug, title = 502, "bad-gateway", "Upstream service error"
-
-    def __init__(self, detail: str, *, service: str, **kwargs: object) -> None:
-        super().__init__(detail, extra={"service": service}, **kwargs)  # type: ignore[arg-type]
-        self.service = service
-
-
-class UpstreamUnavailable(UpstreamError):
-    """No instance could be reached, or the service said it is unavailable."""
-
-    status, slug, title = 503, "upstream-unavailable", "Upstream service unavailable"
-
-
-class UpstreamTimeout(UpstreamError):
-    """The upstream did not answer before the call's deadline."""
-
-    status, slug, title = 504, "upstream-timeout", "Upstream service timed out"
 
 
 class UpstreamRejected(GatewayError):

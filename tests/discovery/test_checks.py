@@ -5,7 +5,7 @@ import asyncio
 from collections.abc import Callable
 
 from app.discovery.checks import HealthTable
-from app.traffic.policy import EjectionPolicy, HealthCheckPolicy
+from app.traffic.service_policy import EjectionPolicy, HealthCheckPolicy
 from backends.launcher import Platform
 from tests.fixtures.upstream_caller import upstream_caller
 

@@ -12,7 +12,7 @@ import dns.rrset
 import pytest
 
 from app.discovery.dns import DnsDiscovery
-from app.traffic.policy import DnsDiscoveryPolicy
+from app.traffic.service_policy import DnsDiscoveryPolicy
 from backends.launcher import Platform
 from tests.fixtures.upstream_caller import upstream_caller
 

@@ -11,7 +11,7 @@ import pytest
 
 from app.settings import RateLimitSettings, Settings
 from app.traffic.breaker import BreakerBoard, CircuitBreaker, CircuitOpen, CircuitState
-from app.traffic.policy import BreakerPolicy
+from app.traffic.service_policy import BreakerPolicy
 from app.upstreams.caller import UpstreamCaller
 from backends.launcher import Platform
 from tests.fixtures.gateway import running_gateway

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from app.traffic.bulkhead import Bulkhead, BulkheadFull
-from app.traffic.policy import BulkheadPolicy
+from app.traffic.service_policy import BulkheadPolicy
 from backends.launcher import Platform
 from tests.fixtures.upstream_caller import upstream_caller
 

@@ -6,9 +6,9 @@ import time
 import httpx
 import pytest
 
+from app.errors import UpstreamTimeout
 from app.settings import Settings
 from app.traffic.deadline import current_deadline, deadline_scope, route_budget_ms
-from app.upstreams.errors import UpstreamTimeout
 from backends.launcher import Platform
 from tests.fixtures.gateway import running_gateway
 from tests.fixtures.upstream_caller import upstream_caller

@@ -10,10 +10,10 @@ from email.utils import format_datetime
 import pytest
 from aiohttp import web
 
+from app.errors import UpstreamTimeout, UpstreamUnavailable
 from app.traffic.deadline import deadline_scope
-from app.traffic.policy import RetryPolicy
 from app.traffic.retry import RetryBudget, backoff_s, is_repeatable, retry_after_s
-from app.upstreams.errors import UpstreamTimeout, UpstreamUnavailable
+from app.traffic.service_policy import RetryPolicy
 from app.upstreams.orders import OrdersClient
 from backends.launcher import BackendProcess, Platform, free_port, start_service
 from tests.fixtures.upstream_caller import upstream_caller
