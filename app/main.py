@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from app.admin.router import router as admin_router
+from app.auth.router import router as auth_router
 from app.discovery.registry import ServiceRegistry
 from app.errors import install_error_handlers, problem_responses
 from app.frontends.idempotency import IdempotencyLedger
@@ -19,9 +20,8 @@ from app.middleware.stack import install_middleware
 from app.observability.logging import configure_logging
 from app.openapi import ApiDocument, install_docs, stable_operation_id
 from app.security.apikeys import ApiKeyAuthenticator
-from app.security.oauth import build_web_identity
-from app.security.oauth import router as auth_router
 from app.security.quotas import QuotaCounter
+from app.security.web_identity import build_web_identity
 from app.settings import Settings
 from app.state import GatewayState
 from app.store.changes import ChangeNotices

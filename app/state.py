@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.discovery.registry import ServiceRegistry
 from app.frontends.idempotency import IdempotencyLedger
 from app.security.authenticate import Authenticator
-from app.security.oauth import WebIdentity
 from app.security.quotas import QuotaCounter
+from app.security.web_identity import WebIdentity
 from app.settings import Settings
 from app.store.changes import ChangeNotices
 from app.store.snapshot import ConfigStore

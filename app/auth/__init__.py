@@ -1,0 +1,1 @@
+"""Web login for the browser: the /auth endpoints and their response models."""
