@@ -1,4 +1,11 @@
-"""How an admin change is applied: one transaction, then live in every gateway process."""
+"""How an admin change is applied: one transaction, then live in every gateway process.
+
+Handlers write and flush (`stage_change`), never commit. The request's session dependency
+commits once the handler has succeeded, or rolls back when it raised; only after the commit
+do the change notice and any other announcement go out (`app.store.database.after_commit`).
+The admin session ends before the response is sent, so a 2xx means the change is committed
+and live in this process, and a commit that fails is the response's own error.
+"""
 
 from typing import Annotated
 
@@ -6,11 +13,14 @@ from fastapi import Depends
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.deps import StateDep
+from app.deps import StateDep, db_session
 from app.errors import Conflict
-from app.store.changes import ChangeNotices
+from app.store.notices import ChangeNotices
+from app.store.database import CONFLICTING_CHANGE, after_commit
 
-_CONFLICT = "The change conflicts with the stored configuration."
+# The request's session, committed as soon as the handler returns rather than after the
+# response: the reload a change notice triggers must find the change committed.
+AdminSessionDep = Annotated[AsyncSession, Depends(db_session, scope="function")]
 
 
 async def change_notices(state: StateDep) -> ChangeNotices:
@@ -26,14 +36,11 @@ async def flush_change(session: AsyncSession) -> None:
     try:
         await session.flush()
     except IntegrityError as exc:
-        raise Conflict(_CONFLICT) from exc
+        raise Conflict(CONFLICTING_CHANGE) from exc
 
 
-async def commit_change(session: AsyncSession, notices: ChangeNotices) -> None:
-    """Commit as one transaction, then make the change live in every process."""
-    try:
-        await session.commit()
-    except IntegrityError as exc:
-        # Another request committed a conflicting row between our check and our commit.
-        raise Conflict(_CONFLICT) from exc
-    await notices.changed()
+async def stage_change(session: AsyncSession, notices: ChangeNotices) -> None:
+    """Write the change now (a 409 if it breaks a constraint) and have every process told of
+    it once the request's transaction has committed."""
+    await flush_change(session)
+    after_commit(session, notices.changed)

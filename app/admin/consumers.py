@@ -1,8 +1,8 @@
 """Admin endpoints over consumers and their API keys.
 
 A key is shown exactly once, in the body of the 201 that creates it; the store keeps only
-its hash, and lists show the public prefix. Revoking a key commits, marks its prefix revoked
-in Redis (checked by every process on every request) and publishes a change notice.
+its hash, and lists show the public prefix. Revoking a key commits, then publishes a change
+notice and marks its prefix revoked in Redis (checked by every process on every request).
 
 A consumer may also name the OAuth client (`oauth_client_id`, one consumer per client) whose
 client-credentials tokens then act as that consumer: its plan, quota and accounts.
@@ -10,19 +10,22 @@ client-credentials tokens then act as that consumer: its plan, quota and account
 
 import logging
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
-from app.admin.changes import ChangeNoticesDep, commit_change, flush_change
-from app.admin.plans import NAME_PATTERN, plan_by_name
-from app.deps import RedisDep, SessionDep, SettingsDep
+from app.admin.changes import AdminSessionDep, ChangeNoticesDep, flush_change, stage_change
+from app.admin.plans import plan_by_name
+from app.admin.schemas import NAME_PATTERN
+from app.deps import RedisDep, SettingsDep
+from app.domain import ACCOUNT_ID_PATTERN
 from app.errors import Conflict, NotFound, problem_responses
 from app.security.apikeys import announce_revocation, issue_key, key_hasher
 from app.store.consumers import ApiKeyRepository, ConsumerRepository, PlanRepository
-from app.store.database import stored_utc
+from app.store.database import after_commit, stored_utc
 from app.store.models import ApiKey, Consumer
 
 logger = logging.getLogger("gateway.admin")
@@ -30,7 +33,6 @@ logger = logging.getLogger("gateway.admin")
 router = APIRouter(prefix="/consumers", tags=["admin: consumers"])
 
 CONSUMER_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{1,99}$"
-ACCOUNT_ID_PATTERN = r"^[A-Z]{2,8}-[A-Z0-9]{1,24}$"
 
 ConsumerName = Annotated[str, Field(pattern=CONSUMER_NAME_PATTERN, examples=["acme-trading"])]
 PlanRef = Annotated[str, Field(pattern=NAME_PATTERN, examples=["partner-basic"])]
@@ -212,7 +214,7 @@ class KeyView(BaseModel):
             prefix=key.prefix,
             name=key.name,
             status=key_status,
-            created_at=stored_utc(key.created_at) or key.created_at,
+            created_at=stored_utc(key.created_at),
             expires_at=expires_at,
             revoked_at=stored_utc(key.revoked_at),
         )
@@ -259,7 +261,7 @@ async def _refuse_linked_client(
 
 
 @router.get("", response_model=ConsumerList)
-async def list_consumers(session: SessionDep) -> ConsumerList:
+async def list_consumers(session: AdminSessionDep) -> ConsumerList:
     """Every consumer."""
     consumers = await ConsumerRepository(session).all()
     return ConsumerList(consumers=[ConsumerView.of(c) for c in consumers])
@@ -272,7 +274,7 @@ async def list_consumers(session: SessionDep) -> ConsumerList:
     responses=problem_responses(409),
 )
 async def create_consumer(
-    body: ConsumerCreate, session: SessionDep, notices: ChangeNoticesDep
+    body: ConsumerCreate, session: AdminSessionDep, notices: ChangeNoticesDep
 ) -> ConsumerView:
     """Create a consumer on a plan, linked to the accounts it may act on."""
     repo = ConsumerRepository(session)
@@ -289,19 +291,19 @@ async def create_consumer(
         enabled=body.enabled,
     )
     await repo.add(consumer)
-    await commit_change(session, notices)
+    await stage_change(session, notices)
     return ConsumerView.of(consumer)
 
 
 @router.get("/{consumer_id}", response_model=ConsumerView)
-async def get_consumer(consumer_id: int, session: SessionDep) -> ConsumerView:
+async def get_consumer(consumer_id: int, session: AdminSessionDep) -> ConsumerView:
     """One consumer."""
     return ConsumerView.of(await _consumer(ConsumerRepository(session), consumer_id))
 
 
 @router.patch("/{consumer_id}", response_model=ConsumerView, responses=problem_responses(409))
 async def update_consumer(
-    consumer_id: int, body: ConsumerUpdate, session: SessionDep, notices: ChangeNoticesDep
+    consumer_id: int, body: ConsumerUpdate, session: AdminSessionDep, notices: ChangeNoticesDep
 ) -> ConsumerView:
     """Change a consumer's plan, accounts, OAuth client or enabled state; effective at once."""
     repo = ConsumerRepository(session)
@@ -321,14 +323,14 @@ async def update_consumer(
         consumer.enabled = body.enabled
     await flush_change(session)
     await repo.save(consumer)
-    await commit_change(session, notices)
+    await stage_change(session, notices)
     return ConsumerView.of(consumer)
 
 
 @router.delete("/{consumer_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_consumer(
     consumer_id: int,
-    session: SessionDep,
+    session: AdminSessionDep,
     notices: ChangeNoticesDep,
     redis: RedisDep,
     settings: SettingsDep,
@@ -338,14 +340,14 @@ async def delete_consumer(
     consumer = await _consumer(repo, consumer_id)
     prefixes = [k.prefix for k in await ApiKeyRepository(session).of_consumer(consumer_id)]
     await repo.delete(consumer)
-    await commit_change(session, notices)
+    await stage_change(session, notices)
     for prefix in prefixes:
-        await _announce(redis, settings, prefix)
+        after_commit(session, partial(_announce, redis, settings, prefix))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{consumer_id}/keys", response_model=KeyList)
-async def list_consumer_keys(consumer_id: int, session: SessionDep) -> KeyList:
+async def list_consumer_keys(consumer_id: int, session: AdminSessionDep) -> KeyList:
     """The consumer's keys by prefix and state; keys themselves cannot be shown again."""
     await _consumer(ConsumerRepository(session), consumer_id)
     keys = await ApiKeyRepository(session).of_consumer(consumer_id)
@@ -361,7 +363,7 @@ async def list_consumer_keys(consumer_id: int, session: SessionDep) -> KeyList:
 async def create_consumer_key(
     consumer_id: int,
     body: KeyCreate,
-    session: SessionDep,
+    session: AdminSessionDep,
     notices: ChangeNoticesDep,
     settings: SettingsDep,
     response: Response,
@@ -377,8 +379,7 @@ async def create_consumer_key(
         expires_at=body.expires_at,
     )
     await ApiKeyRepository(session).add(key)
-    await flush_change(session)
-    await commit_change(session, notices)
+    await stage_change(session, notices)
     # The body holds a credential: keep it out of every cache.
     response.headers["Cache-Control"] = "no-store"
     return IssuedKeyView(**KeyView.of(key).model_dump(), key=issued.key)
@@ -388,7 +389,7 @@ async def create_consumer_key(
 async def revoke_consumer_key(
     consumer_id: int,
     key_id: int,
-    session: SessionDep,
+    session: AdminSessionDep,
     notices: ChangeNoticesDep,
     redis: RedisDep,
     settings: SettingsDep,
@@ -399,9 +400,8 @@ async def revoke_consumer_key(
     if key is None:
         raise NotFound(f"Consumer {consumer_id} has no key with id {key_id}.")
     await repo.revoke(key, at=datetime.now(UTC))
-    prefix = key.prefix
-    await commit_change(session, notices)
-    await _announce(redis, settings, prefix)
+    await stage_change(session, notices)
+    after_commit(session, partial(_announce, redis, settings, key.prefix))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

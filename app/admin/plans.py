@@ -1,7 +1,7 @@
 """Admin endpoints over plans: what a consumer may do (rates, quotas, scopes).
 
-Changes are committed inside the handler and then published as a change notice, so every
-gateway process serves the new plan from its snapshot right away.
+A change is committed by the request's session dependency and then published as a change
+notice (`app.admin.changes`), so every gateway process serves the new plan right away.
 """
 
 from datetime import datetime
@@ -10,16 +10,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.admin.changes import ChangeNoticesDep, commit_change, flush_change
-from app.deps import SessionDep
+from app.admin.changes import AdminSessionDep, ChangeNoticesDep, stage_change
+from app.admin.schemas import NAME_PATTERN
 from app.errors import Conflict, NotFound, problem_responses
 from app.store.consumers import PlanRepository
 from app.store.models import Plan
 from app.store.rate_limit_rules import RateLimitRuleRepository
 
 router = APIRouter(prefix="/plans", tags=["admin: consumers"])
-
-NAME_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
 
 PartnerScope = Literal["quotes:read", "candles:read", "orders:write"]
 PlanName = Annotated[str, Field(pattern=NAME_PATTERN, examples=["partner-basic"])]
@@ -115,7 +113,7 @@ async def plan_by_name(repo: PlanRepository, name: str) -> Plan:
 
 
 @router.get("", response_model=PlanList)
-async def list_plans(session: SessionDep) -> PlanList:
+async def list_plans(session: AdminSessionDep) -> PlanList:
     """Every plan."""
     return PlanList(plans=[PlanView.of(p) for p in await PlanRepository(session).all()])
 
@@ -126,27 +124,28 @@ async def list_plans(session: SessionDep) -> PlanList:
     response_model=PlanView,
     responses=problem_responses(409),
 )
-async def create_plan(body: PlanCreate, session: SessionDep, notices: ChangeNoticesDep) -> PlanView:
+async def create_plan(
+    body: PlanCreate, session: AdminSessionDep, notices: ChangeNoticesDep
+) -> PlanView:
     """Create a plan."""
     repo = PlanRepository(session)
     if await repo.by_name(body.name) is not None:
         raise Conflict(f"A plan named {body.name!r} already exists.")
     plan = Plan(**body.model_dump())
     await repo.add(plan)
-    await flush_change(session)
-    await commit_change(session, notices)
+    await stage_change(session, notices)
     return PlanView.of(plan)
 
 
 @router.get("/{name}", response_model=PlanView)
-async def get_plan(name: str, session: SessionDep) -> PlanView:
+async def get_plan(name: str, session: AdminSessionDep) -> PlanView:
     """One plan."""
     return PlanView.of(await plan_by_name(PlanRepository(session), name))
 
 
 @router.patch("/{name}", response_model=PlanView)
 async def update_plan(
-    name: str, body: PlanUpdate, session: SessionDep, notices: ChangeNoticesDep
+    name: str, body: PlanUpdate, session: AdminSessionDep, notices: ChangeNoticesDep
 ) -> PlanView:
     """Change a plan's limits or scopes; consumers on it are affected at once."""
     plan = await plan_by_name(PlanRepository(session), name)
@@ -155,13 +154,12 @@ async def update_plan(
         if field_name == "scopes" and value is None:
             value = []
         setattr(plan, field_name, value)
-    await flush_change(session)
-    await commit_change(session, notices)
+    await stage_change(session, notices)
     return PlanView.of(plan)
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(409))
-async def delete_plan(name: str, session: SessionDep, notices: ChangeNoticesDep) -> Response:
+async def delete_plan(name: str, session: AdminSessionDep, notices: ChangeNoticesDep) -> Response:
     """Delete a plan that no consumer and no rate limit rule uses."""
     repo = PlanRepository(session)
     plan = await plan_by_name(repo, name)
@@ -179,5 +177,5 @@ async def delete_plan(name: str, session: SessionDep, notices: ChangeNoticesDep)
             extra={"rate_limit_rules": list(rules)},
         )
     await repo.delete(plan)
-    await commit_change(session, notices)
+    await stage_change(session, notices)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -2,7 +2,7 @@
 
 A rule limits the routes under a path prefix, counted per consumer, per consumer on a plan,
 per user, per client address, or once for all callers of the route. Every rule accepted here
-can be enforced (`app.traffic.policies` never has to skip it), and a change is committed and
+can be enforced (`app.policy.admission` never has to skip it), and a change is committed and
 then published as a change notice, so every gateway process enforces it from the next request.
 """
 
@@ -15,9 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.admin.changes import ChangeNoticesDep, commit_change
-from app.admin.plans import NAME_PATTERN
-from app.deps import SessionDep
+from app.admin.changes import AdminSessionDep, ChangeNoticesDep, stage_change
+from app.admin.schemas import NAME_PATTERN
 from app.errors import (
     Conflict,
     InvalidRequest,
@@ -32,7 +31,7 @@ from app.store.rate_limit_rules import RateLimitRuleRepository
 
 router = APIRouter(prefix="/rate-limits", tags=["admin: traffic"])
 
-# The values `app.traffic.policies.RULE_KEYS` enforces; a test keeps the two the same.
+# The values `app.policy.admission.RULE_KEYS` enforces; a test keeps the two the same.
 KeyBy = Literal["consumer", "plan", "user", "address", "route"]
 
 RuleName = Annotated[
@@ -208,7 +207,7 @@ async def _refuse_duplicate_name(
 
 
 @router.get("", response_model=RateLimitRuleList)
-async def list_rate_limit_rules(session: SessionDep) -> RateLimitRuleList:
+async def list_rate_limit_rules(session: AdminSessionDep) -> RateLimitRuleList:
     """Every rate limit rule, enabled or not, oldest first."""
     rules = await RateLimitRuleRepository(session).all()
     return RateLimitRuleList(rules=[RateLimitRuleView.of(r) for r in rules])
@@ -224,7 +223,7 @@ async def create_rate_limit_rule(
     body: RateLimitRuleCreate,
     request: Request,
     response: Response,
-    session: SessionDep,
+    session: AdminSessionDep,
     notices: ChangeNoticesDep,
 ) -> RateLimitRuleView:
     """Create a rate limit rule; every gateway process enforces it at once."""
@@ -236,20 +235,20 @@ async def create_rate_limit_rule(
         await repo.add(rule)
     except IntegrityError as exc:
         raise Conflict(f"A rate limit rule named {body.name!r} already exists.") from exc
-    await commit_change(session, notices)
+    await stage_change(session, notices)
     response.headers["Location"] = request.url_for("get_rate_limit_rule", rule_id=rule.rule_id).path
     return RateLimitRuleView.of(rule)
 
 
 @router.get("/{rule_id}", response_model=RateLimitRuleView)
-async def get_rate_limit_rule(rule_id: int, session: SessionDep) -> RateLimitRuleView:
+async def get_rate_limit_rule(rule_id: int, session: AdminSessionDep) -> RateLimitRuleView:
     """One rate limit rule."""
     return RateLimitRuleView.of(await _rule(RateLimitRuleRepository(session), rule_id))
 
 
 @router.patch("/{rule_id}", response_model=RateLimitRuleView, responses=problem_responses(409))
 async def update_rate_limit_rule(
-    rule_id: int, body: RateLimitRuleUpdate, session: SessionDep, notices: ChangeNoticesDep
+    rule_id: int, body: RateLimitRuleUpdate, session: AdminSessionDep, notices: ChangeNoticesDep
 ) -> RateLimitRuleView:
     """Change a rule, or switch it off and on with `enabled`; effective at once."""
     repo = RateLimitRuleRepository(session)
@@ -261,16 +260,16 @@ async def update_rate_limit_rule(
         await repo.update(rule, fields)
     except IntegrityError as exc:
         raise Conflict(f"A rate limit rule named {fields['name']!r} already exists.") from exc
-    await commit_change(session, notices)
+    await stage_change(session, notices)
     return RateLimitRuleView.of(rule)
 
 
 @router.delete("/{rule_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 async def delete_rate_limit_rule(
-    rule_id: int, session: SessionDep, notices: ChangeNoticesDep
+    rule_id: int, session: AdminSessionDep, notices: ChangeNoticesDep
 ) -> Response:
     """Delete a rate limit rule; no gateway process enforces it any more."""
     repo = RateLimitRuleRepository(session)
     await repo.delete(await _rule(repo, rule_id))
-    await commit_change(session, notices)
+    await stage_change(session, notices)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -14,9 +14,9 @@ from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
-from app.admin.changes import ChangeNoticesDep
+from app.admin.changes import AdminSessionDep, ChangeNoticesDep, stage_change
 from app.admin.schemas import InstanceUrl, Weight
-from app.deps import SessionDep, StateDep
+from app.deps import StateDep
 from app.discovery.registry import ServiceRegistry
 from app.discovery.selfreg import Registration
 from app.errors import NotFound, ServiceUnavailable, problem_responses
@@ -290,7 +290,7 @@ async def get_service_policy(name: str, caller: CallerDep) -> ServicePolicy:
 
 @router.put("/services/{name}/policy", response_model=ServicePolicy)
 async def put_service_policy(
-    name: str, body: ServicePolicy, session: SessionDep, notices: ChangeNoticesDep
+    name: str, body: ServicePolicy, session: AdminSessionDep, notices: ChangeNoticesDep
 ) -> ServicePolicy:
     """Replace a service's traffic policy; sections and fields left out take their defaults."""
     service = await ServiceRepository(session).by_name(name)
@@ -298,8 +298,7 @@ async def put_service_policy(
         raise NotFound(f"No service named {name!r} is registered.")
     # Only what the operator set is stored, so improved defaults reach unset fields.
     service.policy = body.model_dump(mode="json", exclude_unset=True)
-    await session.commit()
-    await notices.changed()
+    await stage_change(session, notices)
     return body
 
 

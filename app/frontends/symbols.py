@@ -1,6 +1,7 @@
-"""The `symbols=AAPL,MSFT` query parameter, parsed and validated once for every frontend.
+"""Ticker symbols as the frontends take them: in a path, and as the `symbols=` list.
 
-Frontends that take a list of tickers share one set of rules (each matches the ticker
+The pattern itself is `app.domain.SYMBOL_PATTERN`; this module is the frontends' one use of
+it. Frontends that take a list of tickers share one set of rules (each matches the ticker
 pattern, 1 to 50 distinct ones), so a bad list is refused with the same problem, naming
 `query.symbols`, before any upstream is called.
 """
@@ -8,14 +9,19 @@ pattern, 1 to 50 distinct ones), so a bad list is refused with the same problem,
 import re
 from typing import Annotated
 
-from fastapi import Query
+from fastapi import Path, Query
 from pydantic import AfterValidator
 
-from app.frontends.order_entry import SYMBOL_PATTERN
+from app.domain import SYMBOL_PATTERN
 
 MAX_SYMBOLS = 50
 
 _TICKER = re.compile(SYMBOL_PATTERN)
+
+
+def is_symbol(text: str) -> bool:
+    """Whether `text` is a ticker symbol."""
+    return _TICKER.match(text) is not None
 
 
 def distinct_symbols(symbols: str) -> str:
@@ -29,10 +35,16 @@ def distinct_symbols(symbols: str) -> str:
     for symbol in distinct:
         if not symbol:
             raise ValueError("the list has an empty entry")
-        if _TICKER.match(symbol) is None:
+        if not is_symbol(symbol):
             raise ValueError(f"{symbol!r} is not a ticker symbol (upper case, e.g. AAPL, BRK.B)")
     return ",".join(distinct)
 
+
+# One ticker as a path segment, e.g. `/candles/{symbol}`.
+SymbolPath = Annotated[
+    str,
+    Path(pattern=SYMBOL_PATTERN, description="Ticker symbol, upper case", examples=["AAPL"]),
+]
 
 # A validated parameter rather than a dependency: FastAPI's cost per dependency shows on a
 # pass-through route.

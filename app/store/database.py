@@ -1,15 +1,25 @@
 """The config store's engine and sessions."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import overload
 
 from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+
+from app.errors import Conflict
+
+CONFLICTING_CHANGE = "The change conflicts with the stored configuration."
+
+# The session's own scratch space (`Session.info`) holds its post-commit callbacks.
+_AFTER_COMMIT = "after_commit"
 
 
 def create_engine(database_url: str) -> AsyncEngine:
@@ -30,17 +40,49 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """One session per request: committed when the handler succeeds, rolled back otherwise."""
+@asynccontextmanager
+async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session committed when the block succeeds, rolled back when it raises; after a
+    successful commit, and only then, the callbacks given to `after_commit` run in order.
+
+    A constraint the commit breaks is a 409: another request committed a conflicting row
+    between this one's checks and its commit.
+    """
     async with factory() as session:
         try:
             yield session
-            await session.commit()
         except BaseException:
             await session.rollback()
             raise
+        try:
+            await session.commit()
+        except IntegrityError as exc:
+            await session.rollback()
+            raise Conflict(CONFLICTING_CHANGE) from exc
+        for callback in session.info.pop(_AFTER_COMMIT, ()):
+            await callback()
 
 
+async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """One session per request: committed when the handler succeeds, rolled back otherwise."""
+    async with transaction(factory) as session:
+        yield session
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], Awaitable[object]]) -> None:
+    """Run `callback` once the session's transaction has committed; never if it rolls back.
+
+    How a change is announced to other processes only once it is there for them to read.
+    """
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+@overload
+def stored_utc(value: datetime) -> datetime: ...
+@overload
+def stored_utc(value: None) -> None: ...
+@overload
+def stored_utc(value: datetime | None) -> datetime | None: ...
 def stored_utc(value: datetime | None) -> datetime | None:
     """A timestamp read from the store, with its zone: SQLite hands them back naive, and
     they were written in UTC."""

@@ -3,7 +3,6 @@
 import asyncio
 import base64
 import binascii
-import re
 from collections.abc import Sequence
 
 from app.errors import InvalidRequest
@@ -15,16 +14,15 @@ from app.frontends.mobile.v1.views import (
     PositionsPage,
     QuoteList,
 )
-from app.frontends.order_entry import SYMBOL_PATTERN
 from app.frontends.sections import Failed, Sections, settle
+from app.frontends.symbols import is_symbol
+from app.frontends.valuation import day_change, equity, value_position
 from app.upstreams.bots import BotsClient, BotStatus
 from app.upstreams.market_data import MarketDataClient, Quote
 from app.upstreams.orders import OrdersClient
 from app.upstreams.portfolio import Account, PortfolioClient, Position
 
 MOVERS_SHOWN = 3
-
-_TICKER = re.compile(SYMBOL_PATTERN)
 
 
 async def _positions_and_quotes(
@@ -45,7 +43,12 @@ async def _running_bot_count(bots: BotsClient, account_id: str) -> int:
 
 
 def _equity(account: Account, positions: Sequence[Position], prices: dict[str, float]) -> float:
-    return account.cash + sum(p.quantity * prices[p.symbol] for p in positions)
+    """Cash plus each position's market value, valued as every frontend values it."""
+    values = (
+        value_position(quantity=p.quantity, average_cost=p.average_cost, price=prices[p.symbol])
+        for p in positions
+    )
+    return equity(account.cash, (v.market_value for v in values if v.market_value is not None))
 
 
 def _movers(positions: Sequence[Position], quotes: Sequence[Quote]) -> list[Mover]:
@@ -84,22 +87,21 @@ async def home(
     open_orders = sections.optional("orders", orders_task.result())
     running_bots = sections.optional("bots", bots_task.result())
 
-    equity = day_pnl = day_pnl_pct = None
+    account_equity = day_pnl = day_pnl_pct = None
     movers = None
     if quotes is not None:
         prices = {q.symbol: q.price for q in quotes}
         movers = _movers(positions, quotes)
         # A position without a quote cannot be valued; an equity without it would mislead.
         if all(p.symbol in prices for p in positions):
-            equity = round(_equity(account, positions, prices), 2)
-            day_pnl = round(equity - account.prev_close_equity, 2)
-            if account.prev_close_equity:
-                day_pnl_pct = round(day_pnl / account.prev_close_equity * 100, 2)
+            account_equity = _equity(account, positions, prices)
+            today = day_change(account_equity, account.prev_close_equity)
+            day_pnl, day_pnl_pct = today.pnl, today.pnl_pct
         else:
             sections.degraded.append("quotes")
     return HomeView(
         currency=account.currency,
-        equity=equity,
+        equity=account_equity,
         day_pnl=day_pnl,
         day_pnl_pct=day_pnl_pct,
         movers=movers,
@@ -123,7 +125,7 @@ def decode_cursor(cursor: str) -> str:
         symbol = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
     except (binascii.Error, ValueError):
         symbol = ""
-    if _TICKER.match(symbol) is None or encode_cursor(symbol) != cursor:
+    if not is_symbol(symbol) or encode_cursor(symbol) != cursor:
         message = "not a cursor from a previous page; omit it to start from the first page"
         raise InvalidRequest(
             f"{CURSOR_FIELD}: {message}",
@@ -132,19 +134,17 @@ def decode_cursor(cursor: str) -> str:
     return symbol
 
 
-def _position_row(position: Position, price: float | None) -> PositionRow:
-    pnl = pnl_pct = None
-    if price is not None:
-        pnl = round((price - position.average_cost) * position.quantity, 2)
-        cost = position.average_cost * position.quantity
-        pnl_pct = round(pnl / cost * 100, 2) if cost else None
+def position_row(position: Position, price: float | None) -> PositionRow:
+    value = value_position(
+        quantity=position.quantity, average_cost=position.average_cost, price=price
+    )
     return PositionRow(
         symbol=position.symbol,
         quantity=position.quantity,
         average_cost=position.average_cost,
         price=price,
-        unrealized_pnl=pnl,
-        unrealized_pnl_pct=pnl_pct,
+        unrealized_pnl=value.unrealized_pnl,
+        unrealized_pnl_pct=value.unrealized_pnl_pct,
     )
 
 
@@ -165,7 +165,7 @@ async def positions_page(
     prices = {q.symbol: q.price for q in quotes or ()}
     next_cursor = encode_cursor(page[-1].symbol) if len(remaining) > limit else None
     return PositionsPage(
-        items=[_position_row(p, prices.get(p.symbol)) for p in page],
+        items=[position_row(p, prices.get(p.symbol)) for p in page],
         next_cursor=next_cursor,
         degraded=sections.degraded,
     )

@@ -4,9 +4,16 @@ from typing import Annotated
 
 from fastapi import Query, Response, status
 
-from app.deps import AccountIdDep, BotsDep, MarketDataDep, OrdersDep, PortfolioDep
+from app.deps import (
+    AccountIdDep,
+    BotsDep,
+    IdempotencyDep,
+    MarketDataDep,
+    OrdersDep,
+    PortfolioDep,
+    require_user,
+)
 from app.errors import problem_responses
-from app.frontends.idempotency import IdempotencyDep
 from app.frontends.mobile.v1 import compose
 from app.frontends.mobile.v1.views import HomeView, PlacedOrderView, PositionsPage, QuoteList
 from app.frontends.order_entry import (
@@ -15,9 +22,9 @@ from app.frontends.order_entry import (
     OrderRequest,
     place_order,
 )
+from app.frontends.replay import mark_replayed
 from app.frontends.routing import FrontendRouter
 from app.frontends.symbols import SymbolList
-from app.security.rbac import require_user
 
 # Signed-in users only; reads need "read", order entry also "orders".
 router = FrontendRouter(
@@ -112,8 +119,7 @@ async def mobile_place_order(
         idempotency_key=idempotency_key,
         idempotency=idempotency,
     )
-    if placed.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
+    mark_replayed(response, replayed=placed.replayed)
     accepted = placed.order
     return PlacedOrderView(
         order_id=accepted.order_id,

@@ -1,7 +1,8 @@
 """Builds the partner responses from the platform's services."""
 
+from datetime import UTC, datetime
+
 from app.errors import NotFound
-from app.frontends.idempotency import IdempotencyScope
 from app.frontends.order_entry import place_order
 from app.frontends.partner.v1.views import (
     CandleInterval,
@@ -10,7 +11,14 @@ from app.frontends.partner.v1.views import (
     PartnerCandles,
     PartnerOrder,
     PartnerOrderRequest,
+    QuotaView,
+    RatesView,
+    UsageView,
 )
+from app.policy.idempotency import IdempotencyScope
+from app.security.principal import Principal
+from app.security.quotas import QuotaCounter, QuotaPeriods, QuotaUsage
+from app.store.snapshot import ConfigSnapshot
 from app.upstreams import market_data as market_data_service
 from app.upstreams.caller import UpstreamCaller
 from app.upstreams.errors import UpstreamRejected
@@ -63,3 +71,40 @@ async def place(
         idempotency=idempotency,
     )
     return PartnerOrder.model_validate(placed.order.model_dump()), placed.replayed
+
+
+def _quota(limit: int | None, used: int, resets_at: datetime) -> QuotaView:
+    remaining = max(0, limit - used) if limit is not None else None
+    return QuotaView(limit=limit, used=used, remaining=remaining, resets_at=resets_at)
+
+
+async def usage(
+    principal: Principal, *, snapshot: ConfigSnapshot, quotas: QuotaCounter
+) -> UsageView:
+    """Who the caller is to the gateway, its plan's rates, and its day and month quota use."""
+    plan = snapshot.plans.get(principal.plan) if principal.plan is not None else None
+    consumer = (
+        snapshot.consumers.get(principal.consumer_id) if principal.consumer_id is not None else None
+    )
+    if principal.consumer_id is not None:
+        used = await quotas.usage(principal.consumer_id)
+    else:
+        # A client-credentials token without a consumer record: nothing is counted.
+        used = QuotaUsage(0, 0, QuotaPeriods.at(datetime.now(UTC)))
+    periods = used.periods
+    return UsageView(
+        consumer=consumer.name if consumer is not None else principal.subject,
+        consumer_id=principal.consumer_id,
+        plan=principal.plan,
+        scopes=sorted(principal.scopes),
+        account_ids=list(principal.account_ids),
+        rates=RatesView(
+            rate_per_second=plan.rate_per_second if plan else None,
+            rate_per_minute=plan.rate_per_minute if plan else None,
+            max_in_flight=plan.max_in_flight if plan else None,
+        ),
+        day=_quota(plan.quota_per_day if plan else None, used.used_today, periods.day_resets_at),
+        month=_quota(
+            plan.quota_per_month if plan else None, used.used_this_month, periods.month_resets_at
+        ),
+    )

@@ -2,14 +2,20 @@
 
 from typing import Annotated
 
-from fastapi import Depends, Path, Query, Response, status
+from fastapi import Depends, Query, Response, status
 
-from app.deps import CallerDep, MarketDataDep, OrdersDep
+from app.deps import (
+    CallerDep,
+    IdempotencyDep,
+    MarketDataDep,
+    OrdersDep,
+    PartnerCaller,
+    StateDep,
+    require_partner,
+)
 from app.errors import Forbidden, problem_responses
-from app.frontends.idempotency import IdempotencyDep
-from app.frontends.order_entry import PLACED_ORDER_RESPONSE, SYMBOL_PATTERN, IdempotencyKey
+from app.frontends.order_entry import PLACED_ORDER_RESPONSE, IdempotencyKey
 from app.frontends.partner.v1 import compose
-from app.frontends.partner.v1.usage import router as usage_router
 from app.frontends.partner.v1.views import (
     CandleInterval,
     CandleRange,
@@ -18,11 +24,12 @@ from app.frontends.partner.v1.views import (
     PartnerOrderRequest,
     PartnerQuotes,
     UpstreamJSON,
+    UsageView,
 )
+from app.frontends.replay import mark_replayed
 from app.frontends.routing import FrontendRouter
-from app.frontends.symbols import SymbolList
+from app.frontends.symbols import SymbolList, SymbolPath
 from app.security.principal import Principal
-from app.security.rbac import require_partner
 
 # Partner credentials only (API key or client-credentials token); each route names its scope.
 router = FrontendRouter(prefix="/partner/v1", responses=problem_responses(401, 403))
@@ -60,10 +67,7 @@ async def partner_quotes(symbols: SymbolList, caller: CallerDep) -> Response:
     responses=problem_responses(404, 422, 502, 503, 504),
 )
 async def partner_candles(
-    symbol: Annotated[
-        str,
-        Path(pattern=SYMBOL_PATTERN, description="Ticker symbol, upper case", examples=["AAPL"]),
-    ],
+    symbol: SymbolPath,
     market_data: MarketDataDep,
     interval: Annotated[CandleInterval, Query(description="Width of one candle")] = (
         CandleInterval.five_minutes
@@ -103,11 +107,12 @@ async def partner_place_order(
     placed, replayed = await compose.place(
         orders, request=order, idempotency_key=idempotency_key, idempotency=idempotency
     )
-    if replayed:
-        response.headers["Idempotent-Replayed"] = "true"
+    mark_replayed(response, replayed=replayed)
     return placed
 
 
-# After the routes above: FastAPI tries an included router's routes in order, and quotes
-# are the partner traffic's bulk.
-router.include_router(usage_router)
+# Last: FastAPI tries a router's routes in order, and quotes are the partner traffic's bulk.
+@router.get("/usage", response_model=UsageView, responses=problem_responses(401, 403))
+async def partner_usage(principal: PartnerCaller, state: StateDep) -> UsageView:
+    """The caller's plan, rate limits and day/month quota consumption."""
+    return await compose.usage(principal, snapshot=state.config.current, quotas=state.chain.quotas)

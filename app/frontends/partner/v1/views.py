@@ -1,4 +1,5 @@
-"""What partner systems receive and send: full quotes, candles and order entry per account."""
+"""What partner systems receive and send: full quotes, candles, order entry per account, and
+the caller's own plan and usage."""
 
 from datetime import datetime
 from enum import StrEnum
@@ -7,10 +8,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 
+from app.domain import ACCOUNT_ID_PATTERN
 from app.frontends.order_entry import OrderRequest
 from app.upstreams.orders import OrderSide, OrderStatus, OrderType, TimeInForce
-
-ACCOUNT_ID_PATTERN = r"^ACC-[0-9]{4}$"
 
 
 class UpstreamJSON(JSONResponse):
@@ -207,3 +207,58 @@ class PartnerOrder(BaseModel):
     average_fill_price: float | None = Field(None, description="Null until something fills")
     created_at: datetime = Field(description="When the order was accepted (UTC)")
     updated_at: datetime = Field(description="Last change of status or fill (UTC)")
+
+
+class QuotaView(BaseModel):
+    """One period's quota; `limit` and `remaining` are null when the plan sets none."""
+
+    limit: int | None
+    used: int
+    remaining: int | None
+    resets_at: datetime = Field(description="When the period ends (UTC)")
+
+
+class RatesView(BaseModel):
+    rate_per_second: float | None
+    rate_per_minute: int | None
+    max_in_flight: int | None
+
+
+class UsageView(BaseModel):
+    """Who the caller is to the gateway and how much of its plan it has used."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "consumer": "acme-trading",
+                    "consumer_id": 7,
+                    "plan": "partner-basic",
+                    "scopes": ["candles:read", "quotes:read"],
+                    "account_ids": ["ACC-2001"],
+                    "rates": {"rate_per_second": 5, "rate_per_minute": 200, "max_in_flight": 10},
+                    "day": {
+                        "limit": 10000,
+                        "used": 42,
+                        "remaining": 9958,
+                        "resets_at": "2026-11-27T00:00:00Z",
+                    },
+                    "month": {
+                        "limit": 250000,
+                        "used": 1234,
+                        "remaining": 248766,
+                        "resets_at": "2026-12-01T00:00:00Z",
+                    },
+                }
+            ]
+        }
+    )
+
+    consumer: str
+    consumer_id: int | None
+    plan: str | None
+    scopes: list[str]
+    account_ids: list[str]
+    rates: RatesView
+    day: QuotaView
+    month: QuotaView

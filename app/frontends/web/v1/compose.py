@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from app.errors import NotFound
 from app.frontends.sections import Failed, Sections, settle
+from app.frontends.valuation import cents, day_change, equity, value_position
 from app.frontends.web.v1.views import (
     AccountSummaryView,
     ArticleView,
@@ -55,14 +56,6 @@ class WebServices:
     bots: BotsClient
 
 
-def money(value: float) -> float:
-    return round(value, 2)
-
-
-def percent(part: float, whole: float) -> float | None:
-    return round(part / whole * 100, 2) if whole else None
-
-
 async def quotes_for(market_data: MarketDataClient, symbols: Sequence[str]) -> list[Quote]:
     """Quotes for any number of symbols, in concurrent batches the service accepts."""
     batches = [symbols[i : i + QUOTE_BATCH] for i in range(0, len(symbols), QUOTE_BATCH)]
@@ -81,52 +74,42 @@ async def quotes_for(market_data: MarketDataClient, symbols: Sequence[str]) -> l
 
 
 def position_view(position: Position, quote: Quote | None) -> PositionView:
-    cost_basis = position.quantity * position.average_cost
-    if quote is None:
-        return PositionView(
-            symbol=position.symbol,
-            quantity=position.quantity,
-            average_cost=money(position.average_cost),
-            cost_basis=money(cost_basis),
-            price=None,
-            change_pct=None,
-            market_value=None,
-            unrealized_pnl=None,
-            unrealized_pnl_pct=None,
-        )
-    market_value = money(position.quantity * quote.price)
-    unrealized = market_value - money(cost_basis)
+    value = value_position(
+        quantity=position.quantity,
+        average_cost=position.average_cost,
+        price=None if quote is None else quote.price,
+    )
     return PositionView(
         symbol=position.symbol,
         quantity=position.quantity,
-        average_cost=money(position.average_cost),
-        cost_basis=money(cost_basis),
-        price=money(quote.price),
-        change_pct=round(quote.change_pct, 2),
-        market_value=market_value,
-        unrealized_pnl=money(unrealized),
-        unrealized_pnl_pct=percent(unrealized, cost_basis),
+        average_cost=cents(position.average_cost),
+        cost_basis=value.cost_basis,
+        price=None if quote is None else cents(quote.price),
+        change_pct=None if quote is None else round(quote.change_pct, 2),
+        market_value=value.market_value,
+        unrealized_pnl=value.unrealized_pnl,
+        unrealized_pnl_pct=value.unrealized_pnl_pct,
     )
 
 
 def account_summary(account: Account, positions: Sequence[PositionView]) -> AccountSummaryView:
     """Equity from the positions as shown, so it always equals cash plus their values."""
-    holdings = sum(
-        p.market_value if p.market_value is not None else p.cost_basis for p in positions
-    )
     live = all(p.market_value is not None for p in positions)
-    equity = money(account.cash + holdings)
-    day_pnl = money(equity - account.prev_close_equity) if live else None
+    account_equity = equity(
+        account.cash,
+        (p.market_value if p.market_value is not None else p.cost_basis for p in positions),
+    )
+    today = day_change(account_equity, account.prev_close_equity) if live else None
     return AccountSummaryView(
         account_id=account.account_id,
         currency=account.currency,
-        equity=equity,
+        equity=account_equity,
         equity_basis=EquityBasis.live if live else EquityBasis.cost,
-        cash=money(account.cash),
-        buying_power=money(account.buying_power),
-        prev_close_equity=money(account.prev_close_equity),
-        day_pnl=day_pnl,
-        day_pnl_pct=None if day_pnl is None else percent(day_pnl, account.prev_close_equity),
+        cash=cents(account.cash),
+        buying_power=cents(account.buying_power),
+        prev_close_equity=cents(account.prev_close_equity),
+        day_pnl=None if today is None else today.pnl,
+        day_pnl_pct=None if today is None else today.pnl_pct,
     )
 
 
@@ -143,8 +126,8 @@ def watchlist_view(
         items.append(
             WatchlistItemView(
                 symbol=symbol,
-                price=None if quote is None else money(quote.price),
-                change=None if quote is None else money(quote.change),
+                price=None if quote is None else cents(quote.price),
+                change=None if quote is None else cents(quote.change),
                 change_pct=None if quote is None else round(quote.change_pct, 2),
                 # Points come rounded to cents from market-data; re-rounding hundreds costs CPU.
                 sparkline=None if line is None else line.points,
@@ -164,7 +147,7 @@ def order_view(order: Order) -> OrderView:
         limit_price=order.limit_price,
         stop_price=order.stop_price,
         average_fill_price=(
-            None if order.average_fill_price is None else money(order.average_fill_price)
+            None if order.average_fill_price is None else cents(order.average_fill_price)
         ),
         time_in_force=order.time_in_force,
         status=order.status,
@@ -180,7 +163,7 @@ def bot_view(bot: Bot) -> BotView:
         strategy=bot.strategy,
         status=bot.status,
         symbols=bot.symbols,
-        pnl_today=money(bot.pnl_today),
+        pnl_today=cents(bot.pnl_today),
         trades_today=bot.trades_today,
         started_at=bot.started_at,
     )
@@ -296,15 +279,15 @@ async def compose_dashboard(services: WebServices, *, account_id: str) -> Dashbo
 def quote_view(quote: Quote) -> QuoteView:
     return QuoteView(
         symbol=quote.symbol,
-        price=money(quote.price),
-        change=money(quote.change),
+        price=cents(quote.price),
+        change=cents(quote.change),
         change_pct=round(quote.change_pct, 2),
-        bid=money(quote.bid),
-        ask=money(quote.ask),
-        open=money(quote.open),
-        high=money(quote.high),
-        low=money(quote.low),
-        prev_close=money(quote.prev_close),
+        bid=cents(quote.bid),
+        ask=cents(quote.ask),
+        open=cents(quote.open),
+        high=cents(quote.high),
+        low=cents(quote.low),
+        prev_close=cents(quote.prev_close),
         volume=quote.volume,
         timestamp=quote.timestamp,
     )

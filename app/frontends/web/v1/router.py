@@ -8,17 +8,22 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Query, Response, status
 
-from app.deps import AccountIdDep, BotsDep, MarketDataDep, NewsDep, OrdersDep, PortfolioDep
+from app.deps import (
+    AccountIdDep,
+    BotsDep,
+    IdempotencyDep,
+    MarketDataDep,
+    NewsDep,
+    OrdersDep,
+    PortfolioDep,
+    require_user,
+)
 from app.errors import InvalidRequest, problem_responses
 from app.frontends import order_entry
-from app.frontends.idempotency import IdempotencyDep
-from app.frontends.order_entry import (
-    PLACED_ORDER_RESPONSE,
-    SYMBOL_PATTERN,
-    IdempotencyKey,
-    OrderRequest,
-)
+from app.frontends.order_entry import PLACED_ORDER_RESPONSE, IdempotencyKey, OrderRequest
+from app.frontends.replay import mark_replayed
 from app.frontends.routing import FrontendRouter
+from app.frontends.symbols import SymbolPath
 from app.frontends.web.v1.compose import (
     WebServices,
     bot_view,
@@ -38,7 +43,6 @@ from app.frontends.web.v1.views import (
     OrderView,
     SymbolDetailView,
 )
-from app.security.rbac import require_user
 
 # Signed-in users only; reads need "read", writes also the scope of what they change.
 router = FrontendRouter(
@@ -63,10 +67,6 @@ _CHART_RULE = ", ".join(
     for interval, longest in LONGEST_RANGE_BY_INTERVAL.items()
 )
 
-SymbolPath = Annotated[
-    str,
-    Path(pattern=SYMBOL_PATTERN, description="Ticker symbol, upper case", examples=["AAPL"]),
-]
 OrderIdPath = Annotated[
     str,
     Path(pattern=ID_PATTERN, description="Identifier of the order", examples=["ord_3f9a1c2b7d4e"]),
@@ -184,8 +184,7 @@ async def place_order(
         idempotency_key=idempotency_key,
         idempotency=idempotency,
     )
-    if placed.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
+    mark_replayed(response, replayed=placed.replayed)
     return order_view(placed.order)
 
 

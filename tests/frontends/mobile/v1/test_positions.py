@@ -1,6 +1,7 @@
 """GET /mobile/v1/positions: cursor pagination over priced positions."""
 
 import base64
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 
@@ -10,6 +11,10 @@ from tests.fixtures.problems import assert_problem, field_errors
 
 POSITIONS = "/mobile/v1/positions"
 ACCOUNT = "ACC-1001"
+
+
+def _cents(amount: Decimal) -> Decimal:
+    return amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
 async def test_pages_walk_every_position_once(
@@ -44,9 +49,12 @@ async def test_rows_are_priced(gateway: RunningGateway) -> None:
     assert page["degraded"] == []
     for row in page["items"]:
         assert row["price"] > 0
-        assert row["unrealized_pnl"] == pytest.approx(
-            (row["price"] - row["average_cost"]) * row["quantity"], abs=0.01
+        # Market value minus cost basis, each rounded to cents (`app.frontends.valuation`).
+        quantity, price, cost = (
+            Decimal(str(row[field])) for field in ("quantity", "price", "average_cost")
         )
+        expected = _cents(quantity * price) - _cents(quantity * cost)
+        assert Decimal(str(row["unrealized_pnl"])) == expected
 
 
 async def test_failing_quotes_leave_unpriced_rows(
