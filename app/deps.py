@@ -1,21 +1,25 @@
-"""Dependencies through which handlers reach the process's shared resources.
+"""Dependencies through which FastAPI routes reach the process's shared resources, the
+request's context and the policy chain.
 
-Those on the request path read the gateway state straight from the request rather than
-through `StateDep`: every dependency FastAPI solves is a visible share of a pass-through
-request's cost.
+This is the one module that reads the per-request context (`RequestContext`) out of the
+ASGI scope, where the edge put it; a test enforces that. Those on the request path read the
+gateway state straight from the request rather than through `StateDep`: every dependency
+FastAPI solves is a visible share of a request's cost.
 """
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Forbidden, Unauthorized
+from app.errors import Forbidden, ServiceUnavailable, Unauthorized
+from app.policy.context import CONTEXT_SCOPE_KEY, RequestContext
+from app.policy.idempotency import IdempotencyScope
 from app.security.principal import Principal
-from app.security.rbac import current_principal
+from app.security.rbac import USERS, AccessRule, partner_rule, user_rule
 from app.settings import Settings
+from app.shared.redis import SharedRedis
 from app.state import GatewayState
 from app.store.database import session_scope
 from app.store.snapshot import ConfigStore
@@ -27,12 +31,26 @@ from app.upstreams.orders import OrdersClient
 from app.upstreams.portfolio import PortfolioClient
 
 
+def context_of(request: Request) -> RequestContext:
+    """The request's context, created by the edge."""
+    context = request.scope.get(CONTEXT_SCOPE_KEY)
+    if context is None:
+        # Only an app built without its edge gets here: a wiring error, not a client's.
+        raise ServiceUnavailable("The gateway's edge did not see this request.")
+    return context
+
+
+async def request_context(request: Request) -> RequestContext:
+    return context_of(request)
+
+
 async def gateway_state(request: Request) -> GatewayState:
     state: GatewayState = request.state.gateway
     return state
 
 
 StateDep = Annotated[GatewayState, Depends(gateway_state)]
+ContextDep = Annotated[RequestContext, Depends(request_context)]
 
 
 async def settings(state: StateDep) -> Settings:
@@ -48,7 +66,7 @@ async def config_store(state: StateDep) -> ConfigStore:
     return state.config
 
 
-async def redis_client(state: StateDep) -> Redis | None:
+async def redis_client(state: StateDep) -> SharedRedis | None:
     return state.redis
 
 
@@ -61,7 +79,7 @@ SettingsDep = Annotated[Settings, Depends(settings)]
 CallerDep = Annotated[UpstreamCaller, Depends(caller)]
 ConfigStoreDep = Annotated[ConfigStore, Depends(config_store)]
 SessionDep = Annotated[AsyncSession, Depends(db_session)]
-RedisDep = Annotated[Redis | None, Depends(redis_client)]
+RedisDep = Annotated[SharedRedis | None, Depends(redis_client)]
 
 
 async def market_data(request: Request) -> MarketDataClient:
@@ -91,14 +109,59 @@ NewsDep = Annotated[NewsClient, Depends(news)]
 BotsDep = Annotated[BotsClient, Depends(bots)]
 
 
-async def current_account_id(
-    principal: Annotated[Principal | None, Depends(current_principal)],
-) -> str:
+class RouteAccess:
+    """A route's access rule as its one dependency: the policy chain runs once per request,
+    whichever route dependency asks first.
+
+    One dependency rather than a chain of them: FastAPI's cost per dependency is a visible
+    share of a pass-through request. The OpenAPI documents read `rule` (see `app.openapi`).
+    """
+
+    def __init__(self, rule: AccessRule) -> None:
+        self.rule = rule
+
+    async def __call__(self, request: Request) -> Principal:
+        context = context_of(request)
+        route = request.scope.get("route")
+        if route is not None:
+            context.route = route.path
+        chain = request.state.gateway.chain
+        outcome = await chain.run(context, self.rule)
+        return outcome.principal
+
+
+def require_user(*scopes: str) -> Any:
+    """Dependency: a signed-in user with `scopes`, admitted under the rate limits."""
+    return Depends(RouteAccess(user_rule(*scopes)))
+
+
+def require_partner(*scopes: str, metered: bool = True) -> Any:
+    """Dependency: a partner consumer with `scopes`, admitted under the rate limits and,
+    unless `metered=False`, counted against its quota."""
+    return Depends(RouteAccess(partner_rule(*scopes, metered=metered)))
+
+
+# A partner asking about itself (e.g. its usage): admitted, but not counted.
+PartnerCaller = Annotated[Principal, require_partner(metered=False)]
+
+
+async def current_principal(request: Request) -> Principal | None:
+    """The caller, identified once per request (an API key confirmed not revoked); None when
+    no credential was presented. For routes without an access rule (who am I, admin)."""
+    chain = request.state.gateway.chain
+    principal: Principal | None = await chain.confirmed_principal(context_of(request))
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal | None, Depends(current_principal)]
+
+
+async def current_account_id(principal: CurrentPrincipal) -> str:
     """The account the request acts for: the caller's own, from its identity, never a parameter."""
     if principal is None:
         raise Unauthorized(
             "This operation needs a signed-in user.",
-            headers={"WWW-Authenticate": 'Bearer realm="stock-bot"'},
+            headers={"WWW-Authenticate": USERS.challenge},
         )
     if principal.account_id is None:
         raise Forbidden("The caller has no trading account of its own to act on.")
@@ -106,3 +169,12 @@ async def current_account_id(
 
 
 AccountIdDep = Annotated[str, Depends(current_account_id)]
+
+
+async def idempotency_scope(request: Request, principal: CurrentPrincipal) -> IdempotencyScope:
+    state: GatewayState = request.state.gateway
+    caller = principal.subject if principal is not None else "anonymous"
+    return IdempotencyScope(ledger=state.idempotency, caller=caller)
+
+
+IdempotencyDep = Annotated[IdempotencyScope, Depends(idempotency_scope)]

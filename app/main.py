@@ -5,13 +5,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis.asyncio import BlockingConnectionPool, Redis
 
 from app.admin.router import router as admin_router
 from app.auth.router import router as auth_router
 from app.discovery.registry import ServiceRegistry
 from app.errors import install_error_handlers, problem_responses
-from app.frontends.idempotency import IdempotencyLedger
 from app.frontends.mobile.v1.router import router as mobile_v1
 from app.frontends.partner.v1.router import router as partner_v1
 from app.frontends.web.v1.router import router as web_v1
@@ -19,15 +17,18 @@ from app.health import router as health_router
 from app.middleware.stack import install_middleware
 from app.observability.logging import configure_logging
 from app.openapi import ApiDocument, install_docs, stable_operation_id
-from app.security.apikeys import ApiKeyAuthenticator
+from app.policy.admission import AdmissionControl
+from app.policy.chain import PolicyChain
+from app.policy.idempotency import IdempotencyLedger
+from app.security.apikeys import ApiKeyAuthenticator, revoked_keys_set
 from app.security.quotas import QuotaCounter
 from app.security.web_identity import build_web_identity
 from app.settings import Settings
+from app.shared.redis import connect_redis
 from app.state import GatewayState
-from app.store.changes import ChangeNotices
 from app.store.database import create_engine, session_factory
+from app.store.notices import ChangeNotices
 from app.store.snapshot import ConfigStore
-from app.traffic.policies import AdmissionControl
 from app.upstreams.caller import UpstreamCaller, create_session
 
 DOCUMENTS = [
@@ -68,13 +69,6 @@ DOCUMENTS = [
 ]
 
 
-def shared_redis(url: str) -> Redis:
-    """The process's Redis client: a bounded pool where a burst waits for a connection
-    (briefly) instead of failing with "too many connections"."""
-    pool = BlockingConnectionPool.from_url(url, max_connections=200, timeout=1.0)
-    return Redis.from_pool(pool)
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -87,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.services, timeout_ms=int(settings.upstream.default_timeout_s * 1000)
         )
         await config.reload()
-        redis = shared_redis(settings.redis_url) if settings.redis_url else None
+        redis = connect_redis(settings)
         http = create_session(settings.upstream)
         registry = ServiceRegistry.from_settings(config, redis=redis, settings=settings)
         await registry.start(http=http, health_checks=settings.resilience.health_checks)
@@ -96,8 +90,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             config, redis, prefix=settings.redis_prefix, refresh_s=settings.config_refresh_s
         )
         await notices.start()
-        admission = AdmissionControl(settings)
+        admission = AdmissionControl(settings, redis)
         identity = build_web_identity(settings, redis=redis, config=config)
+        chain = PolicyChain(
+            # Tried in order: session cookie, bearer token, API key.
+            authenticators=[
+                identity.sessions,
+                identity.bearer,
+                ApiKeyAuthenticator(config, settings),
+            ],
+            admission=admission,
+            quotas=QuotaCounter(redis, prefix=settings.redis_prefix),
+            config=config,
+            revoked_keys_set=revoked_keys_set(settings) if redis is not None else None,
+        )
         state = GatewayState(
             settings=settings,
             engine=engine,
@@ -107,15 +113,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             http=http,
             caller=caller,
             redis=redis,
-            authenticators=[
-                identity.sessions,
-                identity.bearer,
-                ApiKeyAuthenticator(config, admission.limiter.link, settings),
-            ],
             identity=identity,
             notices=notices,
-            admission=admission,
-            quotas=QuotaCounter(redis, prefix=settings.redis_prefix),
+            chain=chain,
             idempotency=IdempotencyLedger(
                 redis, prefix=settings.redis_prefix, settings=settings.access
             ),
@@ -132,9 +132,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await registry.stop()
             await notices.stop()
             await identity.aclose()
-            await admission.close()
+            await admission.aclose()
             if redis is not None:
-                await redis.aclose()
+                await redis.close()
             await http.close()
             await engine.dispose()
 
@@ -150,7 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_middleware(app, settings)
     frontend_errors = problem_responses(404, 413, 422, 429, 502, 503, 504)
-    # Every frontend route is rate limited by its access rule (`require_user`,
+    # Every frontend route runs the policy chain through its access rule (`require_user`,
     # `require_partner`); 429 and 503 are in its documented responses.
     app.include_router(web_v1, tags=["web"], responses=frontend_errors)
     app.include_router(mobile_v1, tags=["mobile"], responses=frontend_errors)

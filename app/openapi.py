@@ -17,9 +17,10 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 
+from app.deps import RouteAccess
 from app.errors import PROBLEM_MEDIA_TYPE, NotFound
+from app.policy.admission import RATE_LIMIT_HEADERS_DOC, RETRY_AFTER_DOC
 from app.security.rbac import AccessRule
-from app.traffic.policies import RATE_LIMIT_HEADERS_DOC, RETRY_AFTER_DOC
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +62,8 @@ def build_document(app: FastAPI, document: ApiDocument) -> dict[str, Any]:
 
 def _access_rules(dependant: Dependant) -> Iterator[AccessRule]:
     for dependency in dependant.dependencies:
-        if isinstance(dependency.call, AccessRule):
-            yield dependency.call
+        if isinstance(dependency.call, RouteAccess):
+            yield dependency.call.rule
         yield from _access_rules(dependency)
 
 
@@ -70,7 +71,7 @@ def _security_requirements(schema: dict[str, Any], routes: Sequence[RouteContext
     """Operations behind access rules declare their credentials and the scopes they need.
 
     A rule is one plain dependency rather than FastAPI's security dependencies (see
-    `AccessRule`), so FastAPI does not see them; the requirements are written here.
+    `app.deps.RouteAccess`), so FastAPI does not see them; the requirements are written here.
     """
     for context in routes:
         route = context.original_route

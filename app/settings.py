@@ -51,10 +51,6 @@ class RateLimitSettings(BaseModel):
     user_period_s: float = Field(60.0, gt=0)
     # With Redis unreachable: "open" limits in each process alone, "closed" answers 503.
     redis_failure: Literal["open", "closed"] = "open"
-    # The limiter's own Redis calls give up after this long, so an outage never stalls.
-    redis_timeout_s: float = Field(0.5, gt=0, le=5)
-    # After a failure Redis is not asked again for this long; one request then probes it.
-    redis_retry_s: float = Field(1.0, gt=0, le=60)
     # A consumer above its plan's max_in_flight waits this long for a slot before 429.
     in_flight_wait_s: float = Field(0.25, ge=0, le=10)
     # With Redis, a slot held by a process that died is freed after this long; longer than
@@ -62,6 +58,17 @@ class RateLimitSettings(BaseModel):
     in_flight_lease_s: float = Field(120.0, ge=1)
     # Requests in flight per gateway process above which it answers 503.
     gateway_max_in_flight: int = Field(2000, ge=1)
+
+
+class RedisSettings(BaseModel):
+    """How every user of shared state talks to Redis (see `app.shared.redis`)."""
+
+    # Every command and connect gives up after this long, so a hung Redis never stalls.
+    timeout_s: float = Field(0.5, gt=0, le=5)
+    # After a failure Redis is not asked again for this long; one request then probes it.
+    retry_s: float = Field(1.0, gt=0, le=60)
+    # Connections per process; a burst beyond them waits up to `timeout_s` for one.
+    max_connections: int = Field(200, ge=1, le=10_000)
 
 
 class AccessSettings(BaseModel):
@@ -154,6 +161,7 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("REDIS_URL", "GATEWAY_REDIS_URL")
     )
     redis_prefix: str = "gw:"
+    redis: RedisSettings = RedisSettings()
     # Seconds between each process's own reloads of the config store, a fallback for lost
     # change notices (and the only way without Redis); 0 switches them off.
     config_refresh_s: float = Field(30.0, ge=0)

@@ -1,24 +1,22 @@
-"""The shared resources of one gateway process, built in the lifespan."""
+"""The shared resources of one gateway process, built in the lifespan (`app.main`)."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import aiohttp
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.discovery.registry import ServiceRegistry
-from app.frontends.idempotency import IdempotencyLedger
-from app.security.authenticate import Authenticator
-from app.security.quotas import QuotaCounter
+from app.policy.chain import PolicyChain
+from app.policy.idempotency import IdempotencyLedger
 from app.security.web_identity import WebIdentity
 from app.settings import Settings
-from app.store.changes import ChangeNotices
+from app.shared.redis import SharedRedis
+from app.store.notices import ChangeNotices
 from app.store.snapshot import ConfigStore
-from app.traffic.policies import AdmissionControl
 from app.upstreams.caller import UpstreamCaller
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class GatewayState:
     settings: Settings
     engine: AsyncEngine
@@ -28,15 +26,11 @@ class GatewayState:
     http: aiohttp.ClientSession
     caller: UpstreamCaller
     # None on embedded defaults; each concern then keeps its state in process.
-    redis: Redis | None = None
-    # Tried in order: session cookie, bearer token, API key.
-    authenticators: list[Authenticator] = field(default_factory=list)
+    redis: SharedRedis | None
     # The trusted identity provider, web sessions and their authenticators.
-    identity: WebIdentity | None = None
-    # Set in the lifespan: reload after a committed config change and tell other processes.
-    notices: ChangeNotices | None = None
-    # Rate limits and in-flight caps; None when the app was built without a lifespan.
-    admission: AdmissionControl | None = None
-    # Consumer quotas and order idempotency; None when the app was built without a lifespan.
-    quotas: QuotaCounter | None = None
-    idempotency: IdempotencyLedger | None = None
+    identity: WebIdentity
+    # Reload after a committed config change and tell other processes.
+    notices: ChangeNotices
+    # Identify -> admit -> authorize -> quota, for every entry point.
+    chain: PolicyChain
+    idempotency: IdempotencyLedger

@@ -10,10 +10,9 @@ from typing import Annotated
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.deps import SettingsDep
+from app.deps import SettingsDep, current_principal
 from app.errors import Forbidden, Unauthorized
 from app.security.principal import Principal
-from app.security.rbac import current_principal
 
 # auto_error=False: a missing or non-bearer header must become our problem+json 401.
 admin_bearer = HTTPBearer(

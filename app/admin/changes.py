@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.deps import StateDep, db_session
 from app.errors import Conflict
-from app.store.notices import ChangeNotices
 from app.store.database import CONFLICTING_CHANGE, after_commit
+from app.store.notices import ChangeNotices
 
 # The request's session, committed as soon as the handler returns rather than after the
 # response: the reload a change notice triggers must find the change committed.

@@ -12,13 +12,13 @@ import contextlib
 import logging
 
 import aiohttp
-from redis.asyncio import Redis
 
 from app.discovery.checks import HealthChecker, HealthTable
 from app.discovery.dns import DnsDiscovery
 from app.discovery.selfreg import SelfRegistry
 from app.errors import UpstreamUnavailable
 from app.settings import Settings
+from app.shared.redis import SharedRedis
 from app.store.snapshot import ConfigStore, InstanceConfig, ServiceConfig
 from app.traffic.balancer import Balancer, create_balancer
 
@@ -50,7 +50,7 @@ class ServiceRegistry:
 
     @classmethod
     def from_settings(
-        cls, config: ConfigStore, *, redis: Redis | None, settings: Settings
+        cls, config: ConfigStore, *, redis: SharedRedis | None, settings: Settings
     ) -> "ServiceRegistry":
         resilience = settings.resilience
         return cls(

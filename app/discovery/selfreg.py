@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import orjson
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+
+from app.shared.redis import RedisUnavailable, SharedRedis
 
 logger = logging.getLogger("gateway.discovery")
 
@@ -36,22 +36,24 @@ class SelfRegistry:
     def __init__(
         self,
         *,
-        redis: Redis | None,
+        redis: SharedRedis | None,
         prefix: str,
         default_ttl_s: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._redis = redis
+        self._shared = redis
+        self._redis = redis.client if redis is not None else None
         self._prefix = prefix
         self.default_ttl_s = default_ttl_s
         self._clock = clock
         self._known: dict[str, dict[str, Registration]] = {}
 
+    # A service's two keys share a hash tag: they are written together in one transaction.
     def _expiry_key(self, service: str) -> str:
-        return f"{self._prefix}discovery:{service}:expiry"
+        return f"{self._prefix}discovery:{{{service}}}:expiry"
 
     def _meta_key(self, service: str) -> str:
-        return f"{self._prefix}discovery:{service}:meta"
+        return f"{self._prefix}discovery:{{{service}}}:meta"
 
     def live(self, service: str) -> tuple[Registration, ...]:
         """The instances of `service` that registered and have not expired."""
@@ -111,7 +113,7 @@ class SelfRegistry:
 
     async def refresh(self, services: Iterable[str]) -> None:
         """Re-read the registrations of `services` from Redis, dropping expired ones there."""
-        if self._redis is None:
+        if self._shared is None:
             now = self._clock()
             for registrations in self._known.values():
                 for url in [u for u, r in registrations.items() if not r.live(now)]:
@@ -120,13 +122,13 @@ class SelfRegistry:
         names = list(services)
         now = self._clock()
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with self._shared.answering() as client, client.pipeline(False) as pipe:
                 for name in names:
                     pipe.zrangebyscore(self._expiry_key(name), now, "+inf", withscores=True)
                     pipe.zrangebyscore(self._expiry_key(name), "-inf", now)
                     pipe.hgetall(self._meta_key(name))
                 results = await pipe.execute()
-        except RedisError as exc:
+        except RedisUnavailable as exc:
             # Keep routing on what we knew; entries still expire locally.
             logger.warning("could not refresh self-registrations: %s", exc)
             return

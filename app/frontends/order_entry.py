@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import Header
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from app.frontends.idempotency import IdempotencyScope, Outcome, fingerprint
+from app.policy.idempotency import IdempotencyScope, Outcome, fingerprint
 from app.upstreams.errors import UpstreamRejected
 from app.upstreams.orders import (
     Order,

@@ -1,13 +1,15 @@
 """The gateway's edge: what every request gets before routing, and every response after it.
 
 One ASGI layer, since each layer costs every request another coroutine frame and another
-`send` closure. In one pass over the request headers it names the request (`request_id`),
-starts its deadline (`deadline`), refuses a declared body over the limit (`body_limit`) and
-traffic above the gateway-wide in-flight cap (`admission`); through one `send` wrapper it
-adds the request id, the security headers (`security_headers`) and the rate-limit headers
-to every response, and writes the access log line (`access_log`). A client that accepts
-gzip gets Starlette's gzip responder around the app. The early answers (400, 413, 503) carry
-the same headers as any other.
+`send` closure. In one pass over the request headers it names the request (request id),
+starts its deadline, refuses a declared body over the limit and traffic above the
+gateway-wide in-flight cap, and creates the request's one typed context
+(`app.policy.context.RequestContext`), the only thing it puts in the scope. Through one
+`send` wrapper it adds the request id, the security headers and the rate-limit headers the
+policy chain decided to every response; at the end it gives back the in-flight slot the
+chain claimed and writes the access log line. A client that accepts gzip gets Starlette's
+gzip responder around the app. The early answers (400, 413, 503) carry the same headers as
+any other.
 """
 
 import time
@@ -16,26 +18,44 @@ from contextvars import Token
 from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipResponder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PROBLEM_MEDIA_TYPE, GatewayError, problem_body
-from app.middleware.access_log import access_logged, log_request
-from app.middleware.admission import TRAFFIC_PREFIXES, overloaded, release_slot
-from app.middleware.body_limit import check_declared_length, limited_receive
-from app.middleware.deadline import DEADLINE_HEADER_BYTES, client_budget_ms
-from app.middleware.request_id import REQUEST_ID_HEADER, request_id_for
-from app.middleware.security_headers import security_headers
+from app.errors import PROBLEM_MEDIA_TYPE, GatewayError, ServiceUnavailable, problem_body
+from app.observability.access_log import access_logged, log_request
 from app.observability.context import request_id_var
+from app.observability.request_id import REQUEST_ID_HEADER, request_id_for
+from app.policy.context import CONTEXT_SCOPE_KEY, RequestContext
 from app.settings import Settings
-from app.traffic.deadline import Deadline, deadline_var, route_budget_ms
-from app.traffic.policies import HEADERS_SCOPE_KEY
+from app.traffic.deadline import (
+    DEADLINE_HEADER_BYTES,
+    Deadline,
+    client_budget_ms,
+    deadline_var,
+    route_budget_ms,
+)
 from app.traffic.throttle import GatewayLoad
 
 _PROBLEM_TYPE = (b"content-type", PROBLEM_MEDIA_TYPE.encode())
 _VARY_ENCODING = (b"vary", b"Accept-Encoding")
 _UNCOMPRESSED = frozenset(media.encode() for media in DEFAULT_EXCLUDED_CONTENT_TYPES)
+# The gateway's traffic: the admin API, health checks and docs stay reachable under overload.
+TRAFFIC_PREFIXES = ("/web/", "/mobile/", "/partner/", "/api/")
+
+# Headers every response carries, whatever produced it.
+_SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
+# Only where the gateway is reached over TLS, as in production.
+_HSTS = (b"strict-transport-security", b"max-age=31536000")
+
+
+class PayloadTooLarge(GatewayError):
+    status, slug, title = 413, "payload-too-large", "Request body too large"
 
 
 class EdgeMiddleware:
-    """Request id, deadline, body limit, in-flight cap, response headers, access log, gzip."""
+    """Request id, deadline, context, body limit, in-flight cap, response headers, access log,
+    gzip."""
 
     def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
         self.app = app
@@ -44,7 +64,8 @@ class EdgeMiddleware:
         self.default_deadline_ms = settings.resilience.default_deadline_ms
         self.route_deadlines_ms = dict(settings.resilience.route_deadlines_ms)
         self.load = GatewayLoad(settings.rate_limit.gateway_max_in_flight)
-        self.security_headers = security_headers(hsts=settings.environment == "production")
+        production = settings.environment == "production"
+        self.security_headers = (*_SECURITY_HEADERS, _HSTS) if production else _SECURITY_HEADERS
         self.access_log = settings.access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -71,6 +92,7 @@ class EdgeMiddleware:
         started = time.perf_counter() if logged else 0.0
         status = 500
         holds_slot = False
+        context: RequestContext | None = None
         deadline_token: Token[Deadline | None] | None = None
         id_token = request_id_var.set(request_id)
         try:
@@ -82,16 +104,19 @@ class EdgeMiddleware:
                 if asked_deadline is not None:
                     budget = min(budget, client_budget_ms(asked_deadline))
                 if declared_length is not None:
-                    check_declared_length(declared_length, limit=self.max_body_bytes)
+                    _check_declared_length(declared_length, limit=self.max_body_bytes)
                 if path.startswith(TRAFFIC_PREFIXES):
                     if not self.load.enter():
-                        raise overloaded()
+                        raise _overloaded()
                     holds_slot = True
             except GatewayError as refusal:
                 status = refusal.status
                 await self._refuse(scope, send, refusal, id_header)
                 return
-            deadline_token = deadline_var.set(Deadline.after_ms(budget))
+            deadline = Deadline.after_ms(budget)
+            deadline_token = deadline_var.set(deadline)
+            context = RequestContext.of_scope(scope, deadline=deadline, request_id=request_id)
+            scope[CONTEXT_SCOPE_KEY] = context
 
             async def send_edge(message: Message) -> None:
                 nonlocal status
@@ -100,25 +125,33 @@ class EdgeMiddleware:
                     headers = [h for h in message.get("headers", ()) if h[0] != REQUEST_ID_HEADER]
                     headers.append(id_header)
                     headers += self.security_headers
-                    # Left by admission (`app.traffic.policies`).
-                    limits = scope.get(HEADERS_SCOPE_KEY)
-                    if limits:
-                        headers += limits
+                    admission = context.admission
+                    if admission is not None and admission.headers:
+                        headers += admission.headers
                     if not accepts_gzip and _would_compress(message, self.gzip_minimum_bytes):
                         headers.append(_VARY_ENCODING)
                     message["headers"] = headers
                 await send(message)
 
             app = GZipResponder(self.app, self.gzip_minimum_bytes) if accepts_gzip else self.app
-            await app(scope, limited_receive(receive, limit=self.max_body_bytes), send_edge)
+            await app(scope, _limited_receive(receive, limit=self.max_body_bytes), send_edge)
         finally:
             if deadline_token is not None:
                 deadline_var.reset(deadline_token)
             if holds_slot:
                 self.load.leave()
-            release_slot(scope)
+            if context is not None:
+                context.release()
             if logged:
-                log_request(scope, request_id=request_id, status=status, started=started)
+                client = scope.get("client")
+                log_request(
+                    request_id=request_id,
+                    method=scope["method"],
+                    path=scope["path"],
+                    client=client[0] if client else "-",
+                    status=status,
+                    started=started,
+                )
             request_id_var.reset(id_token)
 
     async def _refuse(
@@ -135,6 +168,42 @@ class EdgeMiddleware:
         ]
         await send({"type": "http.response.start", "status": error.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _overloaded() -> ServiceUnavailable:
+    """The answer above the gateway-wide in-flight cap."""
+    return ServiceUnavailable(
+        "The gateway has too many requests in flight; try again shortly.",
+        headers={"Retry-After": "1"},
+    )
+
+
+def _body_limit_detail(limit: int) -> str:
+    return f"The request body exceeds {limit} bytes."
+
+
+def _check_declared_length(value: bytes, *, limit: int) -> None:
+    """Raise PayloadTooLarge when a request's Content-Length is over `limit` or not a number."""
+    if not value.isdigit() or int(value) > limit:
+        # Nobody will read the body the client is still sending: no keep-alive after it.
+        raise PayloadTooLarge(_body_limit_detail(limit), headers={"Connection": "close"})
+
+
+def _limited_receive(receive: Receive, *, limit: int) -> Receive:
+    """`receive` that raises PayloadTooLarge once the body it has delivered passes `limit`."""
+    received = 0
+
+    async def receive_limited() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                # Raised inside the handler's read, so the error handler answers it.
+                raise PayloadTooLarge(_body_limit_detail(limit))
+        return message
+
+    return receive_limited
 
 
 def _would_compress(start: Message, minimum_bytes: int) -> bool:

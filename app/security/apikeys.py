@@ -8,10 +8,8 @@ still safe for a 256-bit secret), so a leaked table does not yield usable keys.
 Checking a key never touches the database: records live in the config snapshot. Revocation
 is pushed to every process by the change notice that reloads the snapshot, and, with Redis,
 also written to a set of revoked prefixes that each request checks, so a revoked key stops
-working everywhere before a peer process has reloaded. That check goes over the rate
-limiter's pipelined connection (through redis-py's pooled client it cost about a tenth of
-a partner request's CPU), and is only started by the authenticator: the rate limits are
-queued behind it and both go out in one write; `confirm_not_revoked` reads its answer.
+working everywhere before a peer process has reloaded. The policy chain asks that set in the
+same pipeline as the request's rate limits (`app.policy.chain`): one round trip per request.
 """
 
 import hashlib
@@ -22,15 +20,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from fastapi import Request
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
-from app.errors import ServiceUnavailable, Unauthorized
+from app.errors import Unauthorized
+from app.security.authenticate import Presented
 from app.security.principal import Principal
 from app.settings import Settings
+from app.shared.redis import SharedRedis
 from app.store.snapshot import ApiKeyConfig, ConfigStore
-from app.traffic.ratelimit import RedisLink, encode_command
 
 logger = logging.getLogger("gateway.security")
 
@@ -40,8 +35,6 @@ _PREFIX_BYTES = 6
 _SECRET_BYTES = 32
 _KEY_PATTERN = re.compile(r"^sbk_([0-9a-f]{12})_([A-Za-z0-9_\-]{43})$")
 _CHALLENGE = {"WWW-Authenticate": f'ApiKey header="{API_KEY_HEADER}"'}
-# Where the authenticator leaves the revocation check it started (see `confirm_not_revoked`).
-_PENDING_CHECK = "gateway.apikey.revocation_check"
 # Compared against when the prefix is unknown, so both failures cost the same.
 _DECOY_HASH = "sha256:" + "0" * 64
 
@@ -106,23 +99,25 @@ def revoked_keys_set(settings: Settings) -> str:
     return f"{settings.redis_prefix}apikeys:revoked"
 
 
-async def announce_revocation(redis: Redis | None, settings: Settings, prefix: str) -> None:
+async def announce_revocation(redis: SharedRedis | None, settings: Settings, prefix: str) -> None:
     """Tell every process at once that the key is revoked, ahead of their snapshot reload."""
     if redis is None:
         return
-    await redis.sadd(revoked_keys_set(settings), prefix)
+    await redis.client.sadd(revoked_keys_set(settings), prefix)
+
+
+def revoked() -> Unauthorized:
+    return Unauthorized("The API key has been revoked.", headers=_CHALLENGE)
 
 
 class ApiKeyAuthenticator:
     """Recognises `X-API-Key` and turns a valid key into its consumer's principal."""
 
-    def __init__(self, config: ConfigStore, link: RedisLink | None, settings: Settings) -> None:
+    def __init__(self, config: ConfigStore, settings: Settings) -> None:
         self._config = config
-        self._link = link
         self._hasher = key_hasher(settings)
-        self._revoked_set = revoked_keys_set(settings)
 
-    async def authenticate(self, request: Request) -> Principal | None:
+    async def authenticate(self, request: Presented) -> Principal | None:
         presented = request.headers.get(API_KEY_HEADER)
         if presented is None:
             return None
@@ -132,7 +127,7 @@ class ApiKeyAuthenticator:
         stored_hash = record.key_hash if record is not None else _DECOY_HASH
         if not self._hasher.matches(presented.strip(), stored_hash) or record is None:
             raise Unauthorized("The API key is not valid.", headers=_CHALLENGE)
-        self._check_usable(request, record)
+        _check_usable(record)
         consumer = snapshot.consumers.get(record.consumer_id)
         if consumer is None or not consumer.enabled:
             raise Unauthorized("The API key's consumer is disabled.", headers=_CHALLENGE)
@@ -148,34 +143,9 @@ class ApiKeyAuthenticator:
             extra={"key_prefix": record.prefix},
         )
 
-    def _check_usable(self, request: Request, record: ApiKeyConfig) -> None:
-        if record.revoked:
-            raise Unauthorized("The API key has been revoked.", headers=_CHALLENGE)
-        if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
-            raise Unauthorized("The API key has expired.", headers=_CHALLENGE)
-        if self._link is not None:
-            # Started, not awaited: the rate limits queued next share its write to Redis.
-            request.scope[_PENDING_CHECK] = self._link.send_soon(
-                encode_command("SISMEMBER", self._revoked_set, record.prefix), 1
-            )
 
-
-async def confirm_not_revoked(request: Request) -> None:
-    """Finish the revocation check the authenticator started for this request, if any: 401
-    when another process revoked the key, 503 when Redis cannot say."""
-    pending = request.scope.pop(_PENDING_CHECK, None)
-    if pending is None:
-        return
-    try:
-        (revoked,) = await pending
-        if isinstance(revoked, RedisError):
-            raise revoked
-    except (RedisError, OSError) as exc:
-        # Failing open would let a revoked key through during an outage.
-        logger.warning("cannot check API key revocations: %s", exc)
-        raise ServiceUnavailable(
-            "API keys cannot be checked right now; retry shortly.",
-            headers={"Retry-After": "1"},
-        ) from None
-    if revoked == 1:
-        raise Unauthorized("The API key has been revoked.", headers=_CHALLENGE)
+def _check_usable(record: ApiKeyConfig) -> None:
+    if record.revoked:
+        raise revoked()
+    if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
+        raise Unauthorized("The API key has expired.", headers=_CHALLENGE)

@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import orjson
-from fastapi import Request
 from joserfc import jwt
 from joserfc.errors import (
     BadSignatureError,
@@ -29,6 +28,7 @@ from joserfc.jws import JWSRegistry, extract_compact, validate_compact
 from pydantic import BaseModel, ValidationError
 
 from app.errors import ServiceUnavailable, Unauthorized
+from app.security.authenticate import Presented
 from app.security.principal import Credential, Principal, PrincipalKind
 from app.settings import IdentitySettings
 from app.store.snapshot import ConfigSnapshot, ConfigStore
@@ -333,7 +333,7 @@ class BearerAuthenticator:
         self._settings = settings
         self._config = config
 
-    async def authenticate(self, request: Request) -> Principal | None:
+    async def authenticate(self, request: Presented) -> Principal | None:
         authorization = request.headers.get("authorization")
         if authorization is None:
             return None

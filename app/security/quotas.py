@@ -13,10 +13,8 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from app.errors import ServiceUnavailable, TooManyRequests
+from app.shared.redis import RedisUnavailable, SharedRedis
 from app.store.snapshot import PlanConfig
 
 logger = logging.getLogger("gateway.security")
@@ -76,10 +74,10 @@ def _retry_after(resets_at: datetime, now: datetime) -> str:
 class QuotaCounter:
     """Counts a consumer's requests against its plan's day and month quotas."""
 
-    def __init__(self, redis: Redis | None, *, prefix: str) -> None:
+    def __init__(self, redis: SharedRedis | None, *, prefix: str) -> None:
         self._redis = redis
         self._prefix = prefix
-        self._script = redis.register_script(_CONSUME) if redis is not None else None
+        self._script = redis.client.register_script(_CONSUME) if redis is not None else None
         # In-process counters: (consumer, period) -> count, for the current periods only.
         self._local: dict[tuple[int, str], int] = {}
 
@@ -96,18 +94,19 @@ class QuotaCounter:
         periods = QuotaPeriods.at(now)
         day_limit = plan.quota_per_day if plan.quota_per_day is not None else -1
         month_limit = plan.quota_per_month if plan.quota_per_month is not None else -1
-        if self._script is not None:
+        if self._script is not None and self._redis is not None:
             try:
-                allowed, day, month, exhausted = await self._script(
-                    keys=list(self._keys(consumer_id, periods)),
-                    args=[
-                        day_limit,
-                        month_limit,
-                        int(periods.day_resets_at.timestamp()),
-                        int(periods.month_resets_at.timestamp()),
-                    ],
-                )
-            except (RedisError, OSError) as exc:
+                async with self._redis.answering():
+                    allowed, day, month, exhausted = await self._script(
+                        keys=list(self._keys(consumer_id, periods)),
+                        args=[
+                            day_limit,
+                            month_limit,
+                            int(periods.day_resets_at.timestamp()),
+                            int(periods.month_resets_at.timestamp()),
+                        ],
+                    )
+            except RedisUnavailable as exc:
                 # A quota is a commercial limit, not a protection: an outage lets calls pass.
                 logger.warning("quota counter unavailable, request not counted: %s", exc)
                 return None
@@ -159,8 +158,9 @@ class QuotaCounter:
                 periods=periods,
             )
         try:
-            day, month = await self._redis.mget(list(self._keys(consumer_id, periods)))
-        except (RedisError, OSError) as exc:
+            async with self._redis.answering() as client:
+                day, month = await client.mget(list(self._keys(consumer_id, periods)))
+        except RedisUnavailable as exc:
             logger.warning("quota counters unavailable: %s", exc)
             raise ServiceUnavailable(
                 "Quota usage cannot be read right now; retry shortly.",

@@ -1,32 +1,20 @@
 """Authorization: who may call which route, declared per route and visible in OpenAPI.
 
 Roles grant scopes (viewer: read; trader: read, orders, bots; admin: admin, read); partner
-consumers hold the scopes of their plan or their OAuth client. A route declares the scopes
-it needs with `require_user(...)` or `require_partner(...)`: one dependency that
-authenticates through the process's authenticator chain, admits the request under the
-caller's rate limits (`app.traffic.policies`), and answers 401 (no credential, with
-`WWW-Authenticate`) or 403 (naming the missing scopes). Partner routes also count the
-consumer's quota.
-
-The principal is identified once per request and kept in `request.state.principal`, where
-logs and the idempotency ledger find it.
+consumers hold the scopes of their plan or their OAuth client. A route declares who it is
+for and the scopes it needs as an `AccessRule`; the policy chain (`app.policy.chain`)
+enforces it: 401 without a credential (with `WWW-Authenticate`), 403 naming what is missing.
 """
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPBearer
 from fastapi.security.base import SecurityBase
 
 from app.errors import Forbidden, Unauthorized
-from app.security.apikeys import API_KEY_HEADER, confirm_not_revoked
-from app.security.authenticate import identify
+from app.security.apikeys import API_KEY_HEADER
 from app.security.principal import Principal, PrincipalKind
-
-if TYPE_CHECKING:
-    from app.state import GatewayState
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     "viewer": frozenset({"read"}),
@@ -69,9 +57,6 @@ session_cookie = APIKeyCookie(
 
 _USER_CHALLENGE = 'Bearer realm="stock-bot"'
 _PARTNER_CHALLENGE = f'Bearer realm="stock-bot", ApiKey header="{API_KEY_HEADER}"'
-_UNSET: Any = object()
-# Marks a request's scope once the caller was admitted under its rate limits.
-_ADMITTED = "gateway.admitted"
 
 
 def granted_scopes(principal: Principal) -> frozenset[str]:
@@ -80,41 +65,6 @@ def granted_scopes(principal: Principal) -> frozenset[str]:
     for role in principal.roles:
         granted |= ROLE_SCOPES.get(role, frozenset())
     return frozenset(granted)
-
-
-async def _identified(request: Request) -> Principal | None:
-    known = getattr(request.state, "principal", _UNSET)
-    if known is not _UNSET:
-        return known
-    state: GatewayState = request.state.gateway
-    principal = await identify(request, state.authenticators)
-    request.state.principal = principal
-    return principal
-
-
-async def current_principal(request: Request) -> Principal | None:
-    """The caller, identified once per request; None when no credential was presented."""
-    principal = await _identified(request)
-    await confirm_not_revoked(request)
-    return principal
-
-
-async def admitted_principal(request: Request) -> Principal | None:
-    """The caller, admitted once per request under its rate limits and in-flight cap.
-
-    Frontend traffic is limited per caller, so admission follows identification; it comes
-    before authorization, as an unauthorized caller's attempts count against its limits too.
-    """
-    principal = await _identified(request)
-    scope = request.scope
-    if _ADMITTED not in scope:
-        scope[_ADMITTED] = True
-        state: GatewayState = request.state.gateway
-        if state.admission is not None:
-            await state.admission.admit(scope, principal=principal, snapshot=state.config.current)
-    # After admission: its limits went to Redis in the same write as the key's check.
-    await confirm_not_revoked(request)
-    return principal
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,52 +110,22 @@ def authorize(principal: Principal | None, audience: Audience, scopes: Iterable[
     return principal
 
 
+@dataclass(frozen=True, slots=True)
 class AccessRule:
-    """A route's access rule as its one dependency: the caller is identified and admitted
-    (once per request, whichever rule asks first), then must belong to the audience and hold
-    the scopes; a metered partner call is also counted against the consumer's quota.
+    """A route's access rule: the audience it is for and the scopes it needs; a metered
+    partner call also counts against the consumer's quota. Enforced by the policy chain;
+    the OpenAPI documents read it (see `app.openapi`)."""
 
-    One dependency rather than a chain of them: FastAPI's cost per dependency is a visible
-    share of a pass-through request. The OpenAPI documents read the rule's audience and
-    scopes (see `app.openapi`).
-    """
-
-    def __init__(self, audience: Audience, scopes: Iterable[str], *, metered: bool) -> None:
-        self.audience = audience
-        self.scopes = tuple(scopes)
-        self.metered = metered
-
-    async def __call__(self, request: Request) -> Principal:
-        principal = authorize(await admitted_principal(request), self.audience, self.scopes)
-        if self.metered:
-            await count_quota(request, principal)
-        return principal
+    audience: Audience
+    scopes: tuple[str, ...]
+    metered: bool = False
 
 
-async def count_quota(request: Request, principal: Principal) -> None:
-    """Count the request once against the consumer's plan quotas (429 when exhausted)."""
-    if principal.consumer_id is None or principal.plan is None:
-        return
-    if getattr(request.state, "quota_counted", False):
-        return
-    state: GatewayState = request.state.gateway
-    plan = state.config.current.plans.get(principal.plan)
-    if plan is None or state.quotas is None:
-        return
-    request.state.quota_counted = True
-    await state.quotas.consume(principal.consumer_id, plan)
+def user_rule(*scopes: str) -> AccessRule:
+    """A signed-in user with `scopes`."""
+    return AccessRule(USERS, scopes)
 
 
-def require_user(*scopes: str) -> Any:
-    """Dependency: a signed-in user with `scopes`, admitted under the rate limits."""
-    return Depends(AccessRule(USERS, scopes, metered=False))
-
-
-def require_partner(*scopes: str, metered: bool = True) -> Any:
-    """Dependency: a partner consumer with `scopes`, admitted under the rate limits and,
-    unless `metered=False`, counted against its quota."""
-    return Depends(AccessRule(PARTNERS, scopes, metered=metered))
-
-
-# A partner asking about itself (e.g. its usage): admitted, but not counted.
-PartnerCaller = Annotated[Principal, require_partner(metered=False)]
+def partner_rule(*scopes: str, metered: bool = True) -> AccessRule:
+    """A partner consumer with `scopes`, counted against its quota unless `metered=False`."""
+    return AccessRule(PARTNERS, scopes, metered=metered)

@@ -15,18 +15,20 @@ import hmac
 import secrets
 import time
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import orjson
-from fastapi import Request
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from app.errors import Forbidden, ServiceUnavailable, Unauthorized
+from app.security.authenticate import Presented
 from app.security.jwt import principal_from_claims
 from app.security.principal import Principal
 from app.settings import IdentitySettings
+from app.shared.redis import RedisUnavailable, SharedRedis
 
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -132,7 +134,7 @@ class RedisDocuments:
     would split them between processes.
     """
 
-    def __init__(self, redis: Redis, *, prefix: str) -> None:
+    def __init__(self, redis: SharedRedis, *, prefix: str) -> None:
         self._redis = redis
         self._prefix = prefix
 
@@ -140,31 +142,32 @@ class RedisDocuments:
         return f"{self._prefix}{namespace}:{key}"
 
     async def put(self, namespace: str, key: str, document: bytes, *, ttl_s: int) -> None:
-        try:
-            await self._redis.set(self._key(namespace, key), document, ex=max(1, ttl_s))
-        except (RedisError, OSError):
-            raise _store_unavailable() from None
+        async with _store_needed(self._redis) as client:
+            await client.set(self._key(namespace, key), document, ex=max(1, ttl_s))
 
     async def get(self, namespace: str, key: str) -> bytes | None:
-        try:
-            value = await self._redis.get(self._key(namespace, key))
-        except (RedisError, OSError):
-            raise _store_unavailable() from None
+        async with _store_needed(self._redis) as client:
+            value = await client.get(self._key(namespace, key))
         return value.encode() if isinstance(value, str) else value
 
     async def take(self, namespace: str, key: str) -> bytes | None:
-        try:
+        async with _store_needed(self._redis) as client:
             # GETDEL: a login state is redeemed once, even by two racing callbacks.
-            value = await self._redis.getdel(self._key(namespace, key))
-        except (RedisError, OSError):
-            raise _store_unavailable() from None
+            value = await client.getdel(self._key(namespace, key))
         return value.encode() if isinstance(value, str) else value
 
     async def delete(self, namespace: str, key: str) -> None:
-        try:
-            await self._redis.delete(self._key(namespace, key))
-        except (RedisError, OSError):
-            raise _store_unavailable() from None
+        async with _store_needed(self._redis) as client:
+            await client.delete(self._key(namespace, key))
+
+
+@asynccontextmanager
+async def _store_needed(redis: SharedRedis) -> AsyncIterator[Redis]:
+    try:
+        async with redis.answering() as client:
+            yield client
+    except RedisUnavailable:
+        raise _store_unavailable() from None
 
 
 class SessionStore:
@@ -210,7 +213,7 @@ class SessionStore:
         return LoginAttempt(**orjson.loads(document)) if document is not None else None
 
 
-def session_store(redis: Redis | None, *, prefix: str) -> SessionStore:
+def session_store(redis: SharedRedis | None, *, prefix: str) -> SessionStore:
     """Redis-backed when Redis is configured, in-process otherwise."""
     if redis is None:
         return SessionStore(MemoryDocuments())
@@ -244,7 +247,7 @@ class SessionAuthenticator:
             weakref.WeakValueDictionary()
         )
 
-    async def authenticate(self, request: Request) -> Principal | None:
+    async def authenticate(self, request: Presented) -> Principal | None:
         cookie_value = request.cookies.get(self._settings.cookie_name)
         # An explicit Authorization header wins: cross-site requests cannot set one, and a
         # client that sends it means that credential.
@@ -262,7 +265,7 @@ class SessionAuthenticator:
         return principal_from_claims(session.claims, settings=settings, credential="session")
 
     @staticmethod
-    def require_csrf(request: Request, session: WebSession) -> None:
+    def require_csrf(request: Presented, session: WebSession) -> None:
         """403 unless the request carries the session's CSRF token (synchronizer token)."""
         presented = request.headers.get(CSRF_HEADER, "")
         if not hmac.compare_digest(presented.encode(), session.csrf_token.encode()):

@@ -5,13 +5,13 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
-from redis.asyncio import Redis
 
 from app.errors import BadRequest
 from app.security.jwt import BearerAuthenticator, TokenValidator, TrustedIssuer
 from app.security.oidc import ProviderClient
 from app.security.sessions import SessionAuthenticator, SessionStore, session_store
 from app.settings import Settings
+from app.shared.redis import SharedRedis
 from app.store.snapshot import ConfigStore
 
 
@@ -41,7 +41,7 @@ class WebIdentity:
 
 
 def build_web_identity(
-    settings: Settings, *, redis: Redis | None, config: ConfigStore
+    settings: Settings, *, redis: SharedRedis | None, config: ConfigStore
 ) -> WebIdentity:
     """Issuer, validator, session store and authenticators; no I/O until first use."""
     identity = settings.identity

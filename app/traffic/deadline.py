@@ -2,7 +2,8 @@
 
 The budget is the route's (`resilience.route_deadlines_ms`, longest path prefix wins) or
 `resilience.default_deadline_ms`; a client may shorten it, never lengthen it, by sending
-`X-Request-Deadline: <milliseconds>` - a relative budget, since clocks differ between hosts.
+`X-Request-Deadline: <milliseconds>` - a relative budget, since clocks differ between hosts;
+a malformed value is a 400 problem. The edge (`app.middleware.edge`) starts it.
 Each upstream call gets `min(service timeout, time left)` and carries the same header with
 the milliseconds left, so the service can give up when the gateway will have.
 """
@@ -13,7 +14,14 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from app.errors import BadRequest
+
 DEADLINE_HEADER = "x-request-deadline"
+DEADLINE_HEADER_BYTES = DEADLINE_HEADER.encode()
+# Deadlines beyond ten minutes are a client's typo, not a plan.
+MAX_DEADLINE_MS = 600_000
+# int() refuses thousands of digits with a ValueError; no sane deadline needs ten.
+_MAX_DIGITS = 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,3 +66,14 @@ def route_budget_ms(path: str, *, default_ms: int, route_ms: Mapping[str, int]) 
         if path.startswith(prefix) and len(prefix) > best:
             best, budget = len(prefix), ms
     return budget
+
+
+def client_budget_ms(value: bytes) -> int:
+    """The budget the client asks for; BadRequest unless it is 0 to MAX_DEADLINE_MS."""
+    asked = value.strip()
+    if not asked.isdigit() or len(asked) > _MAX_DIGITS or int(asked) > MAX_DEADLINE_MS:
+        raise BadRequest(
+            "X-Request-Deadline must be a whole number of milliseconds from 0 to "
+            f"{MAX_DEADLINE_MS}, not {value.decode('latin-1')[:40]!r}."
+        )
+    return int(asked)

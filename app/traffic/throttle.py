@@ -6,7 +6,7 @@ the gateway has upstream. The gateway-wide cap protects the process itself and a
 503, since it is the gateway that is overloaded, not the caller that misbehaves.
 
 With Redis, a consumer's slots are shared by every gateway process (claimed in Redis in the
-same round trip as the rate limits; see `app.traffic.policies`) and this in-process gate
+same round trip as the rate limits; see `app.policy.admission`) and this in-process gate
 serves only without Redis or while it is down and the limiter fails open. The gateway-wide
 cap protects this process's own resources (connections, memory, event-loop time), so it
 counts this process's requests only.

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from app.admin.rate_limits import KeyBy
+from app.policy.admission import RULE_KEYS
 from app.settings import Settings
 from app.store.database import create_engine
 from app.store.models import RateLimitRule
-from app.traffic.policies import RULE_KEYS
 from backends.launcher import Platform
 from tests.fixtures.consumers import ADMIN, PartnerKey, create_partner
 from tests.fixtures.gateway import RunningGateway, running_gateway

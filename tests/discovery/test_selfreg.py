@@ -34,8 +34,16 @@ async def test_in_process_registration_expires_without_heartbeats() -> None:
 async def test_registrations_in_redis_are_seen_by_another_process_and_expire(
     shared_redis: PrefixedRedis,
 ) -> None:
-    first = SelfRegistry(redis=shared_redis.client, prefix=shared_redis.prefix, default_ttl_s=15)
-    second = SelfRegistry(redis=shared_redis.client, prefix=shared_redis.prefix, default_ttl_s=15)
+    first = SelfRegistry(
+        redis=shared_redis.shared,
+        prefix=shared_redis.prefix,
+        default_ttl_s=15,
+    )
+    second = SelfRegistry(
+        redis=shared_redis.shared,
+        prefix=shared_redis.prefix,
+        default_ttl_s=15,
+    )
     await first.register("news", "http://10.0.0.2:80", ttl_s=0.4)
     await second.refresh(["news"])
     assert [r.url for r in second.live("news")] == ["http://10.0.0.2:80"]
@@ -49,14 +57,18 @@ async def test_registrations_in_redis_are_seen_by_another_process_and_expire(
     await first.refresh(["news"])
     assert first.live("news") == ()
     # The expired entry was cleaned out of Redis too.
-    assert await shared_redis.client.zcard(f"{shared_redis.prefix}discovery:news:expiry") == 0
+    assert await shared_redis.client.zcard(f"{shared_redis.prefix}discovery:{{news}}:expiry") == 0
     assert await second.heartbeat("news", "http://10.0.0.2:80") is None
 
 
 async def test_deregistration_removes_at_once_and_a_heartbeat_does_not_resurrect(
     shared_redis: PrefixedRedis,
 ) -> None:
-    registry = SelfRegistry(redis=shared_redis.client, prefix=shared_redis.prefix, default_ttl_s=5)
+    registry = SelfRegistry(
+        redis=shared_redis.shared,
+        prefix=shared_redis.prefix,
+        default_ttl_s=5,
+    )
     await registry.register("bots", "http://10.0.0.3:80")
     assert await registry.deregister("bots", "http://10.0.0.3:80")
     assert registry.live("bots") == ()
@@ -73,7 +85,7 @@ async def test_a_registered_instance_takes_traffic_and_leaves_when_it_stops_hear
     async with upstream_caller(
         database_url,
         {"market-data": [configured.url]},
-        redis=shared_redis.client,
+        redis=shared_redis.shared,
         redis_prefix=shared_redis.prefix,
     ) as caller:
         registry = caller.registry

@@ -40,7 +40,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
         yield SessionStore(MemoryDocuments())
         return
     async with prefixed_redis() as prefixed:
-        yield SessionStore(RedisDocuments(prefixed.client, prefix=prefixed.prefix))
+        yield SessionStore(RedisDocuments(prefixed.shared, prefix=prefixed.prefix))
 
 
 def web_session(*, lifetime_s: float = 3600) -> WebSession:
@@ -123,7 +123,7 @@ def test_reprs_never_show_tokens() -> None:
 
 
 async def test_redis_keys_are_prefixed_digests_with_a_ttl(redis: PrefixedRedis) -> None:
-    store = SessionStore(RedisDocuments(redis.client, prefix=redis.prefix))
+    store = SessionStore(RedisDocuments(redis.shared, prefix=redis.prefix))
 
     cookie = await store.create(web_session(lifetime_s=600))
 

@@ -6,20 +6,18 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import httpx
 import pytest
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.settings import RateLimitSettings, Settings
 from app.store.database import create_engine, session_factory
 from app.store.models import RateLimitRule
 from app.store.rate_limit_rules import RateLimitRuleRepository
-from app.traffic.ratelimit import (
+from app.traffic.gcra import (
     LimitCheck,
     LimitOutcome,
-    LocalGcra,
+    MemoryGcra,
     RateLimit,
     RedisGcra,
-    RedisLink,
+    SetMembership,
 )
 from backends.launcher import Platform
 from tests.fixtures.consumers import create_partner
@@ -43,7 +41,7 @@ async def gcra(
 ) -> AsyncIterator[Callable[[Sequence[LimitCheck]], "asyncio.Future[list[LimitOutcome]]"]]:
     """Both implementations behind one awaitable `check(checks)`."""
     if request.param == "in-process":
-        local = LocalGcra()
+        local = MemoryGcra()
 
         async def check_local(checks: Sequence[LimitCheck]) -> list[LimitOutcome]:
             return local.check(checks)
@@ -51,10 +49,13 @@ async def gcra(
         yield check_local  # type: ignore[misc]
         return
     async with prefixed_redis() as redis:
-        link = RedisLink(redis.url, timeout_s=2)
-        shared = RedisGcra(link, prefix=redis.prefix)
-        yield shared.check  # type: ignore[misc]
-        await link.close()
+        shared = RedisGcra(redis.client, prefix=redis.prefix)
+
+        async def check_shared(checks: Sequence[LimitCheck]) -> list[LimitOutcome]:
+            return (await shared.admit(checks)).outcomes
+
+        yield check_shared  # type: ignore[misc]
+        await shared.aclose()
 
 
 async def test_a_burst_is_admitted_then_the_steady_rate(gcra) -> None:  # type: ignore[no-untyped-def]
@@ -109,58 +110,38 @@ async def test_a_refused_request_counts_against_none_of_its_limits(gcra) -> None
 
 
 async def test_the_script_is_reloaded_when_redis_forgot_it(shared_redis: PrefixedRedis) -> None:
-    link = RedisLink(shared_redis.url, timeout_s=2)
-    limiter = RedisGcra(link, prefix=shared_redis.prefix)
+    limiter = RedisGcra(shared_redis.client, prefix=shared_redis.prefix)
     limit = RateLimit.of("test", limit=2, period_s=60)
-    assert (await limiter.check([("k", limit)]))[0].remaining == 1
+    assert (await limiter.admit([("k", limit)])).outcomes[0].remaining == 1
     await shared_redis.client.script_flush()
-    assert (await limiter.check([("k", limit)]))[0].remaining == 0
-    await link.close()
+    assert (await limiter.admit([("k", limit)])).outcomes[0].remaining == 0
 
 
-async def test_concurrent_checks_share_one_connection_and_get_their_own_replies(
-    shared_redis: PrefixedRedis,
-) -> None:
-    link = RedisLink(shared_redis.url, timeout_s=2)
-    limiter = RedisGcra(link, prefix=shared_redis.prefix)
+async def test_concurrent_checks_get_their_own_replies(shared_redis: PrefixedRedis) -> None:
+    limiter = RedisGcra(shared_redis.client, prefix=shared_redis.prefix)
     limits = [RateLimit.of(f"l{n}", limit=100 + n, period_s=60) for n in range(20)]
-    try:
-        outcomes = await asyncio.gather(
-            *(
-                limiter.check([(f"k{n}", limit), ("shared", limits[0])])
-                for n, limit in enumerate(limits)
-            )
+    verdicts = await asyncio.gather(
+        *(
+            limiter.admit([(f"k{n}", limit), ("shared", limits[0])])
+            for n, limit in enumerate(limits)
         )
-    finally:
-        await link.close()
+    )
+    outcomes = [verdict.outcomes for verdict in verdicts]
     # Each request's first reply is its own limit's, in its own order.
     assert [own.limit.name for own, _ in outcomes] == [f"l{n}" for n in range(20)]
     assert [own.remaining for own, _ in outcomes] == [99 + n for n in range(20)]
     assert sorted(shared.remaining for _, shared in outcomes) == list(range(80, 100))
 
 
-async def test_a_link_that_times_out_reconnects_on_the_next_call(
-    shared_redis: PrefixedRedis,
-) -> None:
-    link = RedisLink(shared_redis.url, timeout_s=0.2)
-    try:
-        with pytest.raises(RedisTimeoutError):
-            await link.call(["BLPOP", shared_redis.prefix + "never", 1])
-        assert await link.call(["PING"]) == [b"PONG"]
-    finally:
-        await link.close()
-
-
-async def test_a_link_names_redis_errors_without_losing_the_connection(
-    shared_redis: PrefixedRedis,
-) -> None:
-    link = RedisLink(shared_redis.url, timeout_s=2)
-    try:
-        replies = await link.call(["NOSUCHCOMMAND"], ["PING"])
-        assert isinstance(replies[0], ResponseError)
-        assert replies[1] == b"PONG"
-    finally:
-        await link.close()
+async def test_a_membership_question_shares_the_round_trip(shared_redis: PrefixedRedis) -> None:
+    limiter = RedisGcra(shared_redis.client, prefix=shared_redis.prefix)
+    members = shared_redis.prefix + "members"
+    await shared_redis.client.sadd(members, "in")
+    limit = RateLimit.of("test", limit=5, period_s=60)
+    inside = await limiter.admit([("k", limit)], membership=SetMembership(members, "in"))
+    outside = await limiter.admit([("k", limit)], membership=SetMembership(members, "out"))
+    assert (inside.member, outside.member) == (True, False)
+    assert [o.remaining for o in inside.outcomes + outside.outcomes] == [4, 3]
 
 
 def _limited_settings(settings: Settings, **limits: object) -> Settings:

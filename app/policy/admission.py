@@ -13,39 +13,29 @@ refused when any is exhausted, and then counts against none of them (see
 `RateLimit-Policy` (every limit that applied) and `RateLimit` (the most restrictive one),
 per the IETF httpapi ratelimit-headers draft.
 
-A frontend route's access rule (`app.security.rbac.AccessRule`) admits each request once,
-right after identifying its caller.
+The policy chain (`app.policy.chain`) admits each request once, right after identifying its
+caller; what admission decided (headers, the in-flight slot to give back) is returned as a
+typed `Admission` that the chain keeps in the request's context.
 """
 
 import asyncio
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from starlette.types import Scope
-
 from app.errors import ServiceUnavailable, TooManyRequests
+from app.policy.context import Admission
 from app.security.principal import Principal
 from app.settings import RateLimitSettings, Settings
+from app.shared.redis import SharedRedis
 from app.store.snapshot import ConfigSnapshot, RateLimitRuleConfig
-from app.traffic.ratelimit import (
-    LimitCheck,
-    LimitOutcome,
-    RateLimit,
-    RateLimiter,
-    RateLimiterUnavailable,
-    SlotClaim,
-)
+from app.traffic.gcra import LimitCheck, LimitOutcome, RateLimit, SetMembership, SlotClaim
+from app.traffic.ratelimit import RateLimiter, RateLimiterUnavailable
 from app.traffic.throttle import ConsumerThrottle
-
-# Where admission leaves its work for the edge (`app.middleware.edge`): headers for the response,
-# and the in-flight slot to give back once the response is sent.
-HEADERS_SCOPE_KEY = "gateway.ratelimit.headers"
-RELEASE_SCOPE_KEY = "gateway.throttle.release"
 
 RULE_KEYS = frozenset({"consumer", "plan", "user", "address", "route"})
 
@@ -242,32 +232,33 @@ _SHARED_SLOT_POLL_S = 0.02
 class AdmissionControl:
     """One process's rate limiter, limit policies and per-consumer in-flight caps."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, redis: SharedRedis | None) -> None:
         limits = settings.rate_limit
         self.enabled = limits.enabled
         self.in_flight_wait_s = limits.in_flight_wait_s
         self.in_flight_lease_ms = int(limits.in_flight_lease_s * 1000)
         self.policies = RateLimitPolicies(limits)
-        self.limiter = RateLimiter.connect(
-            settings.redis_url,
-            prefix=settings.redis_prefix,
-            failure=limits.redis_failure,
-            timeout_s=limits.redis_timeout_s,
-            retry_s=limits.redis_retry_s,
+        self.limiter = RateLimiter(
+            redis, prefix=settings.redis_prefix, failure=limits.redis_failure
         )
         self.throttle = ConsumerThrottle()
 
     async def admit(
-        self, scope: Scope, *, principal: Principal | None, snapshot: ConfigSnapshot
-    ) -> None:
-        """Pass, or raise 429 (a limit or cap is exhausted) or 503 (limits cannot be checked)."""
+        self,
+        *,
+        principal: Principal | None,
+        address: str,
+        path: str,
+        snapshot: ConfigSnapshot,
+        membership: SetMembership | None = None,
+    ) -> tuple[Admission, bool | None]:
+        """The request's admission, or 429 (a limit or cap is exhausted) or 503 (limits cannot
+        be checked); and the answer to `membership`, asked in the same round trip to Redis
+        (None when Redis did not answer it)."""
         if not self.enabled:
-            return
-        client = scope.get("client")
-        address = client[0] if client else "unknown"
-        checks = self.policies.checks_for(
-            snapshot, principal=principal, address=address, path=scope["path"]
-        )
+            answer = await self.is_member(membership) if membership is not None else None
+            return Admission(), answer
+        checks = self.policies.checks_for(snapshot, principal=principal, address=address, path=path)
         consumer_id = principal.consumer_id if principal is not None else None
         max_in_flight = None
         if consumer_id is not None:
@@ -280,9 +271,12 @@ class AdmissionControl:
                 key=f"c:{consumer_id}", limit=max_in_flight, lease_ms=self.in_flight_lease_ms
             )
         granted: bool | None = None
-        if checks or claim is not None:
+        member: bool | None = None
+        release: Callable[[], None] | None = None
+        headers: list[tuple[bytes, bytes]] = []
+        if checks or claim is not None or membership is not None:
             try:
-                outcomes, granted = await self.limiter.admit(checks, claim)
+                verdict = await self.limiter.admit(checks, claim, membership)
             except RateLimiterUnavailable:
                 raise _limits_unavailable() from None
             except asyncio.CancelledError:
@@ -290,51 +284,62 @@ class AdmissionControl:
                 if claim is not None:
                     self.limiter.release(claim)
                 raise
+            granted, member = verdict.granted, verdict.member
             if granted and claim is not None:
-                scope[RELEASE_SCOPE_KEY] = partial(self.limiter.release, claim)
+                release = partial(self.limiter.release, claim)
+            outcomes = verdict.outcomes
             for outcome in outcomes:
                 if not outcome.admitted:
+                    if release is not None:
+                        release()
                     raise _refusal(outcomes)
             if outcomes:
-                scope[HEADERS_SCOPE_KEY] = rate_limit_headers(outcomes)
+                headers = rate_limit_headers(outcomes)
         if consumer_id is None or not max_in_flight or granted:
-            return
+            return Admission(headers, release), member
         if granted is None or claim is None:
             # Redis did not decide (not configured, or down and failing open).
-            await self._hold_local_slot(scope, consumer_id, max_in_flight)
+            release = await self._hold_local_slot(consumer_id, max_in_flight)
         else:
-            await self._wait_for_shared_slot(scope, claim, consumer_id)
+            release = await self._wait_for_shared_slot(claim, consumer_id)
+        return Admission(headers, release), member
 
-    async def _wait_for_shared_slot(self, scope: Scope, claim: SlotClaim, consumer_id: int) -> None:
+    async def is_member(self, membership: SetMembership) -> bool | None:
+        """Ask Redis the membership question alone; None when it cannot answer."""
+        try:
+            verdict = await self.limiter.admit((), None, membership)
+        except RateLimiterUnavailable:
+            return None
+        return verdict.member
+
+    async def _wait_for_shared_slot(self, claim: SlotClaim, consumer_id: int) -> Callable[[], None]:
         """Ask again until the wait is over: another process may free the slot."""
         deadline = time.monotonic() + self.in_flight_wait_s
         while (left := deadline - time.monotonic()) > 0:
             await asyncio.sleep(min(_SHARED_SLOT_POLL_S, left))
             try:
-                _, granted = await self.limiter.admit((), claim)
+                verdict = await self.limiter.admit((), claim)
             except RateLimiterUnavailable:
                 raise _limits_unavailable() from None
             except asyncio.CancelledError:
                 self.limiter.release(claim)
                 raise
-            if granted is None:
-                await self._hold_local_slot(scope, consumer_id, claim.limit)
-                return
-            if granted:
-                scope[RELEASE_SCOPE_KEY] = partial(self.limiter.release, claim)
-                return
+            if verdict.granted is None:
+                return await self._hold_local_slot(consumer_id, claim.limit)
+            if verdict.granted:
+                return partial(self.limiter.release, claim)
         raise _too_many_in_flight(claim.limit, self.in_flight_wait_s)
 
-    async def _hold_local_slot(self, scope: Scope, consumer_id: int, max_in_flight: int) -> None:
+    async def _hold_local_slot(self, consumer_id: int, max_in_flight: int) -> Callable[[], None]:
         release = await self.throttle.acquire(
             consumer_id, limit=max_in_flight, wait_s=self.in_flight_wait_s
         )
         if release is None:
             raise _too_many_in_flight(max_in_flight, self.in_flight_wait_s)
-        scope[RELEASE_SCOPE_KEY] = release
+        return release
 
-    async def close(self) -> None:
-        await self.limiter.close()
+    async def aclose(self) -> None:
+        await self.limiter.aclose()
 
 
 # OpenAPI: the headers of a rate-limited operation's answers (see `app.openapi`).

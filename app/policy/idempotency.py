@@ -12,7 +12,9 @@ orders service, which deduplicates on it as well: a retry after an ambiguous fai
 order may have been placed before the timeout) cannot place a second order.
 
 With Redis, records are shared by every gateway process (`SET NX PX` claims, owner-checked
-completion and release in Lua); without Redis they live in this process.
+completion and release in Lua, one key each); without Redis they live in this process. When
+Redis cannot answer, no order is sent (503 with `Retry-After`): the gateway could not tell a
+duplicate from a first request.
 """
 
 import asyncio
@@ -23,20 +25,14 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Protocol
+from typing import Any, Protocol
 
 import orjson
-from fastapi import Depends, Request
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from app.errors import Conflict, InvalidRequest, ServiceUnavailable
-from app.security.principal import Principal
-from app.security.rbac import current_principal
 from app.settings import AccessSettings
-
-if TYPE_CHECKING:
-    from app.state import GatewayState
+from app.shared.redis import RedisUnavailable, SharedRedis
 
 logger = logging.getLogger("gateway.idempotency")
 
@@ -89,27 +85,27 @@ class RedisRecords:
     """Records shared by every gateway process. Without Redis no order is sent: the gateway
     could not tell a duplicate from a first request."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: SharedRedis) -> None:
         self._redis = redis
-        self._complete = redis.register_script(_COMPLETE)
-        self._release = redis.register_script(_RELEASE)
+        self._complete = redis.client.register_script(_COMPLETE)
+        self._release = redis.client.register_script(_RELEASE)
 
     async def claim(self, key: str, record: dict[str, Any], *, lease_s: float) -> bool:
-        async with _redis_needed():
-            claimed = await self._redis.set(key, orjson.dumps(record), nx=True, px=_ms(lease_s))
+        async with _redis_needed(self._redis) as client:
+            claimed = await client.set(key, orjson.dumps(record), nx=True, px=_ms(lease_s))
         return bool(claimed)
 
     async def get(self, key: str) -> dict[str, Any] | None:
-        async with _redis_needed():
-            raw = await self._redis.get(key)
+        async with _redis_needed(self._redis) as client:
+            raw = await client.get(key)
         return orjson.loads(raw) if raw is not None else None
 
     async def complete(self, key: str, *, owner: str, record: dict[str, Any], ttl_s: float) -> None:
-        async with _redis_needed():
+        async with _redis_needed(self._redis):
             await self._complete(keys=[key], args=[owner, orjson.dumps(record), _ms(ttl_s)])
 
     async def release(self, key: str, *, owner: str) -> None:
-        async with _redis_needed():
+        async with _redis_needed(self._redis):
             await self._release(keys=[key], args=[owner])
 
     async def changed(self, key: str, *, timeout_s: float) -> None:
@@ -117,7 +113,7 @@ class RedisRecords:
         await asyncio.sleep(timeout_s)
 
 
-class LocalRecords:
+class MemoryRecords:
     """Records in this process; waiters are woken when a record changes."""
 
     def __init__(self) -> None:
@@ -172,17 +168,23 @@ class LocalRecords:
             await asyncio.wait_for(event.wait(), timeout_s)
 
 
+def _records_unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "Orders cannot be accepted right now (idempotency store unavailable); "
+        "retry shortly with the same Idempotency-Key.",
+        headers={"Retry-After": "1"},
+    )
+
+
 @contextlib.asynccontextmanager
-async def _redis_needed() -> AsyncIterator[None]:
+async def _redis_needed(redis: SharedRedis) -> AsyncIterator[Redis]:
+    """Fail closed: while Redis is known to be down, at once; otherwise within its timeout."""
     try:
-        yield
-    except (RedisError, OSError) as exc:
+        async with redis.answering() as client:
+            yield client
+    except RedisUnavailable as exc:
         logger.warning("idempotency records unavailable: %s", exc)
-        raise ServiceUnavailable(
-            "Orders cannot be accepted right now (idempotency store unavailable); "
-            "retry shortly with the same Idempotency-Key.",
-            headers={"Retry-After": "1"},
-        ) from None
+        raise _records_unavailable() from None
 
 
 def _ms(seconds: float) -> int:
@@ -192,8 +194,8 @@ def _ms(seconds: float) -> int:
 class IdempotencyLedger:
     """The process's idempotency records (Redis-backed when configured)."""
 
-    def __init__(self, redis: Redis | None, *, prefix: str, settings: AccessSettings) -> None:
-        self._records: RecordStore = RedisRecords(redis) if redis is not None else LocalRecords()
+    def __init__(self, redis: SharedRedis | None, *, prefix: str, settings: AccessSettings) -> None:
+        self._records: RecordStore = RedisRecords(redis) if redis is not None else MemoryRecords()
         self._prefix = f"{prefix}idem:"
         self._settings = settings
 
@@ -282,16 +284,3 @@ class IdempotencyScope:
 
     ledger: IdempotencyLedger
     caller: str
-
-
-async def idempotency_scope(
-    request: Request, principal: Annotated[Principal | None, Depends(current_principal)]
-) -> IdempotencyScope:
-    state: GatewayState = request.state.gateway
-    if state.idempotency is None:
-        raise ServiceUnavailable("Order entry is not ready: the gateway is starting.")
-    caller = principal.subject if principal is not None else "anonymous"
-    return IdempotencyScope(ledger=state.idempotency, caller=caller)
-
-
-IdempotencyDep = Annotated[IdempotencyScope, Depends(idempotency_scope)]

@@ -8,7 +8,6 @@ import logging
 import time
 
 import orjson
-from starlette.types import Scope
 
 logger = logging.getLogger("gateway.access")
 
@@ -18,15 +17,16 @@ def access_logged() -> bool:
     return logger.isEnabledFor(logging.INFO)
 
 
-def log_request(scope: Scope, *, request_id: str, status: int, started: float) -> None:
+def log_request(
+    *, request_id: str, method: str, path: str, client: str, status: int, started: float
+) -> None:
     """Write the line of a request that began at `started` (`time.perf_counter()`)."""
-    client = scope.get("client")
     line = {
         "request_id": request_id,
-        "method": scope["method"],
-        "path": scope["path"],
+        "method": method,
+        "path": path,
         "status": status,
         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-        "client": client[0] if client else None,
+        "client": client,
     }
     logger.info(orjson.dumps(line).decode())

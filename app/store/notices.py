@@ -15,10 +15,9 @@ import uuid
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.shared.redis import REDIS_ERRORS, RedisUnavailable, SharedRedis
 from app.store.snapshot import ConfigSnapshot, ConfigStore
 
 logger = logging.getLogger("gateway.config")
@@ -28,13 +27,14 @@ _LAST_RETRY_S = 5.0
 # Start-up waits this long for the subscription, so a change right after start is not missed,
 # but a Redis outage does not hold the process back.
 _SUBSCRIBE_WAIT_S = 2.0
+_LISTEN_WAIT_S = 5.0
 
 
 class ChangeNotices:
     """Publishes config changes and reloads on changes other processes published."""
 
     def __init__(
-        self, config: ConfigStore, redis: Redis | None, *, prefix: str, refresh_s: float
+        self, config: ConfigStore, redis: SharedRedis | None, *, prefix: str, refresh_s: float
     ) -> None:
         self._config = config
         self._redis = redis
@@ -72,17 +72,18 @@ class ChangeNotices:
         if self._redis is not None:
             notice = orjson.dumps({"origin": self.origin, "version": snapshot.version})
             try:
-                await self._redis.publish(self.channel, notice)
-            except (RedisError, OSError) as exc:
+                async with self._redis.answering() as client:
+                    await client.publish(self.channel, notice)
+            except RedisUnavailable as exc:
                 # The change is committed and live here; the others catch up when their
                 # listener resubscribes (it reloads then) or on the next notice.
                 logger.warning("could not publish config change notice: %s", exc)
         return snapshot
 
-    async def _listen(self, redis: Redis, attempted: asyncio.Event) -> None:
+    async def _listen(self, redis: SharedRedis, attempted: asyncio.Event) -> None:
         delay = _FIRST_RETRY_S
         while True:
-            pubsub = redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = redis.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
                 # Notices sent before we (re)subscribed are lost: at start-up, those since
@@ -90,13 +91,16 @@ class ChangeNotices:
                 await self._reload("subscription")
                 attempted.set()
                 delay = _FIRST_RETRY_S
-                async for message in pubsub.listen():
-                    await self._on_message(message)
-            except (RedisError, OSError) as exc:
+                while True:
+                    # Waits with its own timeout, not the client's short command timeout.
+                    message = await pubsub.get_message(timeout=_LISTEN_WAIT_S)
+                    if message is not None:
+                        await self._on_message(message)
+            except REDIS_ERRORS as exc:
                 logger.warning("config change listener lost Redis, retrying: %s", exc)
             finally:
                 attempted.set()
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(*REDIS_ERRORS):
                     await pubsub.aclose()
             await asyncio.sleep(delay)
             delay = min(delay * 2, _LAST_RETRY_S)

@@ -1,0 +1,82 @@
+"""The one per-request context: what the policy chain needs to know about a request, and what
+it decided.
+
+The edge (`app.middleware.edge`) creates it once per HTTP request; FastAPI routes reach it
+through one dependency (`app.deps.request_context`), and entry points outside FastAPI (the
+pass-through handler, batch sub-requests, MCP tool calls, stream connects) build or receive
+one and hand it to the chain (`app.policy.chain`). No stage leaves anything for another in
+the ASGI scope or `request.state`: what one stage tells another is a typed field here.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
+from starlette.types import Scope
+
+from app.security.principal import Principal
+from app.traffic.deadline import Deadline
+
+# The context's one place in the ASGI scope; only the edge and `app.deps` use it.
+CONTEXT_SCOPE_KEY = "gateway.context"
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What admission decided for an admitted request: the `RateLimit` headers for its
+    response, and how to give back the in-flight slot it holds (None: it holds none)."""
+
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    release: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyOutcome:
+    """What the chain returns for a request it lets through."""
+
+    principal: "Principal"
+    admission: Admission
+
+
+@dataclass(slots=True)
+class RequestContext:
+    method: str
+    path: str
+    client_address: str
+    headers: Headers
+    deadline: Deadline
+    request_id: str = "-"
+    # The matched route's template (e.g. `/web/v1/orders/{order_id}`), once known.
+    route: str | None = None
+    # Set by the chain, each once per request.
+    identified: bool = False
+    principal: Principal | None = None
+    admission: Admission | None = None
+    quota_counted: bool = False
+    _cookies: dict[str, str] | None = None
+
+    @classmethod
+    def of_scope(cls, scope: Scope, *, deadline: Deadline, request_id: str) -> "RequestContext":
+        client = scope.get("client")
+        return cls(
+            method=scope.get("method", "GET"),
+            path=scope["path"],
+            client_address=client[0] if client else "unknown",
+            headers=Headers(scope=scope),
+            deadline=deadline,
+            request_id=request_id,
+        )
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        if self._cookies is None:
+            self._cookies = cookie_parser(self.headers.get("cookie", ""))
+        return self._cookies
+
+    def release(self) -> None:
+        """Give back the in-flight slot admission claimed, if any (once)."""
+        admission = self.admission
+        if admission is not None and admission.release is not None:
+            self.admission = Admission(headers=admission.headers)
+            admission.release()

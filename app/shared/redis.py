@@ -1,0 +1,128 @@
+"""The process's one Redis client, and the one discipline every Redis user follows.
+
+Every user of shared state (rate limits, in-flight slots, quotas, idempotency records,
+sessions, key revocations, self-registrations, change notices) goes through the redis-py
+asyncio client built here, once, in the lifespan. The discipline:
+
+- a short timeout on every command and connect (`redis_timeout_s`), so a Redis that hangs
+  instead of refusing costs a request that long and no more;
+- one immediate retry on a dead connection (a pooled connection that Redis closed when it
+  restarted), never on a timeout: the command may have run;
+- a remembered "Redis is down" state (`RedisHealth`): after a failure nobody waits on Redis
+  again for `redis_retry_s`; then one caller probes it, and the first success ends the
+  outage for everyone;
+- on top, each user's own documented failure policy: the rate limiter fails open (limits in
+  process) or closed (503), key revocation checks and order idempotency fail closed (503
+  with `Retry-After`), self-registration reads keep the last known instances.
+
+Naming: each concern with state to share has a `Redis…` implementation and a `Memory…` one
+(in-process, the embedded default and, where the policy says so, the fallback).
+
+Keys a script touches together share a hash tag (`{…}`), so every script runs unchanged on
+a Redis Cluster.
+"""
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from app.settings import Settings
+
+logger = logging.getLogger("gateway.redis")
+
+# What a Redis call may raise when Redis is unreachable, slow or confused.
+REDIS_ERRORS = (RedisError, OSError)
+
+
+class RedisUnavailable(Exception):
+    """Redis did not answer (or is known to be down); the caller applies its failure policy."""
+
+
+class RedisHealth:
+    """Whether Redis is worth asking: remembered across calls, so an outage costs one timeout
+    per `retry_s`, not one per request."""
+
+    def __init__(self, *, retry_s: float) -> None:
+        self._retry_s = retry_s
+        self._down_until = 0.0
+
+    @property
+    def down(self) -> bool:
+        return self._down_until != 0.0
+
+    def may_ask(self) -> bool:
+        """True while Redis is up; while it is down, True for one probe every `retry_s`."""
+        if not self._down_until:
+            return True
+        now = time.monotonic()
+        if now < self._down_until:
+            return False
+        # This caller probes; the others keep failing fast until it knows.
+        self._down_until = now + self._retry_s
+        return True
+
+    def succeeded(self) -> None:
+        if self._down_until:
+            logger.warning("Redis answers again")
+            self._down_until = 0.0
+
+    def failed(self, error: BaseException) -> None:
+        if not self._down_until:
+            logger.warning(
+                "Redis is unreachable (%s: %s); not asked again for %.1f s",
+                type(error).__name__,
+                error,
+                self._retry_s,
+            )
+        self._down_until = time.monotonic() + self._retry_s
+
+
+class SharedRedis:
+    """The Redis client and its health, handed to every user of shared state."""
+
+    def __init__(self, client: Redis, *, retry_s: float) -> None:
+        self.client = client
+        self.health = RedisHealth(retry_s=retry_s)
+
+    @asynccontextmanager
+    async def answering(self) -> AsyncIterator[Redis]:
+        """The client for a block of calls, under the discipline: `RedisUnavailable` at once
+        while Redis is known to be down, or when a call in the block fails or times out."""
+        if not self.health.may_ask():
+            raise RedisUnavailable("Redis is down; not asked again yet")
+        try:
+            yield self.client
+        except REDIS_ERRORS as exc:
+            self.health.failed(exc)
+            raise RedisUnavailable(str(exc)) from exc
+        self.health.succeeded()
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def connect_redis(settings: Settings) -> SharedRedis | None:
+    """The process's Redis client, None on embedded defaults (no `REDIS_URL`).
+
+    The only place a Redis client is created (a test enforces it).
+    """
+    if not settings.redis_url:
+        return None
+    timeout_s = settings.redis.timeout_s
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        # A burst waits briefly for a connection instead of failing.
+        max_connections=settings.redis.max_connections,
+        timeout=timeout_s,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+    )
+    return SharedRedis(Redis.from_pool(pool), retry_s=settings.redis.retry_s)

@@ -1,0 +1,338 @@
+"""Exact rate limits with GCRA (generic cell rate algorithm), in Redis or in process memory.
+
+A limit of `limit` requests per `period_s` seconds admits one request every
+`interval = period_s / limit` and lets a caller run ahead of that pace by up to `burst`
+requests. The only state per key is the theoretical arrival time (TAT) of the next request.
+
+In Redis each key is checked by one atomic Lua script that reads Redis's own clock, so every
+gateway process sees one clock and one count; each script touches exactly one key, so a
+Redis Cluster can hold it, and all the checks of one request go out in one pipeline (one
+round trip), with its in-flight slot claim and any other check the caller adds.
+
+A request counts against its limits only when all of them admit it: in process the counts
+are written after every limit agreed; in Redis each limit counts as it admits, and when
+another refused, what the admitting ones counted is given back before the refusal is
+answered (one more script per key).
+"""
+
+import asyncio
+import hashlib
+import math
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+_US = 1_000_000
+
+# KEYS[1]: the limit's TAT key. ARGV: interval (us), burst capacity (us).
+# Returns {admitted, tat - now (us), retry after (us)}. Numbers are written with %.0f
+# because Lua's default number formatting would round microsecond timestamps.
+GCRA_SCRIPT = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local interval = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local next_tat = tat + interval
+local allow_at = next_tat - capacity
+if now < allow_at then
+  return {0, string.format('%.0f', tat - now), string.format('%.0f', allow_at - now)}
+end
+local ttl_ms = math.ceil((next_tat - now) / 1000)
+redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', ttl_ms)
+return {1, string.format('%.0f', next_tat - now), '0'}
+"""
+
+
+# KEYS[1]: a limit's TAT key. ARGV: interval (us). Gives back one request the GCRA script
+# counted: used when another limit of the same request refused it.
+GCRA_REFUND_SCRIPT = """
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if not tat then return 0 end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local refunded = tat - tonumber(ARGV[1])
+if refunded <= now then
+  redis.call('DEL', KEYS[1])
+else
+  local ttl_ms = math.ceil((refunded - now) / 1000)
+  redis.call('SET', KEYS[1], string.format('%.0f', refunded), 'PX', ttl_ms)
+end
+return 1
+"""
+
+
+def _sf_string(text: str) -> str:
+    """`text` as an RFC 8941 string: printable ASCII, with `\\` and `"` escaped."""
+    printable = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return '"' + printable.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# KEYS[1]: a consumer's in-flight set. ARGV: its cap, the lease (ms), the request's token.
+# Members are scored with the end of their lease, so a crashed process's requests stop
+# counting when their leases run out. Returns 1 when the request holds a slot, else 0.
+IN_FLIGHT_SCRIPT = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SlotClaim:
+    """A request's claim on one of its consumer's in-flight slots, shared by all processes."""
+
+    key: str
+    limit: int
+    lease_ms: int
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """`limit` requests per `period_s` seconds, bursting up to `burst` at once."""
+
+    name: str
+    limit: int
+    period_s: float
+    burst: int
+    interval_us: int = field(init=False)
+    capacity_us: int = field(init=False)
+    # The name as a structured-field string, and the limit's item in `RateLimit-Policy`,
+    # e.g. `"consumer-minute";q=600;w=60`.
+    quoted_name: str = field(init=False)
+    policy_item: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        interval = max(1, round(self.period_s * _US / self.limit))
+        object.__setattr__(self, "interval_us", interval)
+        object.__setattr__(self, "capacity_us", interval * self.burst)
+        quoted = _sf_string(self.name)
+        object.__setattr__(self, "quoted_name", quoted)
+        # The draft's window is whole seconds.
+        window = max(1, round(self.period_s))
+        object.__setattr__(self, "policy_item", f"{quoted};q={self.limit};w={window}")
+
+    @classmethod
+    def of(cls, name: str, *, limit: int, period_s: float, burst: int | None = None) -> "RateLimit":
+        return cls(name=name, limit=limit, period_s=period_s, burst=burst or limit)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitOutcome:
+    """One limit's verdict on one request."""
+
+    limit: RateLimit
+    admitted: bool
+    remaining: int
+    # Seconds until the limit's full burst is available again.
+    reset_s: int
+    # Seconds until a refused request would be admitted; 0 when admitted.
+    retry_after_s: int
+
+    @property
+    def header_item(self) -> str:
+        """The outcome's item in the `RateLimit` header."""
+        return f"{self.limit.quoted_name};r={self.remaining};t={self.reset_s}"
+
+
+def _outcome(limit: RateLimit, *, admitted: bool, ahead_us: int, retry_us: int) -> LimitOutcome:
+    """Turn GCRA state (how far the TAT is ahead of now) into counts for headers."""
+    if admitted:
+        remaining = max(0, (limit.capacity_us - ahead_us) // limit.interval_us)
+        retry_after = 0
+    else:
+        remaining = 0
+        retry_after = max(1, math.ceil(retry_us / _US))
+    return LimitOutcome(
+        limit=limit,
+        admitted=admitted,
+        remaining=remaining,
+        reset_s=math.ceil(ahead_us / _US),
+        retry_after_s=retry_after,
+    )
+
+
+# One check: the (unprefixed) key the limit counts under, and the limit.
+LimitCheck = tuple[str, RateLimit]
+
+
+class MemoryGcra:
+    """GCRA in this process's memory: the embedded default and the fail-open fallback."""
+
+    # Forgotten keys are swept every this many checks, so memory follows active callers.
+    _SWEEP_EVERY = 4096
+
+    def __init__(self) -> None:
+        self._tats: dict[str, int] = {}
+        self._checks = 0
+
+    def check(self, checks: Sequence[LimitCheck]) -> list[LimitOutcome]:
+        """Every limit's outcome; a request is counted only when every limit admits it."""
+        now = time.monotonic_ns() // 1000
+        self._checks += 1
+        if self._checks % self._SWEEP_EVERY == 0:
+            self._sweep(now)
+        outcomes = []
+        counted: dict[str, int] = {}
+        for key, limit in checks:
+            tat = max(self._tats.get(key, now), now)
+            next_tat = tat + limit.interval_us
+            allow_at = next_tat - limit.capacity_us
+            if now < allow_at:
+                outcomes.append(
+                    _outcome(limit, admitted=False, ahead_us=tat - now, retry_us=allow_at - now)
+                )
+                continue
+            counted[key] = next_tat
+            outcomes.append(_outcome(limit, admitted=True, ahead_us=next_tat - now, retry_us=0))
+        if len(counted) == len(checks):
+            self._tats.update(counted)
+        return outcomes
+
+    def _sweep(self, now: int) -> None:
+        self._tats = {key: tat for key, tat in self._tats.items() if tat > now}
+
+
+@dataclass(frozen=True, slots=True)
+class SetMembership:
+    """A question sent in the same round trip as the limits: is `member` in the set `key`?"""
+
+    key: str
+    member: str
+
+
+@dataclass(frozen=True, slots=True)
+class RedisVerdict:
+    """What Redis said about one request: each limit's outcome, whether the in-flight slot
+    was granted (None: no claim), whether the member is in the set (None: none asked)."""
+
+    outcomes: list[LimitOutcome]
+    granted: bool | None
+    member: bool | None
+
+
+class _Script:
+    """A Lua script called by its SHA1, loaded again when Redis has forgotten it."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+_GCRA = _Script(GCRA_SCRIPT)
+_IN_FLIGHT = _Script(IN_FLIGHT_SCRIPT)
+
+
+class RedisGcra:
+    """GCRA in Redis: one EVALSHA per limit key, all of a request's limits (and its in-flight
+    slot claim, and a set membership question) in one pipeline."""
+
+    def __init__(self, redis: Redis, *, prefix: str) -> None:
+        self._redis = redis
+        self._prefix = prefix + "rl:"
+        self._in_flight_prefix = prefix + "if:"
+        # Fire-and-forget writes (refunds, releases), kept referenced until they finish.
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def admit(
+        self,
+        checks: Sequence[LimitCheck],
+        claim: SlotClaim | None = None,
+        membership: SetMembership | None = None,
+    ) -> RedisVerdict:
+        """One round trip: the limits' outcomes, the slot claim, the membership question."""
+        replies = await self._send(checks, claim, membership)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            # Redis restarted or its script cache was flushed: load and ask again.
+            await self._load()
+            replies = await self._send(checks, claim, membership)
+        for reply in replies:
+            if isinstance(reply, RedisError):
+                raise reply
+        member = None
+        if membership is not None:
+            member = replies[0] == 1
+            replies = replies[1:]
+        outcomes = []
+        for (_, limit), reply in zip(checks, replies, strict=False):
+            if not isinstance(reply, list) or len(reply) != 3:
+                raise ResponseError(f"unexpected reply from the rate limit script: {reply!r}")
+            admitted, ahead, retry = reply
+            outcomes.append(
+                _outcome(limit, admitted=admitted == 1, ahead_us=int(ahead), retry_us=int(retry))
+            )
+        if not all(outcome.admitted for outcome in outcomes):
+            await self._refund([c for c, o in zip(checks, outcomes, strict=True) if o.admitted])
+        granted = replies[-1] == 1 if claim is not None else None
+        return RedisVerdict(outcomes=outcomes, granted=granted, member=member)
+
+    async def _send(
+        self,
+        checks: Sequence[LimitCheck],
+        claim: SlotClaim | None,
+        membership: SetMembership | None,
+    ) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        if membership is not None:
+            pipe.sismember(membership.key, membership.member)
+        for key, limit in checks:
+            pipe.evalsha(_GCRA.sha, 1, self._prefix + key, limit.interval_us, limit.capacity_us)
+        if claim is not None:
+            pipe.evalsha(
+                _IN_FLIGHT.sha,
+                1,
+                self._in_flight_prefix + claim.key,
+                claim.limit,
+                claim.lease_ms,
+                claim.token,
+            )
+        return await pipe.execute(raise_on_error=False)
+
+    async def _load(self) -> None:
+        for script in (_GCRA, _IN_FLIGHT):
+            await self._redis.script_load(script.source)
+
+    def _in_background(self, write: Any) -> None:
+        task = asyncio.ensure_future(write)
+        self._background.add(task)
+        task.add_done_callback(_forget_background(self._background))
+
+    async def _refund(self, checks: Sequence[LimitCheck]) -> None:
+        """Give back what the limits that admitted a refused request counted, before the
+        refusal is answered (a second round trip, on refusals only)."""
+        if not checks:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for key, limit in checks:
+            pipe.eval(GCRA_REFUND_SCRIPT, 1, self._prefix + key, limit.interval_us)
+        await pipe.execute()
+
+    def release(self, claim: SlotClaim) -> None:
+        """Give the slot back without waiting; a lost release ends with the lease."""
+        self._in_background(self._redis.zrem(self._in_flight_prefix + claim.key, claim.token))
+
+    async def aclose(self) -> None:
+        """Let the writes still under way finish (briefly)."""
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=1.0)
+
+
+def _forget_background(tasks: set["asyncio.Task[Any]"]) -> Any:
+    def forget(task: "asyncio.Task[Any]") -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            # A lost refund or release is bounded by its TTL or lease; nothing to tell.
+            task.exception()
+
+    return forget
