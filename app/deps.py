@@ -21,7 +21,7 @@ from app.security.rbac import USERS, AccessRule, partner_rule, user_rule
 from app.settings import Settings
 from app.shared.redis import SharedRedis
 from app.state import GatewayState
-from app.store.database import session_scope
+from app.store.database import transaction
 from app.store.snapshot import ConfigStore
 from app.upstreams.bots import BotsClient
 from app.upstreams.caller import UpstreamCaller
@@ -71,14 +71,16 @@ async def redis_client(state: StateDep) -> SharedRedis | None:
 
 
 async def db_session(state: StateDep) -> AsyncIterator[AsyncSession]:
-    async for session in session_scope(state.sessions):
+    """The request's session: committed (then its after-commit callbacks run) or rolled back
+    as soon as the handler returns, before the response is sent, so a 2xx means committed."""
+    async with transaction(state.sessions) as session:
         yield session
 
 
 SettingsDep = Annotated[Settings, Depends(settings)]
 CallerDep = Annotated[UpstreamCaller, Depends(caller)]
 ConfigStoreDep = Annotated[ConfigStore, Depends(config_store)]
-SessionDep = Annotated[AsyncSession, Depends(db_session)]
+SessionDep = Annotated[AsyncSession, Depends(db_session, scope="function")]
 RedisDep = Annotated[SharedRedis | None, Depends(redis_client)]
 
 

@@ -13,18 +13,13 @@ from fastapi import Depends
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.deps import StateDep, db_session
+from app.deps import StateDep
 from app.errors import Conflict
 from app.store.database import CONFLICTING_CHANGE, after_commit
 from app.store.notices import ChangeNotices
 
-# The request's session, committed as soon as the handler returns rather than after the
-# response: the reload a change notice triggers must find the change committed.
-AdminSessionDep = Annotated[AsyncSession, Depends(db_session, scope="function")]
-
 
 async def change_notices(state: StateDep) -> ChangeNotices:
-    assert state.notices is not None, "the lifespan sets the change notices"
     return state.notices
 
 

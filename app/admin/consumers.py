@@ -15,15 +15,15 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from redis.exceptions import RedisError
 
-from app.admin.changes import AdminSessionDep, ChangeNoticesDep, flush_change, stage_change
+from app.admin.changes import ChangeNoticesDep, flush_change, stage_change
 from app.admin.plans import plan_by_name
 from app.admin.schemas import NAME_PATTERN
-from app.deps import RedisDep, SettingsDep
+from app.deps import RedisDep, SessionDep, SettingsDep
 from app.domain import ACCOUNT_ID_PATTERN
 from app.errors import Conflict, NotFound, problem_responses
 from app.security.apikeys import announce_revocation, issue_key, key_hasher
+from app.shared.redis import RedisUnavailable
 from app.store.consumers import ApiKeyRepository, ConsumerRepository, PlanRepository
 from app.store.database import after_commit, stored_utc
 from app.store.models import ApiKey, Consumer
@@ -261,7 +261,7 @@ async def _refuse_linked_client(
 
 
 @router.get("", response_model=ConsumerList)
-async def list_consumers(session: AdminSessionDep) -> ConsumerList:
+async def list_consumers(session: SessionDep) -> ConsumerList:
     """Every consumer."""
     consumers = await ConsumerRepository(session).all()
     return ConsumerList(consumers=[ConsumerView.of(c) for c in consumers])
@@ -274,7 +274,7 @@ async def list_consumers(session: AdminSessionDep) -> ConsumerList:
     responses=problem_responses(409),
 )
 async def create_consumer(
-    body: ConsumerCreate, session: AdminSessionDep, notices: ChangeNoticesDep
+    body: ConsumerCreate, session: SessionDep, notices: ChangeNoticesDep
 ) -> ConsumerView:
     """Create a consumer on a plan, linked to the accounts it may act on."""
     repo = ConsumerRepository(session)
@@ -296,14 +296,14 @@ async def create_consumer(
 
 
 @router.get("/{consumer_id}", response_model=ConsumerView)
-async def get_consumer(consumer_id: int, session: AdminSessionDep) -> ConsumerView:
+async def get_consumer(consumer_id: int, session: SessionDep) -> ConsumerView:
     """One consumer."""
     return ConsumerView.of(await _consumer(ConsumerRepository(session), consumer_id))
 
 
 @router.patch("/{consumer_id}", response_model=ConsumerView, responses=problem_responses(409))
 async def update_consumer(
-    consumer_id: int, body: ConsumerUpdate, session: AdminSessionDep, notices: ChangeNoticesDep
+    consumer_id: int, body: ConsumerUpdate, session: SessionDep, notices: ChangeNoticesDep
 ) -> ConsumerView:
     """Change a consumer's plan, accounts, OAuth client or enabled state; effective at once."""
     repo = ConsumerRepository(session)
@@ -330,7 +330,7 @@ async def update_consumer(
 @router.delete("/{consumer_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_consumer(
     consumer_id: int,
-    session: AdminSessionDep,
+    session: SessionDep,
     notices: ChangeNoticesDep,
     redis: RedisDep,
     settings: SettingsDep,
@@ -347,7 +347,7 @@ async def delete_consumer(
 
 
 @router.get("/{consumer_id}/keys", response_model=KeyList)
-async def list_consumer_keys(consumer_id: int, session: AdminSessionDep) -> KeyList:
+async def list_consumer_keys(consumer_id: int, session: SessionDep) -> KeyList:
     """The consumer's keys by prefix and state; keys themselves cannot be shown again."""
     await _consumer(ConsumerRepository(session), consumer_id)
     keys = await ApiKeyRepository(session).of_consumer(consumer_id)
@@ -363,7 +363,7 @@ async def list_consumer_keys(consumer_id: int, session: AdminSessionDep) -> KeyL
 async def create_consumer_key(
     consumer_id: int,
     body: KeyCreate,
-    session: AdminSessionDep,
+    session: SessionDep,
     notices: ChangeNoticesDep,
     settings: SettingsDep,
     response: Response,
@@ -389,7 +389,7 @@ async def create_consumer_key(
 async def revoke_consumer_key(
     consumer_id: int,
     key_id: int,
-    session: AdminSessionDep,
+    session: SessionDep,
     notices: ChangeNoticesDep,
     redis: RedisDep,
     settings: SettingsDep,
@@ -408,6 +408,6 @@ async def revoke_consumer_key(
 async def _announce(redis: RedisDep, settings: SettingsDep, prefix: str) -> None:
     try:
         await announce_revocation(redis, settings, prefix)
-    except (RedisError, OSError) as exc:
+    except RedisUnavailable as exc:
         # Committed and live in this process; peers follow on the change notice.
         logger.warning("could not mark key %s revoked in Redis: %s", prefix, exc)

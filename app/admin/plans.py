@@ -10,8 +10,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.admin.changes import AdminSessionDep, ChangeNoticesDep, stage_change
+from app.admin.changes import ChangeNoticesDep, stage_change
 from app.admin.schemas import NAME_PATTERN
+from app.deps import SessionDep
 from app.errors import Conflict, NotFound, problem_responses
 from app.store.consumers import PlanRepository
 from app.store.models import Plan
@@ -113,7 +114,7 @@ async def plan_by_name(repo: PlanRepository, name: str) -> Plan:
 
 
 @router.get("", response_model=PlanList)
-async def list_plans(session: AdminSessionDep) -> PlanList:
+async def list_plans(session: SessionDep) -> PlanList:
     """Every plan."""
     return PlanList(plans=[PlanView.of(p) for p in await PlanRepository(session).all()])
 
@@ -124,9 +125,7 @@ async def list_plans(session: AdminSessionDep) -> PlanList:
     response_model=PlanView,
     responses=problem_responses(409),
 )
-async def create_plan(
-    body: PlanCreate, session: AdminSessionDep, notices: ChangeNoticesDep
-) -> PlanView:
+async def create_plan(body: PlanCreate, session: SessionDep, notices: ChangeNoticesDep) -> PlanView:
     """Create a plan."""
     repo = PlanRepository(session)
     if await repo.by_name(body.name) is not None:
@@ -138,14 +137,14 @@ async def create_plan(
 
 
 @router.get("/{name}", response_model=PlanView)
-async def get_plan(name: str, session: AdminSessionDep) -> PlanView:
+async def get_plan(name: str, session: SessionDep) -> PlanView:
     """One plan."""
     return PlanView.of(await plan_by_name(PlanRepository(session), name))
 
 
 @router.patch("/{name}", response_model=PlanView)
 async def update_plan(
-    name: str, body: PlanUpdate, session: AdminSessionDep, notices: ChangeNoticesDep
+    name: str, body: PlanUpdate, session: SessionDep, notices: ChangeNoticesDep
 ) -> PlanView:
     """Change a plan's limits or scopes; consumers on it are affected at once."""
     plan = await plan_by_name(PlanRepository(session), name)
@@ -159,7 +158,7 @@ async def update_plan(
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(409))
-async def delete_plan(name: str, session: AdminSessionDep, notices: ChangeNoticesDep) -> Response:
+async def delete_plan(name: str, session: SessionDep, notices: ChangeNoticesDep) -> Response:
     """Delete a plan that no consumer and no rate limit rule uses."""
     repo = PlanRepository(session)
     plan = await plan_by_name(repo, name)

@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.admin.changes import AdminSessionDep, ChangeNoticesDep, stage_change
+from app.admin.changes import ChangeNoticesDep, stage_change
 from app.admin.schemas import NAME_PATTERN
+from app.deps import SessionDep
 from app.errors import (
     Conflict,
     InvalidRequest,
@@ -207,7 +208,7 @@ async def _refuse_duplicate_name(
 
 
 @router.get("", response_model=RateLimitRuleList)
-async def list_rate_limit_rules(session: AdminSessionDep) -> RateLimitRuleList:
+async def list_rate_limit_rules(session: SessionDep) -> RateLimitRuleList:
     """Every rate limit rule, enabled or not, oldest first."""
     rules = await RateLimitRuleRepository(session).all()
     return RateLimitRuleList(rules=[RateLimitRuleView.of(r) for r in rules])
@@ -223,7 +224,7 @@ async def create_rate_limit_rule(
     body: RateLimitRuleCreate,
     request: Request,
     response: Response,
-    session: AdminSessionDep,
+    session: SessionDep,
     notices: ChangeNoticesDep,
 ) -> RateLimitRuleView:
     """Create a rate limit rule; every gateway process enforces it at once."""
@@ -241,14 +242,14 @@ async def create_rate_limit_rule(
 
 
 @router.get("/{rule_id}", response_model=RateLimitRuleView)
-async def get_rate_limit_rule(rule_id: int, session: AdminSessionDep) -> RateLimitRuleView:
+async def get_rate_limit_rule(rule_id: int, session: SessionDep) -> RateLimitRuleView:
     """One rate limit rule."""
     return RateLimitRuleView.of(await _rule(RateLimitRuleRepository(session), rule_id))
 
 
 @router.patch("/{rule_id}", response_model=RateLimitRuleView, responses=problem_responses(409))
 async def update_rate_limit_rule(
-    rule_id: int, body: RateLimitRuleUpdate, session: AdminSessionDep, notices: ChangeNoticesDep
+    rule_id: int, body: RateLimitRuleUpdate, session: SessionDep, notices: ChangeNoticesDep
 ) -> RateLimitRuleView:
     """Change a rule, or switch it off and on with `enabled`; effective at once."""
     repo = RateLimitRuleRepository(session)
@@ -266,7 +267,7 @@ async def update_rate_limit_rule(
 
 @router.delete("/{rule_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 async def delete_rate_limit_rule(
-    rule_id: int, session: AdminSessionDep, notices: ChangeNoticesDep
+    rule_id: int, session: SessionDep, notices: ChangeNoticesDep
 ) -> Response:
     """Delete a rate limit rule; no gateway process enforces it any more."""
     repo = RateLimitRuleRepository(session)

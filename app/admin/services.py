@@ -12,8 +12,9 @@ from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 
-from app.admin.changes import AdminSessionDep, ChangeNoticesDep, stage_change
+from app.admin.changes import ChangeNoticesDep, stage_change
 from app.admin.schemas import NAME_PATTERN, InstanceUrl, Patch, Weight
+from app.deps import SessionDep
 from app.errors import Conflict, NotFound, problem_responses
 from app.store.database import stored_utc
 from app.store.models import Service, ServiceInstance
@@ -205,7 +206,7 @@ def _refuse_duplicate_url(service: Service, url: str, *, except_id: int | None =
 
 
 @router.get("/services", response_model=ServiceList)
-async def list_services(session: AdminSessionDep) -> ServiceList:
+async def list_services(session: SessionDep) -> ServiceList:
     """List the registered services and their instances."""
     services = await ServiceRepository(session).all()
     return ServiceList(services=[ServiceView.of(s) for s in services])
@@ -221,7 +222,7 @@ async def create_service(
     body: ServiceCreate,
     request: Request,
     response: Response,
-    session: AdminSessionDep,
+    session: SessionDep,
     notices: ChangeNoticesDep,
 ) -> ServiceView:
     """Register a service, with its instances if given."""
@@ -251,14 +252,14 @@ async def create_service(
 
 
 @router.get("/services/{name}", response_model=ServiceView)
-async def get_service(name: str, session: AdminSessionDep) -> ServiceView:
+async def get_service(name: str, session: SessionDep) -> ServiceView:
     """Show one service and its instances."""
     return ServiceView.of(await _service(ServiceRepository(session), name))
 
 
 @router.patch("/services/{name}", response_model=ServiceView)
 async def update_service(
-    name: str, body: ServiceUpdate, session: AdminSessionDep, notices: ChangeNoticesDep
+    name: str, body: ServiceUpdate, session: SessionDep, notices: ChangeNoticesDep
 ) -> ServiceView:
     """Change a service's timeout, balancer or health path; omitted fields stay."""
     service = await _service(ServiceRepository(session), name)
@@ -269,9 +270,7 @@ async def update_service(
 
 
 @router.delete("/services/{name}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-async def delete_service(
-    name: str, session: AdminSessionDep, notices: ChangeNoticesDep
-) -> Response:
+async def delete_service(name: str, session: SessionDep, notices: ChangeNoticesDep) -> Response:
     """Unregister a service and all its instances."""
     repo = ServiceRepository(session)
     await repo.delete(await _service(repo, name))
@@ -280,7 +279,7 @@ async def delete_service(
 
 
 @router.get("/services/{name}/instances", response_model=InstanceList)
-async def list_instances(name: str, session: AdminSessionDep) -> InstanceList:
+async def list_instances(name: str, session: SessionDep) -> InstanceList:
     """List a service's instances."""
     service = await _service(ServiceRepository(session), name)
     return InstanceList(instances=[InstanceView.of(i) for i in service.instances])
@@ -297,7 +296,7 @@ async def add_instance(
     body: InstanceCreate,
     request: Request,
     response: Response,
-    session: AdminSessionDep,
+    session: SessionDep,
     notices: ChangeNoticesDep,
 ) -> InstanceView:
     """Add an instance to a service."""
@@ -317,7 +316,7 @@ async def add_instance(
 
 
 @router.get("/services/{name}/instances/{instance_id}", response_model=InstanceView)
-async def get_instance(name: str, instance_id: int, session: AdminSessionDep) -> InstanceView:
+async def get_instance(name: str, instance_id: int, session: SessionDep) -> InstanceView:
     """Show one instance of a service."""
     repo = ServiceRepository(session)
     return InstanceView.of(await _instance(repo, await _service(repo, name), instance_id))
@@ -332,7 +331,7 @@ async def update_instance(
     name: str,
     instance_id: int,
     body: InstanceUpdate,
-    session: AdminSessionDep,
+    session: SessionDep,
     notices: ChangeNoticesDep,
 ) -> InstanceView:
     """Change an instance's URL, weight or enabled flag; omitted fields stay."""
@@ -354,7 +353,7 @@ async def update_instance(
     response_class=Response,
 )
 async def remove_instance(
-    name: str, instance_id: int, session: AdminSessionDep, notices: ChangeNoticesDep
+    name: str, instance_id: int, session: SessionDep, notices: ChangeNoticesDep
 ) -> Response:
     """Remove an instance from a service."""
     repo = ServiceRepository(session)

@@ -12,14 +12,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, ConfigDict, Field
-from redis.exceptions import RedisError
 
-from app.admin.changes import AdminSessionDep, ChangeNoticesDep, stage_change
+from app.admin.changes import ChangeNoticesDep, stage_change
 from app.admin.schemas import InstanceUrl, Weight
-from app.deps import StateDep
+from app.deps import SessionDep, StateDep
 from app.discovery.registry import ServiceRegistry
 from app.discovery.selfreg import Registration
 from app.errors import NotFound, ServiceUnavailable, problem_responses
+from app.shared.redis import RedisUnavailable
 from app.store.service_repository import ServiceRepository
 from app.store.snapshot import ServiceConfig
 from app.traffic.breaker import CircuitState
@@ -204,9 +204,10 @@ async def _registrations_store() -> AsyncIterator[None]:
     """Redis trouble while registering is a 503 the instance can retry, not a 500."""
     try:
         yield
-    except RedisError as exc:
+    except RedisUnavailable as exc:
         raise ServiceUnavailable(
-            f"The registration store is unavailable ({type(exc).__name__}); try again shortly."
+            "The registration store is unavailable; try again shortly.",
+            headers={"Retry-After": "1"},
         ) from exc
 
 
@@ -290,7 +291,7 @@ async def get_service_policy(name: str, caller: CallerDep) -> ServicePolicy:
 
 @router.put("/services/{name}/policy", response_model=ServicePolicy)
 async def put_service_policy(
-    name: str, body: ServicePolicy, session: AdminSessionDep, notices: ChangeNoticesDep
+    name: str, body: ServicePolicy, session: SessionDep, notices: ChangeNoticesDep
 ) -> ServicePolicy:
     """Replace a service's traffic policy; sections and fields left out take their defaults."""
     service = await ServiceRepository(session).by_name(name)

@@ -8,6 +8,7 @@ copy, so an instance leaves on time even between refreshes. Without Redis, the i
 copy is the registry.
 """
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -42,7 +43,6 @@ class SelfRegistry:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._shared = redis
-        self._redis = redis.client if redis is not None else None
         self._prefix = prefix
         self.default_ttl_s = default_ttl_s
         self._clock = clock
@@ -65,8 +65,8 @@ class SelfRegistry:
     ) -> Registration:
         ttl = ttl_s or self.default_ttl_s
         registration = Registration(service, url, weight, ttl, self._clock() + ttl)
-        if self._redis is not None:
-            async with self._redis.pipeline(transaction=True) as pipe:
+        if self._shared is not None:
+            async with self._shared.answering() as client, client.pipeline(True) as pipe:
                 pipe.zadd(self._expiry_key(service), {url: registration.expires_at})
                 pipe.hset(
                     self._meta_key(service),
@@ -80,22 +80,23 @@ class SelfRegistry:
     async def heartbeat(self, service: str, url: str) -> Registration | None:
         """Extend a live registration by its TTL; None when it is unknown or has expired."""
         now = self._clock()
-        if self._redis is None:
+        if self._shared is None:
             current = self._known.get(service, {}).get(url)
             if current is None or not current.live(now):
                 return None
             weight, ttl = current.weight, current.ttl_s
         else:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.zscore(self._expiry_key(service), url)
-                pipe.hget(self._meta_key(service), url)
-                expires_at, meta = await pipe.execute()
-            if expires_at is None or expires_at <= now or meta is None:
-                return None
-            fields = orjson.loads(meta)
-            weight, ttl = int(fields["weight"]), float(fields["ttl_s"])
-            # XX: a heartbeat never resurrects an instance deregistered meanwhile.
-            await self._redis.zadd(self._expiry_key(service), {url: now + ttl}, xx=True)
+            async with self._shared.answering() as client:
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.zscore(self._expiry_key(service), url)
+                    pipe.hget(self._meta_key(service), url)
+                    expires_at, meta = await pipe.execute()
+                if expires_at is None or expires_at <= now or meta is None:
+                    return None
+                fields = orjson.loads(meta)
+                weight, ttl = int(fields["weight"]), float(fields["ttl_s"])
+                # XX: a heartbeat never resurrects an instance deregistered meanwhile.
+                await client.zadd(self._expiry_key(service), {url: now + ttl}, xx=True)
         registration = Registration(service, url, weight, ttl, now + ttl)
         self._known.setdefault(service, {})[url] = registration
         return registration
@@ -103,8 +104,8 @@ class SelfRegistry:
     async def deregister(self, service: str, url: str) -> bool:
         """Remove a registration at once; False when there was none."""
         removed = self._known.get(service, {}).pop(url, None) is not None
-        if self._redis is not None:
-            async with self._redis.pipeline(transaction=True) as pipe:
+        if self._shared is not None:
+            async with self._shared.answering() as client, client.pipeline(True) as pipe:
                 pipe.zrem(self._expiry_key(service), url)
                 pipe.hdel(self._meta_key(service), url)
                 gone, _ = await pipe.execute()
@@ -148,14 +149,17 @@ class SelfRegistry:
                 )
             self._known[name] = known
             if expired:
-                await self._drop_expired(name, expired)
+                # Best effort: another process's refresh, or the next one, drops them too.
+                with contextlib.suppress(RedisUnavailable):
+                    await self._drop_expired(name, expired)
 
     async def _drop_expired(self, service: str, urls: list[bytes]) -> None:
-        assert self._redis is not None
+        assert self._shared is not None
         now = self._clock()
-        for url in urls:
-            # Only if still expired: it may have heartbeated since we looked.
-            score = await self._redis.zscore(self._expiry_key(service), url)
-            if score is not None and score <= now:
-                await self._redis.zrem(self._expiry_key(service), url)
-                await self._redis.hdel(self._meta_key(service), url)
+        async with self._shared.answering() as client:
+            for url in urls:
+                # Only if still expired: it may have heartbeated since we looked.
+                score = await client.zscore(self._expiry_key(service), url)
+                if score is not None and score <= now:
+                    await client.zrem(self._expiry_key(service), url)
+                    await client.hdel(self._meta_key(service), url)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import Header
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from app.domain import SYMBOL_PATTERN
 from app.policy.idempotency import IdempotencyScope, Outcome, fingerprint
 from app.upstreams.errors import UpstreamRejected
 from app.upstreams.orders import (
@@ -20,7 +21,6 @@ from app.upstreams.orders import (
     TimeInForce,
 )
 
-SYMBOL_PATTERN = r"^[A-Z][A-Z0-9.\-]{0,9}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_\-:.]{8,128}$"
 
 Symbol = Annotated[

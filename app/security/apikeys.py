@@ -100,10 +100,12 @@ def revoked_keys_set(settings: Settings) -> str:
 
 
 async def announce_revocation(redis: SharedRedis | None, settings: Settings, prefix: str) -> None:
-    """Tell every process at once that the key is revoked, ahead of their snapshot reload."""
+    """Tell every process at once that the key is revoked, ahead of their snapshot reload;
+    `RedisUnavailable` when Redis cannot be told (the change notice still reaches them)."""
     if redis is None:
         return
-    await redis.client.sadd(revoked_keys_set(settings), prefix)
+    async with redis.answering() as client:
+        await client.sadd(revoked_keys_set(settings), prefix)
 
 
 def revoked() -> Unauthorized:

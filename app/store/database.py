@@ -63,12 +63,6 @@ async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterato
             await callback()
 
 
-async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """One session per request: committed when the handler succeeds, rolled back otherwise."""
-    async with transaction(factory) as session:
-        yield session
-
-
 def after_commit(session: AsyncSession, callback: Callable[[], Awaitable[object]]) -> None:
     """Run `callback` once the session's transaction has committed; never if it rolls back.
 
