@@ -12,8 +12,10 @@ asyncio client built here, once, in the lifespan. The discipline:
   again for `redis_retry_s`; then one caller probes it, and the first success ends the
   outage for everyone;
 - on top, each user's own documented failure policy: the rate limiter fails open (limits in
-  process) or closed (503), key revocation checks and order idempotency fail closed (503
-  with `Retry-After`), self-registration reads keep the last known instances.
+  process) or closed (503), key revocation checks fall back to the config snapshot's
+  revocations, order idempotency fails closed (503 with `Retry-After`), self-registration
+  reads keep the last known instances. A user that serves on a fallback says so through
+  `RedisHealth.announce_fallback`: once per outage in the log, not once per request.
 
 Naming: each concern with state to share has a `Redis…` implementation and a `Memory…` one
 (in-process, the embedded default and, where the policy says so, the fallback).
@@ -22,10 +24,12 @@ Keys a script touches together share a hash tag (`{…}`), so every script runs 
 a Redis Cluster.
 """
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -52,6 +56,8 @@ class RedisHealth:
     def __init__(self, *, retry_s: float) -> None:
         self._retry_s = retry_s
         self._down_until = 0.0
+        # The fallbacks already logged during this outage.
+        self._fallbacks: set[str] = set()
 
     @property
     def down(self) -> bool:
@@ -72,6 +78,13 @@ class RedisHealth:
         if self._down_until:
             logger.warning("Redis answers again")
             self._down_until = 0.0
+            self._fallbacks.clear()
+
+    def announce_fallback(self, fallback: str) -> None:
+        """Log what serves without Redis, once per outage however many requests it serves."""
+        if fallback not in self._fallbacks:
+            self._fallbacks.add(fallback)
+            logger.warning("Redis is down: %s", fallback)
 
     def failed(self, error: BaseException) -> None:
         if not self._down_until:
@@ -84,12 +97,80 @@ class RedisHealth:
         self._down_until = time.monotonic() + self._retry_s
 
 
+# One command: its name and arguments, as `Redis.execute_command` takes them.
+Command = tuple[Any, ...]
+# Commands queued by one request, and where their replies go.
+_Queued = tuple[Sequence[Command], "asyncio.Future[list[Any]]"]
+
+
+class RedisPipeliner:
+    """Commands of concurrent requests sent together: one redis-py pipeline per turn of the
+    event loop, whatever the number of requests that queued commands in that turn.
+
+    The per-request path (rate limits, in-flight slot, key revocation) costs one round trip
+    either way; what batching saves is redis-py's fixed cost per pipeline (a pooled
+    connection, packing, parsing set-up), about 200 us of CPU per request measured here,
+    which a gateway doing a few thousand requests a second cannot afford. Replies, errors
+    included, come back per request in order; a connection failure or timeout fails every
+    request of the batch, each of which applies its own failure policy.
+    """
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+        self._queued: list[_Queued] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def execute(self, commands: Sequence[Command]) -> "asyncio.Future[list[Any]]":
+        """The replies to `commands` (errors as values), sent with this turn's other commands."""
+        loop = asyncio.get_running_loop()
+        replies: asyncio.Future[list[Any]] = loop.create_future()
+        if not self._queued:
+            loop.call_soon(self._flush)
+        self._queued.append((commands, replies))
+        return replies
+
+    def _flush(self) -> None:
+        batch, self._queued = self._queued, []
+        task = asyncio.ensure_future(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(
+        self, batch: list[tuple[Sequence[Command], "asyncio.Future[list[Any]]"]]
+    ) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for commands, _ in batch:
+            for command in commands:
+                pipe.execute_command(*command)
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:
+            for _, waiter in batch:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        start = 0
+        for commands, waiter in batch:
+            end = start + len(commands)
+            if not waiter.done():
+                waiter.set_result(replies[start:end])
+            start = end
+
+    async def drain(self) -> None:
+        """Wait (briefly) for the batches already on their way."""
+        if self._sending:
+            await asyncio.wait(set(self._sending), timeout=1.0)
+
+
 class SharedRedis:
-    """The Redis client and its health, handed to every user of shared state."""
+    """The Redis client, its health and its pipeliner, handed to every user of shared state."""
 
     def __init__(self, client: Redis, *, retry_s: float) -> None:
         self.client = client
         self.health = RedisHealth(retry_s=retry_s)
+        self.pipeliner = RedisPipeliner(client)
 
     @asynccontextmanager
     async def answering(self) -> AsyncIterator[Redis]:
@@ -105,6 +186,7 @@ class SharedRedis:
         self.health.succeeded()
 
     async def close(self) -> None:
+        await self.pipeliner.drain()
         await self.client.aclose()
 
 

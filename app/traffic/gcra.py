@@ -24,8 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from app.shared.redis import Command, SharedRedis
 
 _US = 1_000_000
 
@@ -236,10 +237,12 @@ _IN_FLIGHT = _Script(IN_FLIGHT_SCRIPT)
 
 class RedisGcra:
     """GCRA in Redis: one EVALSHA per limit key, all of a request's limits (and its in-flight
-    slot claim, and a set membership question) in one pipeline."""
+    slot claim, and a set membership question) in one round trip, batched with those of
+    concurrent requests (`app.shared.redis.RedisPipeliner`)."""
 
-    def __init__(self, redis: Redis, *, prefix: str) -> None:
-        self._redis = redis
+    def __init__(self, redis: SharedRedis, *, prefix: str) -> None:
+        self._redis = redis.client
+        self._pipeliner = redis.pipeliner
         self._prefix = prefix + "rl:"
         self._in_flight_prefix = prefix + "if:"
         # Fire-and-forget writes (refunds, releases), kept referenced until they finish.
@@ -283,21 +286,26 @@ class RedisGcra:
         claim: SlotClaim | None,
         membership: SetMembership | None,
     ) -> list[Any]:
-        pipe = self._redis.pipeline(transaction=False)
+        commands: list[Command] = []
         if membership is not None:
-            pipe.sismember(membership.key, membership.member)
+            commands.append(("SISMEMBER", membership.key, membership.member))
         for key, limit in checks:
-            pipe.evalsha(_GCRA.sha, 1, self._prefix + key, limit.interval_us, limit.capacity_us)
-        if claim is not None:
-            pipe.evalsha(
-                _IN_FLIGHT.sha,
-                1,
-                self._in_flight_prefix + claim.key,
-                claim.limit,
-                claim.lease_ms,
-                claim.token,
+            commands.append(
+                ("EVALSHA", _GCRA.sha, 1, self._prefix + key, limit.interval_us, limit.capacity_us)
             )
-        return await pipe.execute(raise_on_error=False)
+        if claim is not None:
+            commands.append(
+                (
+                    "EVALSHA",
+                    _IN_FLIGHT.sha,
+                    1,
+                    self._in_flight_prefix + claim.key,
+                    claim.limit,
+                    claim.lease_ms,
+                    claim.token,
+                )
+            )
+        return await self._pipeliner.execute(commands)
 
     async def _load(self) -> None:
         for script in (_GCRA, _IN_FLIGHT):

@@ -32,7 +32,7 @@ class RateLimiter:
 
     def __init__(self, redis: SharedRedis | None, *, prefix: str, failure: RedisFailure) -> None:
         self._redis = redis
-        self._shared = RedisGcra(redis.client, prefix=prefix) if redis is not None else None
+        self._shared = RedisGcra(redis, prefix=prefix) if redis is not None else None
         self.memory = MemoryGcra()
         self._failure = failure
 

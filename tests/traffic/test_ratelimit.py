@@ -49,7 +49,7 @@ async def gcra(
         yield check_local  # type: ignore[misc]
         return
     async with prefixed_redis() as redis:
-        shared = RedisGcra(redis.client, prefix=redis.prefix)
+        shared = RedisGcra(redis.shared, prefix=redis.prefix)
 
         async def check_shared(checks: Sequence[LimitCheck]) -> list[LimitOutcome]:
             return (await shared.admit(checks)).outcomes
@@ -110,7 +110,7 @@ async def test_a_refused_request_counts_against_none_of_its_limits(gcra) -> None
 
 
 async def test_the_script_is_reloaded_when_redis_forgot_it(shared_redis: PrefixedRedis) -> None:
-    limiter = RedisGcra(shared_redis.client, prefix=shared_redis.prefix)
+    limiter = RedisGcra(shared_redis.shared, prefix=shared_redis.prefix)
     limit = RateLimit.of("test", limit=2, period_s=60)
     assert (await limiter.admit([("k", limit)])).outcomes[0].remaining == 1
     await shared_redis.client.script_flush()
@@ -118,7 +118,7 @@ async def test_the_script_is_reloaded_when_redis_forgot_it(shared_redis: Prefixe
 
 
 async def test_concurrent_checks_get_their_own_replies(shared_redis: PrefixedRedis) -> None:
-    limiter = RedisGcra(shared_redis.client, prefix=shared_redis.prefix)
+    limiter = RedisGcra(shared_redis.shared, prefix=shared_redis.prefix)
     limits = [RateLimit.of(f"l{n}", limit=100 + n, period_s=60) for n in range(20)]
     verdicts = await asyncio.gather(
         *(
@@ -134,7 +134,7 @@ async def test_concurrent_checks_get_their_own_replies(shared_redis: PrefixedRed
 
 
 async def test_a_membership_question_shares_the_round_trip(shared_redis: PrefixedRedis) -> None:
-    limiter = RedisGcra(shared_redis.client, prefix=shared_redis.prefix)
+    limiter = RedisGcra(shared_redis.shared, prefix=shared_redis.prefix)
     members = shared_redis.prefix + "members"
     await shared_redis.client.sadd(members, "in")
     limit = RateLimit.of("test", limit=5, period_s=60)
