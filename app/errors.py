@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from app.observability.context import current_request_id
+from app.observability.request_id import current_request_id
 
 logger = logging.getLogger("gateway.errors")
 
@@ -143,6 +143,18 @@ class UpstreamTimeout(UpstreamError):
     status, slug, title = 504, "upstream-timeout", "Upstream service timed out"
 
 
+class UpstreamRejected(GatewayError):
+    """The upstream refused the request itself (4xx): its status and detail pass through,
+    since they describe the client's request rather than a failure."""
+
+    slug, title = "upstream-rejected", "Request rejected"
+
+    def __init__(self, detail: str, *, status: int, service: str) -> None:
+        super().__init__(detail, extra={"service": service})
+        self.status = status
+        self.service = service
+
+
 def problem_body(error: GatewayError, *, instance: str) -> bytes:
     """The problem document for an error, as bytes."""
     body: dict[str, Any] = {
@@ -208,18 +220,25 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return problem_response(request, error)
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    logger.exception("unhandled error", exc_info=exc)
+def unexpected_error(exc: Exception, *, method: str, path: str) -> GatewayError:
+    """Log an exception nothing handled, naming the request, and the 500 that answers it."""
+    logger.error(
+        "unhandled error: request_id=%s %s %s", current_request_id(), method, path, exc_info=exc
+    )
     detail = "The gateway failed to handle this request; the request id names it in the logs."
-    return problem_response(request, GatewayError(detail))
+    return GatewayError(detail)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Route every error through the one problem+json shape."""
+    """Route every error through the one problem+json shape.
+
+    Anything else that escapes a handler is answered by the edge (`app.middleware.edge`),
+    inside the request's id and headers: a catch-all handler here would run in Starlette's
+    outermost middleware, after the edge has finished with the request.
+    """
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

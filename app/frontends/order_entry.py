@@ -7,11 +7,11 @@ order and the path to the orders service are the same, so they live here once.
 from typing import Annotated, Any
 
 from fastapi import Header
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, ValidationInfo, field_validator
 
 from app.domain import SYMBOL_PATTERN
+from app.errors import UpstreamRejected
 from app.policy.idempotency import IdempotencyScope, Outcome, fingerprint
-from app.upstreams.errors import UpstreamRejected
 from app.upstreams.orders import (
     Order,
     OrdersClient,
@@ -82,11 +82,12 @@ class OrderRequest(BaseModel):
     symbol: Symbol
     side: OrderSide
     type: OrderType
-    quantity: float = Field(gt=0, le=1_000_000, description="Shares; fractions allowed")
-    limit_price: float | None = Field(
+    # Strict: a JSON number only. Lax validation would take `true` as one share and "2" as two.
+    quantity: StrictFloat = Field(gt=0, le=1_000_000, description="Shares; fractions allowed")
+    limit_price: StrictFloat | None = Field(
         None, gt=0, le=1_000_000, validate_default=True, description="Required for limit orders"
     )
-    stop_price: float | None = Field(
+    stop_price: StrictFloat | None = Field(
         None, gt=0, le=1_000_000, validate_default=True, description="Required for stop orders"
     )
     time_in_force: TimeInForce = TimeInForce.day

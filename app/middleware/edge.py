@@ -2,14 +2,15 @@
 
 One ASGI layer, since each layer costs every request another coroutine frame and another
 `send` closure. In one pass over the request headers it names the request (request id),
-starts its deadline, refuses a declared body over the limit and traffic above the
-gateway-wide in-flight cap, and creates the request's one typed context
-(`app.policy.context.RequestContext`), the only thing it puts in the scope. Through one
-`send` wrapper it adds the request id, the security headers and the rate-limit headers the
-policy chain decided to every response; at the end it gives back the in-flight slot the
-chain claimed and writes the access log line. A client that accepts gzip gets Starlette's
-gzip responder around the app. The early answers (400, 413, 503) carry the same headers as
-any other.
+starts its deadline, finds the client's address (`app.middleware.forwarded`), refuses a
+declared body over the limit and traffic above the gateway-wide in-flight cap, and creates
+the request's one typed context (`app.policy.context.RequestContext`), the only thing it
+puts in the scope. Through one `send` wrapper it adds the request id, the security headers,
+the rate-limit headers the policy chain decided and, for a caller with credentials,
+`Cache-Control: private, no-store` to every response; at the end it gives back the
+in-flight slot the chain claimed and writes the access log line. A client that accepts gzip
+gets Starlette's gzip responder around the app. The early answers (400, 413, 503) and the
+500 for an exception nothing handled carry the same headers as any other.
 """
 
 import time
@@ -18,11 +19,17 @@ from contextvars import Token
 from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipResponder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PROBLEM_MEDIA_TYPE, GatewayError, ServiceUnavailable, problem_body
+from app.errors import (
+    PROBLEM_MEDIA_TYPE,
+    GatewayError,
+    ServiceUnavailable,
+    problem_body,
+    unexpected_error,
+)
+from app.middleware.forwarded import FORWARDED_FOR_HEADER, TrustedProxies
 from app.observability.access_log import access_logged, log_request
-from app.observability.context import request_id_var
-from app.observability.request_id import REQUEST_ID_HEADER, request_id_for
-from app.policy.context import CONTEXT_SCOPE_KEY, RequestContext
+from app.observability.request_id import REQUEST_ID_HEADER, request_id_for, request_id_var
+from app.policy.context import CONTEXT_SCOPE_KEY, RequestContext, peer_address
 from app.settings import Settings
 from app.traffic.deadline import (
     DEADLINE_HEADER_BYTES,
@@ -47,6 +54,9 @@ _SECURITY_HEADERS = (
 )
 # Only where the gateway is reached over TLS, as in production.
 _HSTS = (b"strict-transport-security", b"max-age=31536000")
+# What a caller with credentials is answered is theirs alone: no cache, shared or the
+# browser's, keeps it (unless the route chose its own Cache-Control).
+_PRIVATE = (b"cache-control", b"private, no-store")
 
 
 class PayloadTooLarge(GatewayError):
@@ -67,6 +77,7 @@ class EdgeMiddleware:
         production = settings.environment == "production"
         self.security_headers = (*_SECURITY_HEADERS, _HSTS) if production else _SECURITY_HEADERS
         self.access_log = settings.access_log
+        self.proxies = TrustedProxies(settings.http.trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,6 +87,8 @@ class EdgeMiddleware:
         asked_deadline: bytes | None = None
         declared_length: bytes | None = None
         accepts_gzip = False
+        authorized = False
+        forwarded_for: list[bytes] = []
         for name, value in scope["headers"]:
             if name == REQUEST_ID_HEADER:
                 sent_id = value
@@ -85,12 +98,18 @@ class EdgeMiddleware:
                 declared_length = value
             elif name == b"accept-encoding" and b"gzip" in value:
                 accepts_gzip = True
+            elif name == b"authorization":
+                authorized = True
+            elif name == FORWARDED_FOR_HEADER:
+                forwarded_for.append(value)
 
         request_id = request_id_for(sent_id)
+        client_address = self.proxies.client_address(peer_address(scope), forwarded_for)
         id_header = (REQUEST_ID_HEADER, request_id.encode())
         logged = self.access_log and access_logged()
         started = time.perf_counter() if logged else 0.0
         status = 500
+        started_response = False
         holds_slot = False
         context: RequestContext | None = None
         deadline_token: Token[Deadline | None] | None = None
@@ -115,26 +134,46 @@ class EdgeMiddleware:
                 return
             deadline = Deadline.after_ms(budget)
             deadline_token = deadline_var.set(deadline)
-            context = RequestContext.of_scope(scope, deadline=deadline, request_id=request_id)
+            context = RequestContext.of_scope(
+                scope, deadline=deadline, request_id=request_id, client_address=client_address
+            )
             scope[CONTEXT_SCOPE_KEY] = context
 
             async def send_edge(message: Message) -> None:
-                nonlocal status
+                nonlocal status, started_response
                 if message["type"] == "http.response.start":
                     status = message["status"]
+                    started_response = True
                     headers = [h for h in message.get("headers", ()) if h[0] != REQUEST_ID_HEADER]
                     headers.append(id_header)
                     headers += self.security_headers
                     admission = context.admission
                     if admission is not None and admission.headers:
                         headers += admission.headers
+                    if (authorized or context.principal is not None) and not any(
+                        name == b"cache-control" for name, _ in headers
+                    ):
+                        headers.append(_PRIVATE)
                     if not accepts_gzip and _would_compress(message, self.gzip_minimum_bytes):
                         headers.append(_VARY_ENCODING)
                     message["headers"] = headers
                 await send(message)
 
             app = GZipResponder(self.app, self.gzip_minimum_bytes) if accepts_gzip else self.app
-            await app(scope, _limited_receive(receive, limit=self.max_body_bytes), send_edge)
+            try:
+                await app(scope, _limited_receive(receive, limit=self.max_body_bytes), send_edge)
+            except Exception as exc:
+                # Answered here rather than by a catch-all handler, which Starlette runs
+                # outside every middleware: the 500 keeps the request's id and headers.
+                if isinstance(exc, GatewayError):
+                    error = exc
+                else:
+                    error = unexpected_error(exc, method=scope["method"], path=scope["path"])
+                if started_response:
+                    # Too late for a problem: the server cuts the connection short.
+                    raise
+                status = error.status
+                await self._refuse(scope, send, error, id_header)
         finally:
             if deadline_token is not None:
                 deadline_var.reset(deadline_token)
@@ -143,12 +182,11 @@ class EdgeMiddleware:
             if context is not None:
                 context.release()
             if logged:
-                client = scope.get("client")
                 log_request(
                     request_id=request_id,
                     method=scope["method"],
                     path=scope["path"],
-                    client=client[0] if client else "-",
+                    client=client_address,
                     status=status,
                     started=started,
                 )
@@ -157,7 +195,8 @@ class EdgeMiddleware:
     async def _refuse(
         self, scope: Scope, send: Send, error: GatewayError, id_header: tuple[bytes, bytes]
     ) -> None:
-        """Answer with the problem before the app sees the request."""
+        """Answer with the problem where the app did not: before it saw the request, or
+        after it failed without starting a response."""
         body = problem_body(error, instance=scope["path"])
         headers = [
             _PROBLEM_TYPE,

@@ -1,10 +1,19 @@
-"""Request ids: the client's `X-Request-ID` when it sent a sane one, otherwise a new one."""
+"""Request ids: the client's `X-Request-ID` when it sent a sane one, otherwise a new one;
+and the id of the request being handled, for code anywhere in it (logs, upstream calls)."""
 
 import os
 import re
+from contextvars import ContextVar
 
 REQUEST_ID_HEADER = b"x-request-id"
 _SANE_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+
+request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+
+
+def current_request_id() -> str:
+    """The id of the request being handled, or "-" outside a request."""
+    return request_id_var.get()
 
 
 def request_id_for(sent: bytes | None) -> str:

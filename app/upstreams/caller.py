@@ -18,8 +18,8 @@ from multidict import CIMultiDictProxy
 from pydantic import BaseModel, ValidationError
 
 from app.discovery.registry import ServiceRegistry
-from app.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from app.observability.context import current_request_id
+from app.errors import UpstreamError, UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
+from app.observability.request_id import current_request_id
 from app.settings import UpstreamSettings
 from app.store.snapshot import InstanceConfig, ServiceConfig
 from app.traffic.breaker import BreakerBoard, CircuitBreaker, CircuitOpen
@@ -27,7 +27,6 @@ from app.traffic.bulkhead import Bulkheads
 from app.traffic.collapse import RequestCollapser, collapse_key
 from app.traffic.deadline import DEADLINE_HEADER, Deadline, current_deadline
 from app.traffic.retry import RetryBudget, RetryBudgets, backoff_s, is_repeatable, retry_after_s
-from app.upstreams.errors import UpstreamRejected
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from app.errors import UpstreamRejected
 from app.upstreams.caller import UpstreamCaller
-from app.upstreams.errors import UpstreamRejected
 
 SERVICE = "orders"
 

@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime
 
-from app.errors import NotFound
+from app.errors import NotFound, UpstreamRejected
 from app.frontends.order_entry import place_order
 from app.frontends.partner.v1.views import (
     CandleInterval,
@@ -21,7 +21,6 @@ from app.security.quotas import QuotaCounter, QuotaPeriods, QuotaUsage
 from app.store.snapshot import ConfigSnapshot
 from app.upstreams import market_data as market_data_service
 from app.upstreams.caller import UpstreamCaller
-from app.upstreams.errors import UpstreamRejected
 from app.upstreams.market_data import MarketDataClient
 from app.upstreams.orders import OrdersClient, PlacedOrder
 
