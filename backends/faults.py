@@ -6,7 +6,7 @@ it, and it owns two control endpoints that tests use to steer and observe a
 backend over real sockets:
 
 * ``GET|PUT|DELETE /__faults`` - read, merge-update or reset the fault settings;
-* ``GET|DELETE /__stats`` - read or reset per-route request counts and headers.
+* ``GET|DELETE /__stats`` - read or reset per-route request counts, latest headers and query.
 
 ``/__faults``, ``/__stats`` and ``/health`` are never faulted.
 """
@@ -56,16 +56,20 @@ class InjectedConnectionDrop(Exception):
 
 
 class RequestStats:
-    """Counts of requests per ``"METHOD /path"`` and the latest headers seen on each."""
+    """Counts of requests per ``"METHOD /path"``, the latest headers and query seen on each."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.last_headers: OrderedDict[str, dict[str, str]] = OrderedDict()
+        self.last_query: dict[str, str] = {}
 
-    def record(self, method: str, path: str, raw_headers: list[tuple[bytes, bytes]]) -> None:
+    def record(
+        self, method: str, path: str, raw_headers: list[tuple[bytes, bytes]], query: bytes = b""
+    ) -> None:
         """Account for one request that reached the service."""
         route = f"{method} {path}"
         self.counts[route] += 1
+        self.last_query[route] = query.decode("latin-1")
         headers: dict[str, str] = {}
         for raw_name, raw_value in raw_headers:
             name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
@@ -73,7 +77,8 @@ class RequestStats:
         self.last_headers[route] = headers
         self.last_headers.move_to_end(route)
         if len(self.last_headers) > _HEADER_ROUTES_KEPT:
-            self.last_headers.popitem(last=False)
+            forgotten, _ = self.last_headers.popitem(last=False)
+            del self.last_query[forgotten]
 
     def snapshot(self) -> dict[str, Any]:
         """The ``GET /__stats`` document."""
@@ -81,12 +86,14 @@ class RequestStats:
             "requests": dict(self.counts),
             "total": sum(self.counts.values()),
             "last_headers": dict(self.last_headers),
+            "last_query": {route: self.last_query[route] for route in self.last_headers},
         }
 
     def reset(self) -> None:
         """Forget everything recorded so far."""
         self.counts.clear()
         self.last_headers.clear()
+        self.last_query.clear()
 
 
 class FaultInjector:
@@ -111,7 +118,9 @@ class FaultInjector:
             await self._serve_stats(scope, send)
             return
         if not path.startswith("/__"):
-            self.stats.record(scope["method"], path, scope["headers"])
+            self.stats.record(
+                scope["method"], path, scope["headers"], scope.get("query_string", b"")
+            )
         # Read once: a concurrent PUT must not change the rules halfway through a request.
         settings = self.settings
         if settings.applies_to(path):

@@ -6,6 +6,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
@@ -107,6 +108,17 @@ class Placement:
     replayed: bool
 
 
+@dataclass(frozen=True, slots=True)
+class OrderPage:
+    """Orders of one page, newest first, and where the next page starts."""
+
+    orders: list[Order]
+    # Every order matching the filter, on whichever page.
+    total: int
+    # The id to pass as `after` for the next page; None on the last page.
+    next_after: str | None
+
+
 class OrderNotFound(LookupError):
     """No such order in this account."""
 
@@ -136,8 +148,47 @@ class OrderBook:
 
     def orders(self, account_id: str, status: OrderStatus | None = None) -> list[Order]:
         """Orders of an account, newest first, optionally only those in ``status``."""
-        book = self._orders[account_id].values()
-        return [order for order in reversed(book) if status is None or order.status == status]
+        return self.page(account_id, status=status).orders
+
+    def page(
+        self,
+        account_id: str,
+        *,
+        status: OrderStatus | None = None,
+        symbol: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> OrderPage:
+        """Matching orders newest first, those placed before order ``after``, at most ``limit``.
+
+        A page starts at a place in the book, not at a time or an offset: orders placed
+        while a client pages sort before ``after``, and a cancelled order keeps its place,
+        so paging shows every order that was there from the start exactly once.
+        """
+        book = self._orders[account_id]
+        if after is not None and after not in book:
+            raise OrderNotFound(f"after: no order {after} in account {account_id}")
+
+        def wanted(order: Order) -> bool:
+            return (status is None or order.status == status) and (
+                symbol is None or order.symbol == symbol
+            )
+
+        total = sum(1 for order in book.values() if wanted(order))
+        newest_first = iter(reversed(book.items()))
+        if after is not None:
+            for order_id, _ in newest_first:
+                if order_id == after:
+                    break
+        matching = (order for _, order in newest_first if wanted(order))
+        if limit is None:
+            return OrderPage(orders=list(matching), total=total, next_after=None)
+        orders = list(islice(matching, limit + 1))
+        more = len(orders) > limit
+        del orders[limit:]
+        return OrderPage(
+            orders=orders, total=total, next_after=orders[-1].order_id if more else None
+        )
 
     def place(
         self, account_id: str, request: OrderRequest, idempotency_key: str | None = None
@@ -171,6 +222,28 @@ class OrderBook:
         cancelled = _cancelled(order, at=self._clock())
         self._orders[account_id][order_id] = cancelled
         return cancelled
+
+    def rest_open_orders(self, account_id: str, *, count: int, symbol: str) -> int:
+        """Rest ``count`` limit buys far below the market; how many orders are open now.
+
+        Development and tests only: a book as busy as a heavy trader's, placed at once.
+        """
+        request = OrderRequest(
+            symbol=symbol,
+            side="buy",
+            order_type="limit",
+            quantity=1,
+            limit_price=1.0,
+            time_in_force="gtc",
+        )
+        now = self._clock()
+        book = self._orders[account_id]
+        for _ in range(count):
+            order = self._new_order(
+                account_id, request, now, order_id=f"ord_{secrets.token_hex(6)}"
+            )
+            book[order.order_id] = order
+        return sum(1 for order in book.values() if order.status == "open")
 
     def seed_demo_orders(self, seed: int) -> None:
         """Give each demo account a short, plausible order history (same ids for the same seed)."""
