@@ -27,7 +27,7 @@ run: migrate
 	@echo "Ctrl-C stops everything."
 	@trap 'kill $$platform 2>/dev/null; wait $$platform 2>/dev/null' EXIT; \
 	$(PY) -m backends run-all & platform=$$!; \
-	$(PY) -m uvicorn app.asgi:app --host $(HOST) --port $(PORT) --loop uvloop --http httptools --no-access-log --timeout-graceful-shutdown 10
+	$(PY) -m uvicorn app.asgi:app --host $(HOST) --port $(PORT) --loop uvloop --http httptools --no-access-log --no-proxy-headers --no-server-header --timeout-graceful-shutdown 10
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -4,9 +4,11 @@
 Nested values use a double underscore: `GATEWAY_UPSTREAM__DEFAULT_TIMEOUT_S=1.5`.
 """
 
-from typing import Literal
+from ipaddress import ip_address
+from typing import Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, IPvAnyNetwork, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SERVICES: dict[str, list[str]] = {
@@ -36,6 +38,11 @@ class HttpSettings(BaseModel):
     max_body_bytes: int = Field(1_000_000, ge=1024)
     gzip_minimum_bytes: int = Field(1024, ge=0)
     cors_origins: list[str] = Field(default_factory=list)
+    # Peers (addresses or networks) whose `X-Forwarded-For` names the client; empty trusts
+    # none, and the client is the connection's peer. Rate limits per address key on it.
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
+    # The admin API's OpenAPI document for anyone, and listed in /docs; off: admins only.
+    public_admin_docs: bool = False
 
 
 class RateLimitSettings(BaseModel):
@@ -85,6 +92,10 @@ class AccessSettings(BaseModel):
     idempotency_wait_s: float = Field(10.0, gt=0, le=120)
 
 
+# The development identity provider's secret for the web client (`backends/`); refused in
+# production.
+DEVELOPMENT_WEB_CLIENT_SECRET = "web-secret"
+
 SigningAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384"]
 DEFAULT_SIGNING_ALGORITHMS: tuple[SigningAlgorithm, ...] = ("RS256", "ES256")
 
@@ -111,7 +122,7 @@ class IdentitySettings(BaseModel):
     jwks_max_age_s: float = Field(300.0, gt=0)
     provider_timeout_s: float = Field(3.0, gt=0, le=30)
     web_client_id: str = "stockbot-web"
-    web_client_secret: SecretStr = SecretStr("web-secret")
+    web_client_secret: SecretStr = SecretStr(DEVELOPMENT_WEB_CLIENT_SECRET)
     web_scopes: str = "openid profile email offline_access"
     # None: the gateway's own /auth/callback as the browser reached it.
     redirect_url: str | None = None
@@ -134,6 +145,9 @@ class ResilienceSettings(BaseModel):
     default_deadline_ms: int = Field(5_000, ge=10, le=600_000)
     # Path prefix -> deadline in ms, e.g. {"/partner/v1/orders": 8000}; longest prefix wins.
     route_deadlines_ms: dict[str, int] = Field(default_factory=dict)
+    # An optional section of a view (news, bots, ...) waits at most this long, then it is null
+    # and named in `degraded`; required sections wait for the request's deadline.
+    optional_section_ms: int = Field(800, ge=10, le=600_000)
     # DNS discovery: empty uses the system's resolvers.
     dns_nameservers: list[str] = Field(default_factory=list)
     dns_port: int = Field(53, ge=1, le=65535)
@@ -157,6 +171,15 @@ class Settings(BaseSettings):
         "sqlite+aiosqlite:///./var/gateway.db",
         validation_alias=AliasChoices("DATABASE_URL", "GATEWAY_DATABASE_URL"),
     )
+    # No call waits on the config database longer than these (nor than its request's
+    # deadline): connecting (or waiting for a pooled connection), and one statement.
+    db_connect_timeout_s: float = Field(3.0, gt=0, le=60)
+    db_statement_timeout_s: float = Field(5.0, gt=0, le=300)
+    # Start-up tries the database this long; then it serves the snapshot file, or exits.
+    startup_db_timeout_s: float = Field(10.0, gt=0, le=600)
+    # Each load from the database is written here (JSON), to start from while the database
+    # is unavailable; empty: no file.
+    config_snapshot_path: str = "var/config-snapshot.json"
     redis_url: str | None = Field(
         None, validation_alias=AliasChoices("REDIS_URL", "GATEWAY_REDIS_URL")
     )
@@ -177,3 +200,51 @@ class Settings(BaseSettings):
     identity: IdentitySettings = IdentitySettings()
     log_level: str = "info"
     access_log: bool = True
+
+    @model_validator(mode="after")
+    def _production_has_no_development_defaults(self) -> Self:
+        """Production refuses to start on a setting that only suits development."""
+        if self.environment == "production":
+            refused = _development_defaults(self)
+            if refused:
+                raise ValueError(
+                    "GATEWAY_ENVIRONMENT=production refuses development defaults: "
+                    + "; ".join(refused)
+                )
+        return self
+
+
+def _development_defaults(settings: Settings) -> list[str]:
+    """What in `settings` only suits development, each naming its environment variable."""
+    identity = settings.identity
+    refused = []
+    if identity.web_client_secret.get_secret_value() == DEVELOPMENT_WEB_CLIENT_SECRET:
+        refused.append(
+            "GATEWAY_IDENTITY__WEB_CLIENT_SECRET is the development provider's secret "
+            "(set the web client's secret from your provider)"
+        )
+    if identity.redirect_url is None:
+        refused.append(
+            "GATEWAY_IDENTITY__REDIRECT_URL is not set (without it the login's redirect_uri "
+            "follows the request's Host header)"
+        )
+    if not _is_private_channel(identity.discovery_url):
+        refused.append(
+            "GATEWAY_IDENTITY__DISCOVERY_URL is plain http to another host (the provider's "
+            "keys and endpoints must come over https)"
+        )
+    return refused
+
+
+def _is_private_channel(url: str) -> bool:
+    """https, or http to this host only."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    host = parts.hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -73,6 +73,9 @@ def start_uvicorn(
         "--http",
         "httptools",
         "--no-access-log",
+        # As the gateway runs: X-Forwarded-For is the edge's to judge, no `server` banner.
+        "--no-proxy-headers",
+        "--no-server-header",
         "--log-level",
         "warning",
         *extra_args,

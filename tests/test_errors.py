@@ -1,8 +1,12 @@
 """One error shape for everything: RFC 9457 problem+json with the request id."""
 
+import logging
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
+import pytest
+from starlette.responses import StreamingResponse
 
 from tests.fixtures.gateway import RunningGateway
 
@@ -69,3 +73,76 @@ async def test_malformed_json_is_a_422_problem(gateway: RunningGateway) -> None:
     )
     problem = assert_problem(response, 422)
     assert problem["errors"][0]["field"].startswith("body")
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def error_log() -> Iterator[_Records]:
+    # The gateway's loggers do not propagate to the root, so listen on the error logger.
+    records = _Records()
+    logger = logging.getLogger("gateway.errors")
+    logger.addHandler(records)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(records)
+
+
+class Explosion(RuntimeError):
+    """What no handler of the gateway knows."""
+
+
+async def _explode() -> None:
+    raise Explosion("the handler failed")
+
+
+async def _explode_midway() -> StreamingResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"half of it"
+        raise Explosion("the stream failed")
+
+    return StreamingResponse(chunks())
+
+
+async def test_an_unhandled_error_is_a_500_problem_named_by_the_request_id(
+    gateway: RunningGateway, error_log: _Records
+) -> None:
+    # A route only this test has: the gateway has none that fails on purpose.
+    gateway.app.add_api_route("/test-only/explode", _explode)
+    for accept_encoding in ("gzip", "identity"):
+        request_id = f"boom-{accept_encoding}"
+        response = await gateway.client.get(
+            "/test-only/explode",
+            headers={"X-Request-ID": request_id, "Accept-Encoding": accept_encoding},
+        )
+        problem = assert_problem(response, 500)
+        assert response.headers["x-request-id"] == request_id
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert problem["type"] == "/problems/internal-error"
+        assert problem["instance"] == "/test-only/explode"
+        assert "the handler failed" not in response.text
+        (record,) = [r for r in error_log.records if request_id in r.getMessage()]
+        assert "/test-only/explode" in record.getMessage()
+        assert record.exc_info is not None and record.exc_info[0] is Explosion
+    assert len(error_log.records) == 2
+
+
+async def test_an_error_after_the_response_started_cuts_it_short_and_is_logged(
+    gateway: RunningGateway, error_log: _Records
+) -> None:
+    gateway.app.add_api_route("/test-only/explode-midway", _explode_midway)
+    with pytest.raises(httpx.RemoteProtocolError):
+        await gateway.client.get("/test-only/explode-midway", headers={"X-Request-ID": "midway"})
+    (record,) = error_log.records
+    assert "midway" in record.getMessage()
+    assert record.exc_info is not None and record.exc_info[0] is Explosion
+    # The gateway still answers.
+    assert (await gateway.client.get("/healthz")).status_code == 200

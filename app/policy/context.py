@@ -22,6 +22,12 @@ from app.traffic.deadline import Deadline
 CONTEXT_SCOPE_KEY = "gateway.context"
 
 
+def peer_address(scope: Scope) -> str:
+    """The address of the connection's other end."""
+    client = scope.get("client")
+    return client[0] if client else "unknown"
+
+
 @dataclass(frozen=True, slots=True)
 class Admission:
     """What admission decided for an admitted request: the `RateLimit` headers for its
@@ -57,12 +63,20 @@ class RequestContext:
     _cookies: dict[str, str] | None = None
 
     @classmethod
-    def of_scope(cls, scope: Scope, *, deadline: Deadline, request_id: str) -> "RequestContext":
-        client = scope.get("client")
+    def of_scope(
+        cls,
+        scope: Scope,
+        *,
+        deadline: Deadline,
+        request_id: str,
+        client_address: str | None = None,
+    ) -> "RequestContext":
+        """The context of the request in `scope`; `client_address` when the edge derived it
+        from trusted proxies' `X-Forwarded-For`, otherwise the connection's peer."""
         return cls(
             method=scope.get("method", "GET"),
             path=scope["path"],
-            client_address=client[0] if client else "unknown",
+            client_address=client_address or peer_address(scope),
             headers=Headers(scope=scope),
             deadline=deadline,
             request_id=request_id,
