@@ -2,7 +2,9 @@
 
 Each frontend is its own API with its own clients, so each gets its own document at
 `<prefix>/openapi.json`; Swagger UI at `/docs` offers them in a selector, ReDoc at
-`/redoc?doc=<slug>` shows one.
+`/redoc?doc=<slug>` shows one. The admin API's document is for admins only (unless
+`GATEWAY_HTTP__PUBLIC_ADMIN_DOCS` is set): it needs the admin API's own credentials, and the
+selector, which anyone may load, does not list it.
 """
 
 import json
@@ -10,13 +12,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.encoders import jsonable_encoder
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 
+from app.admin.auth import require_admin
 from app.deps import RouteAccess
 from app.errors import PROBLEM_MEDIA_TYPE, NotFound
 from app.policy.admission import RATE_LIMIT_HEADERS_DOC, RETRY_AFTER_DOC
@@ -30,6 +33,8 @@ class ApiDocument:
     prefix: str
     description: str
     version: str = "1.0.0"
+    # Served only with the admin API's credentials, and not offered in the selector.
+    admin_only: bool = False
 
 
 def stable_operation_id(route: APIRoute) -> str:
@@ -137,10 +142,13 @@ def _problems_as_problem_json(schema: dict[str, Any]) -> None:
                     content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
 
 
-def install_docs(app: FastAPI, documents: list[ApiDocument]) -> None:
-    """Serve each document, Swagger UI over all of them, and ReDoc for one."""
+def install_docs(app: FastAPI, documents: list[ApiDocument], *, public_admin_docs: bool) -> None:
+    """Serve each document, Swagger UI over the public ones, and ReDoc for one."""
     cache: dict[str, dict[str, Any]] = {}
     docs = APIRouter(include_in_schema=False)
+
+    def restricted(document: ApiDocument) -> bool:
+        return document.admin_only and not public_admin_docs
 
     for document in documents:
 
@@ -149,9 +157,16 @@ def install_docs(app: FastAPI, documents: list[ApiDocument]) -> None:
                 cache[document.slug] = build_document(request.app, document)
             return JSONResponse(cache[document.slug])
 
-        docs.add_api_route(f"{document.prefix}/openapi.json", openapi_json, methods=["GET"])
+        docs.add_api_route(
+            f"{document.prefix}/openapi.json",
+            openapi_json,
+            methods=["GET"],
+            dependencies=[Depends(require_admin)] if restricted(document) else None,
+        )
 
-    urls = [{"url": f"{d.prefix}/openapi.json", "name": d.title} for d in documents]
+    urls = [
+        {"url": f"{d.prefix}/openapi.json", "name": d.title} for d in documents if not restricted(d)
+    ]
 
     @docs.get("/docs")
     async def swagger_ui() -> HTMLResponse:

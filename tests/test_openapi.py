@@ -9,9 +9,13 @@ import pytest
 
 from app.main import DOCUMENTS
 from app.openapi_export import OPENAPI_DIR, generated_documents, main
-from tests.fixtures.gateway import RunningGateway
+from app.settings import HttpSettings, Settings
+from backends.launcher import Platform
+from tests.fixtures.gateway import RunningGateway, running_gateway
+from tests.fixtures.identity import bearer_headers
 
 SLUGS = [d.slug for d in DOCUMENTS]
+ADMIN = {"Authorization": "Bearer test-admin-token"}
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
 
@@ -116,19 +120,63 @@ def test_admin_operations_require_the_admin_token() -> None:
 
 async def test_served_documents_are_the_generated_ones(gateway: RunningGateway) -> None:
     for document in DOCUMENTS:
-        response = await gateway.client.get(f"{document.prefix}/openapi.json")
+        headers = ADMIN if document.admin_only else {}
+        response = await gateway.client.get(f"{document.prefix}/openapi.json", headers=headers)
         assert response.status_code == 200
         assert response.json() == generated()[document.slug], document.slug
 
 
-async def test_swagger_ui_offers_every_document(gateway: RunningGateway) -> None:
+async def test_swagger_ui_offers_every_public_document(gateway: RunningGateway) -> None:
     response = await gateway.client.get("/docs")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "SwaggerUIBundle" in response.text
     for document in DOCUMENTS:
-        assert f'"{document.prefix}/openapi.json"' in response.text
-        assert document.title in response.text
+        if not document.admin_only:
+            assert f'"{document.prefix}/openapi.json"' in response.text
+            assert document.title in response.text
+
+
+async def test_the_admin_document_needs_the_admin_role(
+    gateway: RunningGateway, platform: Platform
+) -> None:
+    url = "/admin/v1/openapi.json"
+    anonymous = await gateway.client.get(url)
+    assert anonymous.status_code == 401
+    assert anonymous.headers["content-type"] == "application/problem+json"
+    assert "paths" not in anonymous.json()
+
+    trader = await gateway.client.get(url, headers=await bearer_headers(platform, username="alice"))
+    assert trader.status_code == 403
+
+    for admin in (ADMIN, await bearer_headers(platform, username="carol")):
+        allowed = await gateway.client.get(url, headers=admin)
+        assert allowed.status_code == 200
+        assert allowed.json() == generated()["admin-v1"]
+
+
+async def test_swagger_ui_does_not_offer_the_admin_document(gateway: RunningGateway) -> None:
+    page = await gateway.client.get("/docs")
+    assert page.status_code == 200
+    assert "/admin/v1/openapi.json" not in page.text
+    assert "admin-v1" not in page.text
+    assert "admin API" not in page.text
+
+
+async def test_a_setting_makes_the_admin_document_public(settings: Settings) -> None:
+    public = settings.model_copy(update={"http": HttpSettings(public_admin_docs=True)})
+    async with running_gateway(public) as gw:
+        document = await gw.client.get("/admin/v1/openapi.json")
+        page = await gw.client.get("/docs")
+    assert document.status_code == 200
+    assert document.json() == generated()["admin-v1"]
+    assert '"/admin/v1/openapi.json"' in page.text
+
+
+async def test_no_server_banner(gateway: RunningGateway) -> None:
+    for path in ("/healthz", "/docs", "/nowhere"):
+        response = await gateway.client.get(path)
+        assert "server" not in response.headers, path
 
 
 async def test_redoc_shows_one_document(gateway: RunningGateway) -> None:
