@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -87,6 +88,15 @@ class GatewayError(Exception):
 
 class BadRequest(GatewayError):
     status, slug, title = 400, "bad-request", "Bad request"
+
+
+class MalformedBody(BadRequest):
+    """The body cannot be read as what the route takes: not UTF-8, or not JSON at all.
+
+    A body that parses but breaks the schema is an `InvalidRequest` (422) instead.
+    """
+
+    slug, title = "malformed-body", "Malformed request body"
 
 
 class Unauthorized(GatewayError):
@@ -199,8 +209,41 @@ async def _gateway_error(request: Request, exc: Exception) -> Response:
     return problem_response(request, exc)
 
 
+# What FastAPI says, as a 400, when the body cannot be decoded at all.
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
+def _malformed_json(error: Mapping[str, Any]) -> MalformedBody | None:
+    """A body that is not JSON, from FastAPI's `json_invalid` validation error."""
+    loc = tuple(error.get("loc", ()))
+    if error.get("type") != "json_invalid" or loc[:1] != ("body",):
+        return None
+    reason = error.get("ctx", {}).get("error", "invalid syntax")
+    where = f" at character {loc[1]}" if len(loc) > 1 else ""
+    return MalformedBody(
+        f"The body is not JSON: {reason}{where}.",
+        extra={"errors": [{"field": "body", "message": f"not JSON: {reason}{where}"}]},
+    )
+
+
+def _unparsable_body(cause: BaseException | None) -> MalformedBody:
+    """A body FastAPI could not decode: in practice one whose bytes are not UTF-8."""
+    if isinstance(cause, UnicodeDecodeError):
+        byte = cause.object[cause.start : cause.start + 1].hex()
+        message = f"not UTF-8: byte 0x{byte} at offset {cause.start} ({cause.reason})"
+    else:
+        message = "could not be decoded"
+    return MalformedBody(
+        f"The body is {message}.", extra={"errors": [{"field": "body", "message": message}]}
+    )
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    for error in exc.errors():
+        malformed = _malformed_json(error)
+        if malformed is not None:
+            return problem_response(request, malformed)
     errors = validation_problem_errors(exc.errors())
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
     return problem_response(request, InvalidRequest(detail, extra={"errors": errors}))
@@ -212,12 +255,34 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         # FastAPI turns whatever fails while it reads the body into a 400; a gateway error
         # raised there (the streamed body-size limit) keeps its own status.
         return problem_response(request, exc.__cause__)
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+        return problem_response(request, _unparsable_body(exc.__cause__))
     phrase = HTTPStatus(exc.status_code).phrase
-    error = GatewayError(exc.detail if isinstance(exc.detail, str) else phrase, headers=exc.headers)
+    detail = exc.detail if isinstance(exc.detail, str) else phrase
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+        detail = f"{request.method} is not allowed here; allowed: {headers['Allow']}"
+    error = GatewayError(detail, headers=headers)
     error.status = exc.status_code
     error.title = phrase
     error.slug = phrase.lower().replace(" ", "-").replace("'", "")
     return problem_response(request, error)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route at the request's path answers (RFC 9110: a 405 lists all).
+
+    The router answers 405 from the first route whose path matched, which knows only its own
+    method; the others at the same path are separate routes.
+    """
+    path = request.scope["path"]
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        path_regex = getattr(route, "path_regex", None)
+        if path_regex is not None and route.methods and path_regex.match(path):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 def unexpected_error(exc: Exception, *, method: str, path: str) -> GatewayError:

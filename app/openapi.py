@@ -7,6 +7,7 @@ Each frontend is its own API with its own clients, so each gets its own document
 selector, which anyone may load, does not list it.
 """
 
+import copy
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 
 from app.admin.auth import require_admin
 from app.deps import RouteAccess
-from app.errors import PROBLEM_MEDIA_TYPE, NotFound
+from app.errors import PROBLEM_MEDIA_TYPE, NotFound, Problem, problem_responses
 from app.policy.admission import RATE_LIMIT_HEADERS_DOC, RETRY_AFTER_DOC
 from app.security.rbac import AccessRule
 
@@ -60,6 +61,7 @@ def build_document(app: FastAPI, document: ApiDocument) -> dict[str, Any]:
     )
     _security_requirements(schema, routes)
     _problems_as_problem_json(schema)
+    _body_problems(schema)
     _docstrings_as_summaries(schema)
     _rate_limit_headers(schema)
     return schema
@@ -140,6 +142,50 @@ def _problems_as_problem_json(schema: dict[str, Any]) -> None:
                 content = response.get("content", {})
                 if str(status)[0] in "45" and "application/json" in content:
                     content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+
+
+_PROBLEM_REF = "#/components/schemas/Problem"
+
+
+def _is_problem(response: dict[str, Any]) -> bool:
+    content = response.get("content", {}).get(PROBLEM_MEDIA_TYPE, {})
+    return bool(content.get("schema", {}).get("$ref") == _PROBLEM_REF)
+
+
+def _body_problems(schema: dict[str, Any]) -> None:
+    """Every 422 is the problem the gateway sends, and an operation with a body may answer 400.
+
+    FastAPI documents its own `HTTPValidationError` for a 422 the route does not declare; the
+    gateway answers every one with a problem (`app.errors`). A body that is not UTF-8 or not
+    JSON is a 400 (malformed); one that parses but breaks the schema, a 422 (invalid).
+    """
+    descriptions = {
+        "400": "The body is malformed: not UTF-8, or not JSON; `detail` says where",
+        "422": problem_responses(422)[422]["description"],
+    }
+    problems = {
+        status: {
+            "description": description,
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": _PROBLEM_REF}}},
+        }
+        for status, description in descriptions.items()
+    }
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            responses = operation.get("responses", {})
+            needed = {"400", "422"} if "requestBody" in operation else {"422"} & responses.keys()
+            for status in sorted(needed):
+                if status not in responses or not _is_problem(responses[status]):
+                    responses[status] = copy.deepcopy(problems[status])
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    if "Problem" not in components:
+        definition = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(definition.pop("$defs", {}))
+        components["Problem"] = definition
+    # FastAPI's validation error models, now that no response names them.
+    for unused in ("HTTPValidationError", "ValidationError"):
+        if unused in components and f"#/components/schemas/{unused}" not in json.dumps(schema):
+            del components[unused]
 
 
 def install_docs(app: FastAPI, documents: list[ApiDocument], *, public_admin_docs: bool) -> None:

@@ -1,5 +1,6 @@
 """One error shape for everything: RFC 9457 problem+json with the request id."""
 
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -8,6 +9,7 @@ import httpx
 import pytest
 from starlette.responses import StreamingResponse
 
+from app.openapi_export import generated_documents
 from tests.fixtures.gateway import RunningGateway
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance", "request_id"}
@@ -65,14 +67,16 @@ async def test_validation_errors_name_each_field(gateway: RunningGateway) -> Non
         assert field in problem["detail"]
 
 
-async def test_malformed_json_is_a_422_problem(gateway: RunningGateway) -> None:
+async def test_malformed_json_is_a_400_problem(gateway: RunningGateway) -> None:
     response = await gateway.client.post(
         "/admin/v1/services",
         content=b'{"name": "half',
         headers={**AUTH, "Content-Type": "application/json"},
     )
-    problem = assert_problem(response, 422)
-    assert problem["errors"][0]["field"].startswith("body")
+    problem = assert_problem(response, 400)
+    assert problem["type"] == "/problems/malformed-body"
+    assert "not JSON" in problem["detail"] and "character" in problem["detail"]
+    assert [error["field"] for error in problem["errors"]] == ["body"]
 
 
 class _Records(logging.Handler):
@@ -146,3 +150,61 @@ async def test_an_error_after_the_response_started_cuts_it_short_and_is_logged(
     assert record.exc_info is not None and record.exc_info[0] is Explosion
     # The gateway still answers.
     assert (await gateway.client.get("/healthz")).status_code == 200
+
+
+async def test_a_body_that_is_not_utf8_is_a_400_problem(gateway: RunningGateway) -> None:
+    # "café" in Latin-1: the JSON is well formed but its bytes are not UTF-8.
+    response = await gateway.client.post(
+        "/admin/v1/services",
+        content='{"name": "caf\u00e9"}'.encode("latin-1"),
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    problem = assert_problem(response, 400)
+    assert problem["type"] == "/problems/malformed-body"
+    assert "not UTF-8" in problem["detail"] and "0xe9" in problem["detail"]
+    assert [error["field"] for error in problem["errors"]] == ["body"]
+
+
+async def test_json_that_breaks_the_schema_stays_a_422(gateway: RunningGateway) -> None:
+    response = await gateway.client.post(
+        "/admin/v1/services",
+        content=b'{"name": 7}',
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    problem = assert_problem(response, 422)
+    assert problem["type"] == "/problems/validation-error"
+    assert [error["field"] for error in problem["errors"]] == ["body.name"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", "/admin/v1/services", "GET, POST"),
+        ("DELETE", "/web/v1/orders", "GET, POST"),
+        ("POST", "/healthz", "GET"),
+    ],
+)
+async def test_a_405_allows_every_method_of_the_path(
+    gateway: RunningGateway, method: str, path: str, allowed: str
+) -> None:
+    response = await gateway.client.request(method, path, headers=AUTH)
+
+    problem = assert_problem(response, 405)
+    assert response.headers["allow"] == allowed
+    assert method in problem["detail"] and allowed in problem["detail"]
+
+
+def test_every_document_describes_malformed_and_invalid_bodies_as_problems() -> None:
+    problem = {"$ref": "#/components/schemas/Problem"}
+    for name, text in generated_documents().items():
+        document = json.loads(text)
+        assert "HTTPValidationError" not in document["components"]["schemas"], name
+        for path, item in document["paths"].items():
+            for method, operation in item.items():
+                responses = operation["responses"]
+                where = f"{name}: {method.upper()} {path}"
+                if "requestBody" in operation:
+                    assert {"400", "422"} <= set(responses), where
+                for status in {"400", "422"} & set(responses):
+                    content = responses[status]["content"]
+                    assert content == {"application/problem+json": {"schema": problem}}, where
