@@ -3,6 +3,7 @@ limits and the access log key on what it yields."""
 
 import json
 import logging
+from collections.abc import Iterator
 from ipaddress import ip_network
 
 import httpx
@@ -48,21 +49,37 @@ async def test_a_trusted_proxys_forwarded_addresses_are_limited_apart(settings: 
         assert await statuses(gw.client, f"{ALICE}, {BOB}", 1) == [429]
 
 
-async def test_the_access_log_names_the_forwarded_client(
-    settings: Settings, caplog: pytest.LogCaptureFixture
-) -> None:
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[dict[str, object]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(record.getMessage()))
+
+
+@pytest.fixture
+def access_log(caplog: pytest.LogCaptureFixture) -> Iterator[_Lines]:
+    # The gateway's loggers do not propagate to the root, so listen on the access logger.
     caplog.set_level(logging.INFO, logger="gateway.access")
+    lines = _Lines()
+    logger = logging.getLogger("gateway.access")
+    logger.addHandler(lines)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(lines)
+
+
+async def test_the_access_log_names_the_forwarded_client(
+    settings: Settings, access_log: _Lines
+) -> None:
     trusted = limited(settings, trusted=["127.0.0.0/8"]).model_copy(update={"access_log": True})
     async with running_gateway(trusted) as gw:
         await gw.client.get(
             "/healthz", headers={"X-Forwarded-For": ALICE, "X-Request-ID": "forwarded-log"}
         )
-    lines = [
-        json.loads(record.getMessage())
-        for record in caplog.records
-        if record.name == "gateway.access"
-    ]
-    (line,) = [line for line in lines if line["request_id"] == "forwarded-log"]
+    (line,) = [line for line in access_log.lines if line["request_id"] == "forwarded-log"]
     assert line["client"] == ALICE
 
 
