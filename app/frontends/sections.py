@@ -1,18 +1,40 @@
 """Partial failure as data: a view's sections either hold a value or name their failure.
 
-Composition code runs every upstream call through `settle`, so one failing call never
-cancels its siblings; then it takes each result as `required` (its failure becomes the
-response's 502/503/504) or `optional` (its failure becomes a null section listed in
-`degraded`).
+Composition code runs every upstream call through `settle` (a required section) or
+`settle_optional` (an optional one), so one failing call never cancels its siblings; then it
+takes each result as `required` (its failure becomes the response's 502/503/504) or `optional`
+(its failure becomes a null section listed in `degraded`).
+
+A required section waits as long as the request's deadline lets it. An optional one waits at
+most its budget (`resilience.optional_section_ms`, counted from when its call starts), well
+inside the deadline: a slow news service costs the dashboard that budget, never the whole
+deadline. The call it cuts short is cancelled; an identical call shared with other requests
+(`app.traffic.collapse`) runs on to its own timeout, so the breaker still hears how it ended.
 """
 
+import asyncio
 from collections.abc import Awaitable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
 
+from fastapi import Request
+
 from app.errors import GatewayError
+from app.settings import ResilienceSettings
 
 T = TypeVar("T")
+
+_optional_budget_s: ContextVar[float] = ContextVar(
+    "optional_section_budget_s",
+    default=ResilienceSettings.model_fields["optional_section_ms"].default / 1000,
+)
+
+
+class SectionLate(GatewayError):
+    """An optional section did not arrive within its budget; only ever named in `degraded`."""
+
+    status, slug, title = 504, "section-late", "Section late"
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,10 +42,29 @@ class Failed:
     error: GatewayError
 
 
+async def optional_section_budget(request: Request) -> None:
+    """Route dependency: this request's optional sections get the configured budget."""
+    # Straight from the lifespan state: one dependency less to solve on every request.
+    resilience = request.state.gateway.settings.resilience
+    _optional_budget_s.set(resilience.optional_section_ms / 1000)
+
+
 async def settle(call: Awaitable[T]) -> T | Failed:
-    """Await `call`, turning a gateway error into a `Failed` value."""
+    """Await `call` for a required section, turning a gateway error into a `Failed` value."""
     try:
         return await call
+    except GatewayError as error:
+        return Failed(error)
+
+
+async def settle_optional(call: Awaitable[T]) -> T | Failed:
+    """Await `call` for an optional section: at most its budget, then it is `Failed`."""
+    budget_s = _optional_budget_s.get()
+    try:
+        async with asyncio.timeout(budget_s):
+            return await call
+    except TimeoutError:
+        return Failed(SectionLate(f"The section took longer than its {budget_s:g} s budget."))
     except GatewayError as error:
         return Failed(error)
 
