@@ -11,21 +11,30 @@ what a stage decided is kept in the context (`app.policy.context`), never in the
   comes before authorization, as an unauthorized caller's attempts count against its limits
   too; a credential that fails to authenticate counts against the client address's limits
   before its 401 is answered, so guessing keys or tokens is rate limited like anything else.
-  With Redis, an API key's revocation is asked in the same round trip;
-- authorize: the route's audience and scopes (`app.security.rbac`), 401 or 403;
+  With Redis, an API key's revocation is asked in the same round trip. While Redis is down
+  the revocations are those of the config snapshot (the change notice and the periodic
+  reload carry them): reads with an API key keep working, and a key revoked on another
+  process during the outage stops working here at this process's next reload;
+- authorize: the route's audience and scopes (`app.security.rbac`), 401 or 403; a partner
+  route also needs a client-credentials token's client linked to a consumer (403);
+- introspect: a rule that asks (order entry and cancel) has a bearer token confirmed active
+  at the provider (`app.security.introspection`), 401 or 503, when that is switched on;
 - quota: a metered partner call counts once against its consumer's plan quotas.
 """
 
 from collections.abc import Sequence
 
-from app.errors import ServiceUnavailable, Unauthorized
+from app.errors import Unauthorized
 from app.policy.admission import AdmissionControl
 from app.policy.context import Admission, PolicyOutcome, RequestContext
 from app.security.apikeys import revoked
 from app.security.authenticate import Authenticator, identify
+from app.security.introspection import TokenIntrospection
+from app.security.jwt import confirm_linked_client
 from app.security.principal import Principal
 from app.security.quotas import QuotaCounter
 from app.security.rbac import AccessRule, authorize
+from app.shared.redis import RedisHealth
 from app.store.snapshot import ConfigStore
 from app.traffic.gcra import SetMembership
 
@@ -39,6 +48,8 @@ class PolicyChain:
         quotas: QuotaCounter,
         config: ConfigStore,
         revoked_keys_set: str | None,
+        redis_health: RedisHealth | None,
+        introspection: TokenIntrospection | None = None,
     ) -> None:
         self.authenticators = tuple(authenticators)
         self.admission = admission
@@ -46,6 +57,10 @@ class PolicyChain:
         self._config = config
         # The Redis set of revoked API key prefixes; None without Redis.
         self._revoked_keys_set = revoked_keys_set
+        # Where an outage's fallback is reported (once per outage); None without Redis.
+        self._redis_health = redis_health
+        # None unless `identity.introspect_orders` is on.
+        self._introspection = introspection
 
     async def run(self, context: RequestContext, rule: AccessRule) -> PolicyOutcome:
         """Let the request through under `rule`, or raise the 401/403/429/503 problem."""
@@ -57,6 +72,10 @@ class PolicyChain:
             raise
         await self._admit(context, principal)
         principal = authorize(principal, rule.audience, rule.scopes)
+        confirm_linked_client(principal)
+        introspection = self._introspection if rule.introspect else None
+        if introspection is not None and principal.credential == "bearer":
+            await introspection.confirm_active(context, deadline=context.deadline)
         if rule.metered:
             await self._count_quota(context, principal)
         assert context.admission is not None
@@ -76,7 +95,7 @@ class PolicyChain:
         principal = await self.identify(context)
         membership = self._revocation_question(principal)
         if membership is not None and context.admission is None:
-            _confirm_not_revoked(await self.admission.is_member(membership))
+            self._confirm_not_revoked(await self.admission.is_member(membership))
         return principal
 
     async def _admit(self, context: RequestContext, principal: Principal | None) -> None:
@@ -94,7 +113,18 @@ class PolicyChain:
         )
         context.admission = admission
         if membership is not None:
-            _confirm_not_revoked(member)
+            self._confirm_not_revoked(member)
+
+    def _confirm_not_revoked(self, member: bool | None) -> None:
+        """401 when another process revoked the key. When Redis cannot say (`member` is None),
+        the snapshot's revocations stand: the key was found in it, so it passes; failing
+        closed would take every partner's reads down with Redis."""
+        if member:
+            raise revoked()
+        if member is None and self._redis_health is not None:
+            self._redis_health.announce_fallback(
+                "API keys are checked against this process's config snapshot only"
+            )
 
     def _revocation_question(self, principal: Principal | None) -> SetMembership | None:
         if self._revoked_keys_set is None or principal is None:
@@ -110,15 +140,3 @@ class PolicyChain:
             return
         context.quota_counted = True
         await self.quotas.consume(principal.consumer_id, plan)
-
-
-def _confirm_not_revoked(member: bool | None) -> None:
-    """401 when another process revoked the key; 503 when Redis cannot say (failing open
-    would let a revoked key through during an outage)."""
-    if member is None:
-        raise ServiceUnavailable(
-            "API keys cannot be checked right now; retry shortly.",
-            headers={"Retry-After": "1"},
-        )
-    if member:
-        raise revoked()

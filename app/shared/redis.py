@@ -26,6 +26,7 @@ a Redis Cluster.
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -190,6 +191,30 @@ class SharedRedis:
         await self.client.aclose()
 
 
+# How many keys one SCAN step looks at.
+_SCAN_PAGE = 1000
+
+
+async def delete_keys(
+    client: Redis, *, keys: Sequence[str] = (), prefixes: Sequence[str] = ()
+) -> int:
+    """Delete `keys` and every key that starts with one of `prefixes`; how many were there.
+
+    Keys under a prefix are found with SCAN and MATCH, a page at a time (KEYS would hold
+    Redis for the whole keyspace); each key is deleted on its own, so it works on a Cluster.
+    """
+    names: list[Any] = list(keys)
+    for prefix in prefixes:
+        match = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+        names += [name async for name in client.scan_iter(match=match, count=_SCAN_PAGE)]
+    if not names:
+        return 0
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.delete(name)
+    return sum(await pipe.execute())
+
+
 def connect_redis(settings: Settings) -> SharedRedis | None:
     """The process's Redis client, None on embedded defaults (no `REDIS_URL`).
 
@@ -205,6 +230,15 @@ def connect_redis(settings: Settings) -> SharedRedis | None:
         timeout=timeout_s,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
+        # A pooled connection to a Redis that restarted is dead, and the pool's check at
+        # checkout does not always see it: the first command on it fails, and is sent again
+        # at once on a new connection. Never on a timeout (the command may be running). A
+        # connection lost after Redis ran the command is rare; every command sent here is
+        # safe to send twice: sets, deletes, the owner-checked scripts and the in-flight
+        # claim (same token) end in the same state; a GCRA or quota script counts one
+        # request twice (stricter, never looser); a repeated idempotency claim (SET NX) finds
+        # its own pending record and answers 409, never a second order; a repeated PUBLISH
+        # is one more reload.
         retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     )
     return SharedRedis(Redis.from_pool(pool), retry_s=settings.redis.retry_s)

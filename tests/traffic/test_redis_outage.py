@@ -1,21 +1,26 @@
 """Redis stopped during a run: fail open onto in-process limits or fail closed with 503,
-never a 500, and shared limits again once Redis is back.
+never a 500, and shared limits again once Redis is back; restarted, its stale pooled
+connections cost no request.
 
-The calls are anonymous, limited per address and then refused by authentication (401): an
-API key's check itself needs Redis (revocations) and refuses while it is down, which would
-hide what the limiter does.
+The limiter's calls are anonymous, limited per address and then refused by authentication
+(401), so nothing but the limiter decides their status.
 """
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
-from app.settings import RateLimitSettings, RedisSettings, Settings
+from app.policy.idempotency import IdempotencyLedger, Outcome
+from app.settings import AccessSettings, RateLimitSettings, RedisSettings, Settings
+from app.shared.redis import connect_redis
+from backends.launcher import Platform
 from tests.fixtures.gateway import RunningGateway, running_gateway
+from tests.fixtures.identity import bearer_headers
 from tests.fixtures.redis import RedisServer
 
 QUOTES = "/partner/v1/quotes?symbols=AAPL"
@@ -161,3 +166,64 @@ async def test_a_redis_that_accepts_but_never_answers_costs_one_timeout(
     timeouts = [m for m in limiter_log.messages if "unreachable" in m]
     assert len(timeouts) == 1
     assert "TimeoutError" in timeouts[0]
+
+
+async def test_first_order_after_a_redis_restart_succeeds(
+    settings: Settings, redis_server: RedisServer, platform: Platform
+) -> None:
+    """Pooled connections to the Redis that was killed are dead; the first command on each
+    fails once and is sent again at once on a new connection, so no request sees it."""
+    alice = await bearer_headers(platform, username="alice")
+    restartable = settings.model_copy(
+        update={
+            "redis_url": redis_server.url,
+            "redis_prefix": "restart:",
+            # Self-registrations are re-read at start and then not within the test, so no
+            # background call finds Redis away while it restarts and marks it down.
+            "resilience": settings.resilience.model_copy(update={"registry_refresh_s": 60}),
+        }
+    )
+    order = {"symbol": "MSFT", "side": "buy", "type": "limit", "quantity": 1, "limit_price": 10}
+
+    async def place() -> httpx.Response:
+        headers = {**alice, "Idempotency-Key": uuid.uuid4().hex}
+        return await gateway.client.post("/web/v1/orders", json=order, headers=headers)
+
+    async with running_gateway(restartable) as gateway:
+        # Concurrent orders leave several connections in the pool.
+        warm = await asyncio.gather(*(place() for _ in range(4)))
+        assert [r.status_code for r in warm] == [201] * 4
+
+        redis_server.kill()
+        await redis_server.start()  # the same port, an empty Redis
+
+        first = await place()
+        assert first.status_code == 201, first.text
+        assert "idempotent-replayed" not in first.headers
+
+
+async def test_a_dead_pooled_connection_is_retried_once(redis_server: RedisServer) -> None:
+    """The same, without a gateway's background listener, which may meet the dead connection
+    first: an order's idempotency claim (`SET NX`) is the first command after the restart."""
+    redis = connect_redis(Settings(redis_url=redis_server.url))
+    assert redis is not None
+    ledger = IdempotencyLedger(redis, prefix="restart:", settings=AccessSettings())
+
+    async def attempt() -> Outcome:
+        return Outcome(status=201, body={"placed": True})
+
+    try:
+        await asyncio.gather(*(redis.client.ping() for _ in range(4)))
+        redis_server.kill()
+        await redis_server.start()
+
+        outcome, replayed = await ledger.run(
+            scope="user:alice",
+            idempotency_key=uuid.uuid4().hex,
+            request_fingerprint="order",
+            attempt=attempt,
+        )
+        assert (outcome.status, replayed) == (201, False)
+        assert not redis.health.down
+    finally:
+        await redis.close()
