@@ -19,6 +19,7 @@ $(STAMP): requirements.lock pyproject.toml
 migrate: $(STAMP)
 	$(PY) -m alembic upgrade head
 
+# The gateway through its own server (app/serve.py); no drain on SIGTERM unless asked.
 run: migrate
 	@echo "Starting the simulated platform and the gateway on http://$(HOST):$(PORT)"
 	@echo "  Swagger UI:   http://$(HOST):$(PORT)/docs"
@@ -27,7 +28,7 @@ run: migrate
 	@echo "Ctrl-C stops everything."
 	@trap 'kill $$platform 2>/dev/null; wait $$platform 2>/dev/null' EXIT; \
 	$(PY) -m backends run-all & platform=$$!; \
-	$(PY) -m uvicorn app.asgi:app --host $(HOST) --port $(PORT) --loop uvloop --http httptools --no-access-log --no-proxy-headers --no-server-header --timeout-graceful-shutdown 10
+	GATEWAY_DRAIN_S=$${GATEWAY_DRAIN_S:-0} $(PY) -m app.serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -44,7 +45,11 @@ format: $(STAMP)
 openapi: $(STAMP)
 	$(PY) -m app.openapi_export
 
+# wrk and valgrind where they can be installed (root, apt); without them the bench falls
+# back to its Python load generator and skips instruction counts, and says so.
 bench: $(STAMP)
+	@command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null || echo "wrk not installed: using the Python load generator"
+	@command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null || echo "valgrind not installed: no instruction counts"
 	$(PY) -m bench
 
 # Re-resolve the locked dependencies from pyproject.toml.

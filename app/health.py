@@ -25,8 +25,11 @@ class ServiceReadiness(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: Literal["ready", "not_ready"]
+    # degraded: serving, but from the config snapshot on disk (the database has not answered
+    # since start-up). draining: told to stop (SIGTERM), still serving until it does.
+    status: Literal["ready", "not_ready", "degraded", "draining"]
     config_version: int
+    config: Literal["current, from database", "stale, from disk"]
     services: list[ServiceReadiness]
 
 
@@ -38,18 +41,25 @@ async def healthz() -> Liveness:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 async def readyz(state: StateDep) -> JSONResponse:
-    """Config loaded and every registered service has a reachable instance; 503 otherwise."""
+    """Config loaded from the database and every registered service has a reachable
+    instance; 503 otherwise (`degraded` while serving the config snapshot from disk,
+    `draining` once told to stop)."""
     snapshot = state.config.current
     services = await asyncio.gather(
         *(_probe_service(state, name) for name in sorted(snapshot.services))
     )
     ready = snapshot.version > 0 and all(s.reachable_instances > 0 for s in services)
+    stale = state.config.stale
     body = Readiness(
-        status="ready" if ready else "not_ready",
+        status="degraded" if ready and stale else "ready" if ready else "not_ready",
         config_version=snapshot.version,
+        config="stale, from disk" if stale else "current, from database",
         services=list(services),
     )
-    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+    if state.drain.draining:
+        # Out of the load balancer's rotation first, while every route still serves.
+        body.status = "draining"
+    return JSONResponse(body.model_dump(), status_code=200 if body.status == "ready" else 503)
 
 
 async def _probe_service(state: GatewayState, name: str) -> ServiceReadiness:

@@ -25,10 +25,11 @@ from app.security.quotas import QuotaCounter
 from app.security.web_identity import build_web_identity
 from app.settings import Settings
 from app.shared.redis import connect_redis
-from app.state import GatewayState
+from app.state import Drain, GatewayState
 from app.store.database import create_engine, session_factory
 from app.store.notices import ChangeNotices
 from app.store.snapshot import ConfigStore
+from app.store.snapshot_file import SnapshotFile
 from app.upstreams.caller import UpstreamCaller, create_session
 
 DOCUMENTS = [
@@ -55,6 +56,7 @@ DOCUMENTS = [
         title="stock-bot gateway admin API",
         prefix="/admin/v1",
         description="Configuration of the gateway: services, instances, consumers, plans.",
+        admin_only=True,
     ),
     ApiDocument(
         slug="auth",
@@ -69,18 +71,35 @@ DOCUMENTS = [
 ]
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, drain: Drain | None = None) -> FastAPI:
+    """The gateway; `drain` is the flag a server that drains before stopping (`app.serve`)
+    sets on SIGTERM, a fresh one (never set) otherwise."""
     settings = settings or Settings()
+    drain = drain or Drain()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, GatewayState]]:
-        engine = create_engine(settings.database_url)
-        sessions = session_factory(engine)
-        config = ConfigStore(sessions)
-        await config.seed_services(
-            settings.services, timeout_ms=int(settings.upstream.default_timeout_s * 1000)
+        engine = create_engine(
+            settings.database_url,
+            connect_timeout_s=settings.db_connect_timeout_s,
+            statement_timeout_s=settings.db_statement_timeout_s,
         )
-        await config.reload()
+        sessions = session_factory(engine)
+        snapshot_path = settings.config_snapshot_path
+        config = ConfigStore(
+            sessions, snapshot_file=SnapshotFile(snapshot_path) if snapshot_path else None
+        )
+        try:
+            # From the database; while it is unavailable, from the snapshot file the last
+            # load wrote; with neither, start-up fails within `startup_db_timeout_s`.
+            await config.start(
+                services=settings.services,
+                timeout_ms=int(settings.upstream.default_timeout_s * 1000),
+                within_s=settings.startup_db_timeout_s,
+            )
+        except BaseException:
+            await engine.dispose()
+            raise
         redis = connect_redis(settings)
         http = create_session(settings.upstream)
         registry = ServiceRegistry.from_settings(config, redis=redis, settings=settings)
@@ -103,6 +122,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             quotas=QuotaCounter(redis, prefix=settings.redis_prefix),
             config=config,
             revoked_keys_set=revoked_keys_set(settings) if redis is not None else None,
+            redis_health=redis.health if redis is not None else None,
+            introspection=identity.introspection,
         )
         state = GatewayState(
             settings=settings,
@@ -119,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             idempotency=IdempotencyLedger(
                 redis, prefix=settings.redis_prefix, settings=settings.access
             ),
+            drain=drain,
         )
         # What start-up built lives as long as the process: freezing it keeps the cyclic
         # collector from walking it on every full collection, which took a third of a
@@ -158,6 +180,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin_router, prefix="/admin/v1", tags=["admin"])
     app.include_router(health_router)
     app.include_router(auth_router, prefix="/auth", tags=["auth"])
-    install_docs(app, DOCUMENTS)
+    install_docs(app, DOCUMENTS, public_admin_docs=settings.http.public_admin_docs)
     configure_logging(settings.log_level)
     return app

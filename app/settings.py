@@ -134,6 +134,11 @@ class IdentitySettings(BaseModel):
     login_ttl_s: int = Field(600, ge=30)
     # A session's access token is refreshed on use when it expires within this many seconds.
     refresh_before_s: int = Field(60, ge=0)
+    # Order entry and cancel ask the provider whether a bearer token is still active (RFC
+    # 7662), so a token revoked there stops placing orders within `introspection_cache_s`;
+    # one more provider round trip per order call, and none while the answer is cached.
+    introspect_orders: bool = False
+    introspection_cache_s: float = Field(5.0, ge=0, le=300)
     roles_claim: str = "roles"
     scopes_claim: str = "scope"
     account_claim: str = "account_ids"
@@ -188,6 +193,9 @@ class Settings(BaseSettings):
     # Seconds between each process's own reloads of the config store, a fallback for lost
     # change notices (and the only way without Redis); 0 switches them off.
     config_refresh_s: float = Field(30.0, ge=0)
+    # On SIGTERM (`python -m app.serve`), /readyz answers 503 and every route still serves
+    # this long before the server stops; longer than the load balancer takes to notice.
+    drain_s: float = Field(5.0, ge=0, le=300)
     # Seeds the service registry in the config store when a service is not there yet.
     services: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_SERVICES))
     # Bootstrap token for the admin API; off unless configured.

@@ -16,6 +16,20 @@ from app.store.snapshot import ConfigStore
 from app.upstreams.caller import UpstreamCaller
 
 
+class Drain:
+    """Whether this process is draining: told to stop, still serving, reported not ready.
+
+    Created with the app (`create_app`), flipped by the server's signal handler
+    (`app.serve`), read by `/readyz`.
+    """
+
+    def __init__(self) -> None:
+        self.draining = False
+
+    def begin(self) -> None:
+        self.draining = True
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayState:
     settings: Settings
@@ -34,3 +48,5 @@ class GatewayState:
     # Identify -> admit -> authorize -> quota, for every entry point.
     chain: PolicyChain
     idempotency: IdempotencyLedger
+    # Set on SIGTERM under `app.serve`: /readyz answers 503 while the process still serves.
+    drain: Drain

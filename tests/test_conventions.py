@@ -44,7 +44,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("app.policy",),
     ("app.state", "app.deps"),
     ("app.frontends", "app.admin", "app.auth", "app.middleware", "app.health", "app.openapi"),
-    ("app.main", "app.asgi", "app.openapi_export"),
+    ("app.main", "app.asgi", "app.serve", "app.openapi_export"),
 )
 
 # The per-request context's key in the ASGI scope, the module defining it, the modules that
