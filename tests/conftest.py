@@ -37,10 +37,11 @@ def database_url(migrated_sqlite: Path, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def settings(platform: Platform, database_url: str) -> Settings:
+def settings(platform: Platform, database_url: str, tmp_path: Path) -> Settings:
     return Settings(
         environment="test",
         database_url=database_url,
+        config_snapshot_path=str(tmp_path / "config-snapshot.json"),
         # The identity provider is trusted through its discovery URL, not routed to.
         services={name: list(urls) for name, urls in platform.urls.items() if name != "identity"},
         identity=IdentitySettings(

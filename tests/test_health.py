@@ -2,7 +2,8 @@
 
 from app.settings import Settings
 from backends.launcher import Platform, free_port
-from tests.fixtures.gateway import RunningGateway
+from tests.fixtures.gateway import RunningGateway, running_gateway
+from tests.store.database_proxy import DatabaseProxy
 
 AUTH = {"Authorization": "Bearer test-admin-token"}
 
@@ -21,6 +22,7 @@ async def test_ready_when_every_service_is_reachable(
     body = response.json()
     assert body["status"] == "ready"
     assert body["config_version"] >= 1
+    assert body["config"] == "current, from database"
     services = {s["service"]: s for s in body["services"]}
     assert set(services) == set(settings.services)
     for name, urls in settings.services.items():
@@ -89,3 +91,30 @@ async def test_a_self_registered_instance_counts_towards_readiness(
         "reachable_instances": 1,
         "instances": 2,
     }
+
+
+async def test_degraded_while_serving_the_config_snapshot_from_disk(settings: Settings) -> None:
+    async with running_gateway(settings):
+        pass  # its first load wrote the snapshot file
+    # A database that accepts connections and never answers.
+    silent = await DatabaseProxy().start()
+    try:
+        from_disk = settings.model_copy(
+            update={
+                "database_url": silent.url(),
+                "startup_db_timeout_s": 1.0,
+                "db_connect_timeout_s": 1.0,
+            }
+        )
+        async with running_gateway(from_disk) as gw:
+            response = await gw.client.get("/readyz")
+    finally:
+        await silent.close()
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["config"] == "stale, from disk"
+    assert body["config_version"] >= 1
+    # Everything else is as ready as it was.
+    assert {s["service"] for s in body["services"]} == set(settings.services)
+    assert all(s["reachable_instances"] == s["instances"] for s in body["services"])

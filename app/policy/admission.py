@@ -22,7 +22,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -32,12 +32,11 @@ from app.policy.context import Admission
 from app.security.principal import Principal
 from app.settings import RateLimitSettings, Settings
 from app.shared.redis import SharedRedis
-from app.store.snapshot import ConfigSnapshot, RateLimitRuleConfig
+from app.store.servable import MAX_REQUESTS, MAX_WINDOW_S, MIN_RATE_PER_SECOND, RULE_KEYS
+from app.store.snapshot import ConfigSnapshot, PlanConfig, RateLimitRuleConfig
 from app.traffic.gcra import LimitCheck, LimitOutcome, RateLimit, SetMembership, SlotClaim
 from app.traffic.ratelimit import RateLimiter, RateLimiterUnavailable
 from app.traffic.throttle import ConsumerThrottle
-
-RULE_KEYS = frozenset({"consumer", "plan", "user", "address", "route"})
 
 logger = logging.getLogger("gateway.ratelimit")
 
@@ -57,19 +56,42 @@ class _PlanLimits:
     max_in_flight: int | None
 
 
+# What compiling a limit from a value outside the servable range could raise.
+_UNCOMPILABLE = (ArithmeticError, ValueError, TypeError)
+
+
 def _per_second(rate: float) -> RateLimit:
-    # Header counts are integers: a fractional rate becomes one request per 1/rate seconds.
+    """A plan's sustained rate, kept inside what the limiter counts: at least one request a
+    day, at most `MAX_REQUESTS` a second (the snapshot refuses plans outside that range; a
+    value that got past it anyway is clamped, never an error)."""
+    if rate > MAX_REQUESTS:
+        rate = MAX_REQUESTS
     if rate >= 1:
         return RateLimit.of("consumer-second", limit=max(1, round(rate)), period_s=1)
-    return RateLimit.of("consumer-second", limit=1, period_s=max(1, round(1 / rate)))
+    # Header counts are integers: a fractional rate becomes one request per 1/rate seconds.
+    period_s = MAX_WINDOW_S if rate < MIN_RATE_PER_SECOND else min(MAX_WINDOW_S, round(1 / rate))
+    return RateLimit.of("consumer-second", limit=1, period_s=max(1, period_s))
+
+
+def _plan_limits(plan: PlanConfig) -> _PlanLimits:
+    limits = []
+    rate = plan.rate_per_second
+    if rate is not None and math.isfinite(rate) and rate > 0:
+        limits.append(_per_second(rate))
+    if plan.rate_per_minute is not None and plan.rate_per_minute > 0:
+        per_minute = min(plan.rate_per_minute, MAX_REQUESTS)
+        limits.append(RateLimit.of("consumer-minute", limit=per_minute, period_s=60))
+    max_in_flight = plan.max_in_flight if plan.max_in_flight and plan.max_in_flight > 0 else None
+    return _PlanLimits(tuple(limits), max_in_flight)
 
 
 def _usable(rule: RateLimitRuleConfig) -> bool:
     """Whether a stored rule can be enforced; one that cannot is skipped, never a 500."""
     if (
-        rule.limit >= 1
-        and rule.period_s > 0
-        and (rule.burst is None or rule.burst >= 1)
+        1 <= rule.limit <= MAX_REQUESTS
+        and math.isfinite(rule.period_s)
+        and 0 < rule.period_s <= MAX_WINDOW_S
+        and (rule.burst is None or 1 <= rule.burst <= MAX_REQUESTS)
         and rule.key_by in RULE_KEYS
     ):
         return True
@@ -108,18 +130,23 @@ class RateLimitPolicies:
         self._rules: tuple[_Rule, ...] = ()
 
     def _compile(self, snapshot: ConfigSnapshot) -> None:
+        """Never raises: a plan or rule whose limits cannot be built is skipped and logged,
+        and every other request goes on being served."""
         plans = {}
         for plan in snapshot.plans.values():
-            limits = []
-            if plan.rate_per_second and plan.rate_per_second > 0:
-                limits.append(_per_second(plan.rate_per_second))
-            if plan.rate_per_minute and plan.rate_per_minute > 0:
-                limits.append(
-                    RateLimit.of("consumer-minute", limit=plan.rate_per_minute, period_s=60)
-                )
-            plans[plan.name] = _PlanLimits(tuple(limits), plan.max_in_flight)
+            try:
+                plans[plan.name] = _plan_limits(plan)
+            except _UNCOMPILABLE as exc:
+                logger.error("plan %r has limits that cannot be enforced, skipped: %s", plan, exc)
+        rules = []
+        for rule in snapshot.rate_limit_rules:
+            try:
+                if _usable(rule):
+                    rules.append(_rule(rule))
+            except _UNCOMPILABLE as exc:
+                logger.error("rate limit rule %r cannot be enforced, skipped: %s", rule, exc)
         self._plans = plans
-        self._rules = tuple(_rule(rule) for rule in snapshot.rate_limit_rules if _usable(rule))
+        self._rules = tuple(rules)
         self._version = snapshot.version
 
     def plan_limits(self, snapshot: ConfigSnapshot, plan: str | None) -> _PlanLimits | None:
@@ -303,6 +330,23 @@ class AdmissionControl:
         else:
             release = await self._wait_for_shared_slot(claim, consumer_id)
         return Admission(headers, release), member
+
+    async def forget_consumer(self, consumer_id: int, *, rules: Iterable[tuple[int, str]]) -> None:
+        """Delete a deleted consumer's counts: its plan's limits, its in-flight slots, and its
+        counts under the rules (`(rule_id, key_by)` of each) that count every consumer.
+        `RedisUnavailable` when Redis does not answer."""
+        counting_consumers = [
+            rule_id for rule_id, key_by in rules if key_by in {"consumer", "plan"}
+        ]
+        await self.limiter.forget(
+            prefixes=[f"c:{consumer_id}:"],
+            keys=[f"r:{rule_id}:{consumer_id}" for rule_id in counting_consumers],
+            in_flight=[f"c:{consumer_id}"],
+        )
+
+    async def forget_rule(self, rule_id: int) -> None:
+        """Delete a deleted rule's counts; `RedisUnavailable` when Redis does not answer."""
+        await self.limiter.forget(prefixes=[f"r:{rule_id}:"])
 
     async def is_member(self, membership: SetMembership) -> bool | None:
         """Ask Redis the membership question alone; None when it cannot answer."""

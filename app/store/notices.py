@@ -5,7 +5,8 @@ on `{redis_prefix}config-changed`, and each process's listener reloads on notice
 other processes sent. Every `config_refresh_s` each process also reloads on its own: the
 fallback for a notice that was lost, and the only way processes sharing a database but no
 Redis learn of each other's changes. A reload that finds nothing changed keeps the snapshot
-(and its version).
+(and its version). A process serving the snapshot file because its database was unavailable
+at start-up tries every `_STALE_RETRY_S` until the database answers.
 """
 
 import asyncio
@@ -18,6 +19,7 @@ import orjson
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.shared.redis import REDIS_ERRORS, RedisUnavailable, SharedRedis
+from app.store.database import is_unavailable
 from app.store.snapshot import ConfigSnapshot, ConfigStore
 
 logger = logging.getLogger("gateway.config")
@@ -28,6 +30,8 @@ _LAST_RETRY_S = 5.0
 # but a Redis outage does not hold the process back.
 _SUBSCRIBE_WAIT_S = 2.0
 _LISTEN_WAIT_S = 5.0
+# How often a process serving a stale snapshot from disk asks the database again.
+_STALE_RETRY_S = 1.0
 
 
 class ChangeNotices:
@@ -47,7 +51,7 @@ class ChangeNotices:
 
     async def start(self) -> None:
         """Start the periodic reload and, with Redis, subscribe to other processes' notices."""
-        if self._refresh_s > 0 and self._refresher is None:
+        if (self._refresh_s > 0 or self._config.stale) and self._refresher is None:
             self._refresher = asyncio.create_task(self._refresh(), name="config-refresh")
         if self._redis is None or self._listener is not None:
             return
@@ -68,7 +72,15 @@ class ChangeNotices:
 
     async def changed(self) -> ConfigSnapshot:
         """The store has a committed change: reload here, then tell the other processes."""
-        snapshot = await self._config.reload()
+        try:
+            snapshot = await self._config.reload()
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            # The change is committed: answering an error would invite a retry that finds it
+            # done. This process catches up on its next reload, as the others do.
+            logger.warning("config reload after a committed change failed: %s", exc)
+            snapshot = self._config.current
         if self._redis is not None:
             notice = orjson.dumps({"origin": self.origin, "version": snapshot.version})
             try:
@@ -107,8 +119,14 @@ class ChangeNotices:
 
     async def _refresh(self) -> None:
         while True:
-            await asyncio.sleep(self._refresh_s)
-            await self._reload("periodic refresh")
+            if self._config.stale:
+                await asyncio.sleep(min(self._refresh_s or _STALE_RETRY_S, _STALE_RETRY_S))
+                await self._reload("retry of the database")
+            elif self._refresh_s > 0:
+                await asyncio.sleep(self._refresh_s)
+                await self._reload("periodic refresh")
+            else:
+                return
 
     async def _on_message(self, message: dict[str, Any]) -> None:
         try:
@@ -125,8 +143,12 @@ class ChangeNotices:
         before = self._config.current.version
         try:
             snapshot = await self._config.reload()
-        except (SQLAlchemyError, OSError) as exc:
-            logger.warning("config reload on %s failed: %s", reason, exc)
+        except Exception as exc:
+            if isinstance(exc, SQLAlchemyError) or is_unavailable(exc):
+                logger.warning("config reload on %s failed: %s", reason, exc)
+            else:
+                # Keeps the listener and the refresher alive; the next reload tries again.
+                logger.exception("config reload on %s failed", reason)
             return
         if snapshot.version != before:
             logger.info("config reloaded on %s: version %d", reason, snapshot.version)

@@ -2,21 +2,33 @@
 
 Requests never query the database: they read `ConfigStore.current`, an immutable snapshot
 replaced as a whole when the configuration changes.
+
+A row the hot path could not serve (a value outside `app.store.servable`'s ranges, or one
+that cannot even be read) is left out of the snapshot and listed in its `refused` rows, with
+its table, id and why; the rest of the configuration loads. After each load the snapshot is
+written to local disk (`app.store.snapshot_file`); a process whose database is unavailable
+at start-up serves from that file, reports itself stale, and catches up on the next reload
+that reaches the database.
 """
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Literal, TypeVar
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import raiseload
 
-from app.store.consumers import ApiKeyRepository, ConsumerRepository, PlanRepository
-from app.store.database import stored_utc
+from app.store import servable
+from app.store.database import is_unavailable, stored_utc
 from app.store.models import ApiKey, Consumer, Plan, RateLimitRule, Service, ServiceInstance
-from app.store.rate_limit_rules import RateLimitRuleRepository
 from app.store.service_repository import ServiceRepository
+from app.store.snapshot_file import SnapshotFile
+from app.store.table_reader import UNREADABLE, TableReader
 from app.traffic.service_policy import ServicePolicy
 
 logger = logging.getLogger("gateway.config")
@@ -90,6 +102,19 @@ class RateLimitRuleConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RefusedRow:
+    """A stored row the snapshot leaves out, and why."""
+
+    table: str
+    row_id: int
+    reason: str
+
+
+# Where a snapshot's content came from: the database, or the file the last load wrote.
+ConfigSource = Literal["database", "disk"]
+
+
+@dataclass(frozen=True, slots=True)
 class ConfigSnapshot:
     version: int
     services: dict[str, ServiceConfig] = field(default_factory=dict)
@@ -101,19 +126,36 @@ class ConfigSnapshot:
     api_keys: dict[str, ApiKeyConfig] = field(default_factory=dict)
     # Enabled rules only, in rule_id order.
     rate_limit_rules: tuple[RateLimitRuleConfig, ...] = ()
+    refused: tuple[RefusedRow, ...] = ()
+    # When the content was read from the database.
+    loaded_at: datetime | None = None
+    source: ConfigSource = "database"
 
 
-def _service_config(service: Service) -> ServiceConfig:
+class ConfigUnavailable(RuntimeError):
+    """Start-up found neither the database nor a snapshot file to serve from."""
+
+
+def _service_config(service: Service, instances: Sequence[InstanceConfig]) -> ServiceConfig:
     return ServiceConfig(
-        name=service.name,
-        timeout_s=service.timeout_ms / 1000,
-        balancer=service.balancer,
-        health_path=service.health_path,
-        instances=tuple(
-            InstanceConfig(i.instance_id, i.url.rstrip("/"), i.weight, i.enabled)
-            for i in service.instances
-        ),
+        name=servable.text(service.name, field="name"),
+        timeout_s=servable.whole(
+            service.timeout_ms, field="timeout_ms", low=1, high=servable.MAX_TIMEOUT_MS
+        )
+        / 1000,
+        balancer=servable.text(service.balancer, field="balancer"),
+        health_path=servable.text(service.health_path, field="health_path"),
+        instances=tuple(instances),
         policy=_service_policy(service),
+    )
+
+
+def _instance_config(instance: ServiceInstance) -> InstanceConfig:
+    return InstanceConfig(
+        instance_id=instance.instance_id,
+        url=servable.text(instance.url, field="url").rstrip("/"),
+        weight=servable.whole(instance.weight, field="weight", low=1),
+        enabled=servable.flag(instance.enabled, field="enabled"),
     )
 
 
@@ -129,57 +171,258 @@ def _service_policy(service: Service) -> ServicePolicy:
 def _rate_limit_rule_config(rule: RateLimitRule) -> RateLimitRuleConfig:
     return RateLimitRuleConfig(
         rule_id=rule.rule_id,
-        name=rule.name,
-        key_by=rule.key_by,
-        route_prefix=rule.route_prefix,
-        plan_name=rule.plan_name,
-        limit=rule.limit,
-        period_s=rule.period_s,
-        burst=rule.burst,
+        name=servable.text(rule.name, field="name"),
+        key_by=servable.one_of(rule.key_by, field="key_by", allowed=servable.RULE_KEYS),
+        route_prefix=servable.text(rule.route_prefix, field="route_prefix"),
+        plan_name=servable.text(rule.plan_name, field="plan_name"),
+        limit=servable.whole(rule.limit, field="limit", low=1, high=servable.MAX_REQUESTS),
+        period_s=servable.real(
+            rule.period_s, field="period_s", above=0, high=servable.MAX_WINDOW_S
+        ),
+        burst=servable.optional_whole(rule.burst, field="burst", low=1, high=servable.MAX_REQUESTS),
     )
 
 
 def _plan_config(plan: Plan) -> PlanConfig:
     return PlanConfig(
-        name=plan.name,
-        rate_per_second=plan.rate_per_second,
-        rate_per_minute=plan.rate_per_minute,
-        quota_per_day=plan.quota_per_day,
-        quota_per_month=plan.quota_per_month,
-        max_in_flight=plan.max_in_flight,
-        scopes=frozenset(plan.scopes or ()),
+        name=servable.text(plan.name, field="name"),
+        rate_per_second=servable.rate_per_second(plan.rate_per_second),
+        rate_per_minute=servable.optional_whole(
+            plan.rate_per_minute, field="rate_per_minute", low=1, high=servable.MAX_REQUESTS
+        ),
+        quota_per_day=servable.optional_whole(plan.quota_per_day, field="quota_per_day", low=1),
+        quota_per_month=servable.optional_whole(
+            plan.quota_per_month, field="quota_per_month", low=1
+        ),
+        max_in_flight=servable.optional_whole(
+            plan.max_in_flight, field="max_in_flight", low=1, high=servable.MAX_IN_FLIGHT
+        ),
+        scopes=frozenset(servable.texts(plan.scopes or [], field="scopes")),
     )
 
 
-def _consumer_config(consumer: Consumer) -> ConsumerConfig:
+def _consumer_config(consumer: Consumer, plan_names: Mapping[int, str]) -> ConsumerConfig:
     return ConsumerConfig(
         consumer_id=consumer.consumer_id,
-        name=consumer.name,
-        plan=consumer.plan.name if consumer.plan is not None else None,
-        account_ids=tuple(consumer.account_ids or ()),
-        enabled=consumer.enabled,
-        oauth_client_id=consumer.oauth_client_id,
+        name=servable.text(consumer.name, field="name"),
+        # A plan that could not be read has no name to give: the consumer holds no plan's
+        # scopes until it is fixed.
+        plan=plan_names.get(consumer.plan_id) if consumer.plan_id is not None else None,
+        account_ids=servable.texts(consumer.account_ids or [], field="account_ids"),
+        enabled=servable.flag(consumer.enabled, field="enabled"),
+        oauth_client_id=servable.optional_text(consumer.oauth_client_id, field="oauth_client_id"),
     )
 
 
 def _api_key_config(key: ApiKey) -> ApiKeyConfig:
     return ApiKeyConfig(
         key_id=key.key_id,
-        prefix=key.prefix,
-        key_hash=key.key_hash,
-        consumer_id=key.consumer_id,
-        expires_at=stored_utc(key.expires_at),
-        revoked=key.revoked_at is not None,
+        prefix=servable.text(key.prefix, field="prefix"),
+        key_hash=servable.text(key.key_hash, field="key_hash"),
+        consumer_id=servable.whole(key.consumer_id, field="consumer_id", low=0),
+        expires_at=stored_utc(servable.optional_moment(key.expires_at, field="expires_at")),
+        revoked=servable.optional_moment(key.revoked_at, field="revoked_at") is not None,
     )
+
+
+Row = TypeVar("Row")
+Config = TypeVar("Config")
+
+
+class _Refusals:
+    """Collects the rows a load leaves out."""
+
+    def __init__(self) -> None:
+        self.rows: list[RefusedRow] = []
+
+    def configs(
+        self,
+        table: str,
+        rows: Iterable[Row],
+        *,
+        row_id: Callable[[Row], int],
+        convert: Callable[[Row], Config],
+    ) -> list[Config]:
+        """Each row's config; a row that cannot be served is refused, the rest are kept."""
+        configs = []
+        for row in rows:
+            try:
+                configs.append(convert(row))
+            except UNREADABLE as exc:
+                self.rows.append(RefusedRow(table, row_id(row), str(exc)))
+        return configs
+
+    def unreadable(self, table: str, rows: Iterable[tuple[int, str]]) -> None:
+        self.rows.extend(RefusedRow(table, row_id, why) for row_id, why in rows)
+
+
+async def _load(session: AsyncSession, *, version: int) -> ConfigSnapshot:
+    """Read every table and build the snapshot, leaving out the rows it cannot serve."""
+    reader = TableReader(session)
+    refusals = _Refusals()
+    # Relationships are not loaded with their rows: each row is read, and refused, alone.
+    service_rows = await reader.rows(Service, raiseload(Service.instances))
+    instance_rows = await reader.rows(ServiceInstance)
+    plan_rows = await reader.rows(Plan)
+    consumer_rows = await reader.rows(Consumer, raiseload(Consumer.plan))
+    key_rows = await reader.rows(ApiKey)
+    rule_rows = await reader.rows(RateLimitRule)
+    for table, rows in (
+        ("services", service_rows),
+        ("service_instances", instance_rows),
+        ("plans", plan_rows),
+        ("consumers", consumer_rows),
+        ("api_keys", key_rows),
+        ("rate_limit_rules", rule_rows),
+    ):
+        refusals.unreadable(table, rows.unreadable)
+
+    instances: dict[int, list[InstanceConfig]] = {}
+    for row in instance_rows.rows:
+        converted = refusals.configs(
+            "service_instances", [row], row_id=lambda i: i.instance_id, convert=_instance_config
+        )
+        instances.setdefault(row.service_id, []).extend(converted)
+    services = refusals.configs(
+        "services",
+        service_rows.rows,
+        row_id=lambda s: s.service_id,
+        convert=lambda s: _service_config(s, instances.get(s.service_id, [])),
+    )
+    plans = refusals.configs(
+        "plans", plan_rows.rows, row_id=lambda p: p.plan_id, convert=_plan_config
+    )
+    # By every readable plan row, refused or not: its consumers keep naming it.
+    plan_names = {p.plan_id: p.name for p in plan_rows.rows if isinstance(p.name, str)}
+    consumers = refusals.configs(
+        "consumers",
+        consumer_rows.rows,
+        row_id=lambda c: c.consumer_id,
+        convert=lambda c: _consumer_config(c, plan_names),
+    )
+    api_keys = refusals.configs(
+        "api_keys", key_rows.rows, row_id=lambda k: k.key_id, convert=_api_key_config
+    )
+    # A switched-off rule is not served, so it cannot be refused either.
+    rules = refusals.configs(
+        "rate_limit_rules",
+        [r for r in rule_rows.rows if r.enabled],
+        row_id=lambda r: r.rule_id,
+        convert=_rate_limit_rule_config,
+    )
+    return ConfigSnapshot(
+        version=version,
+        services={s.name: s for s in services},
+        plans={p.name: p for p in plans},
+        consumers={c.consumer_id: c for c in consumers},
+        consumers_by_client={
+            c.oauth_client_id: c.consumer_id for c in consumers if c.oauth_client_id is not None
+        },
+        api_keys={k.prefix: k for k in api_keys},
+        rate_limit_rules=tuple(rules),
+        refused=tuple(sorted(refusals.rows, key=lambda r: (r.table, r.row_id))),
+        loaded_at=datetime.now(UTC),
+    )
+
+
+def _content(snapshot: ConfigSnapshot) -> ConfigSnapshot:
+    """What a snapshot says, without when it was read or its place in the sequence."""
+    return replace(snapshot, version=0, loaded_at=None)
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredSnapshot:
+    """The snapshot file's JSON document."""
+
+    format: Literal[1]
+    snapshot: ConfigSnapshot
+
+
+_STORED = TypeAdapter(_StoredSnapshot)
+
+_FIRST_RETRY_S = 0.1
+_LAST_RETRY_S = 1.0
 
 
 class ConfigStore:
     """Loads snapshots from the database; `current` is what requests read."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        snapshot_file: SnapshotFile | None = None,
+    ) -> None:
         self._sessions = sessions
+        self._file = snapshot_file
         self._lock = asyncio.Lock()
         self.current = ConfigSnapshot(version=0)
+        # Services named in settings, registered by the first load that reaches the database.
+        self._seed: tuple[dict[str, list[str]], int] | None = None
+
+    @property
+    def stale(self) -> bool:
+        """Serving the file the last load wrote, because the database has not answered since
+        start-up."""
+        return self.current.source == "disk"
+
+    async def start(
+        self, *, services: dict[str, list[str]], timeout_ms: int, within_s: float
+    ) -> ConfigSnapshot:
+        """The first snapshot: from the database, tried again until `within_s` has passed;
+        failing that, from the snapshot file; failing that, `ConfigUnavailable`."""
+        self._seed = (dict(services), timeout_ms)
+        failure = await self._first_load(within_s)
+        if failure is None:
+            return self.current
+        snapshot = await self._read_file()
+        if snapshot is None:
+            where = self._file.path if self._file is not None else None
+            message = (
+                f"The config database ({self._database()}) was unavailable for "
+                f"{within_s:g} s ({type(failure).__name__}: {failure}) and there is no usable "
+                f"config snapshot file ({where or 'none configured'}); giving up."
+            )
+            logger.critical("%s", message)
+            raise ConfigUnavailable(message)
+        self.current = snapshot
+        logger.warning(
+            "config database (%s) unavailable (%s: %s): serving the snapshot from %s, "
+            "version %d, loaded %s, until it answers",
+            self._database(),
+            type(failure).__name__,
+            failure,
+            self._file.path if self._file is not None else "-",
+            snapshot.version,
+            snapshot.loaded_at.isoformat() if snapshot.loaded_at else "-",
+        )
+        return snapshot
+
+    async def _first_load(self, within_s: float) -> BaseException | None:
+        """None once a load has reached the database; else why the last try failed."""
+        failure: BaseException = TimeoutError(f"no answer within {within_s:g} s")
+        delay = _FIRST_RETRY_S
+        give_up_at = time.monotonic() + within_s
+        try:
+            async with asyncio.timeout(within_s):
+                while True:
+                    try:
+                        await self.reload()
+                        return None
+                    except Exception as exc:
+                        if not is_unavailable(exc):
+                            raise
+                        failure = exc
+                        logger.warning("config database unavailable at start-up: %s", exc)
+                    await asyncio.sleep(min(delay, max(0.0, give_up_at - time.monotonic())))
+                    delay = min(delay * 2, _LAST_RETRY_S)
+        except TimeoutError:
+            return failure
+
+    def _database(self) -> str:
+        engine = self._sessions.kw.get("bind")
+        url = getattr(engine, "url", None)
+        return url.render_as_string(hide_password=True) if url is not None else "unknown"
 
     async def seed_services(self, services: dict[str, list[str]], *, timeout_ms: int) -> None:
         """Register the services named in settings that the store does not know yet."""
@@ -201,26 +444,54 @@ class ConfigStore:
         """Read the whole configuration and publish it as the next snapshot; when nothing
         changed, the current snapshot stays, version and all."""
         async with self._lock:
+            if self._seed is not None:
+                services, timeout_ms = self._seed
+                await self.seed_services(services, timeout_ms=timeout_ms)
+                self._seed = None
             async with self._sessions() as session:
-                services = await ServiceRepository(session).all()
-                plans = await PlanRepository(session).all()
-                consumers = await ConsumerRepository(session).all()
-                api_keys = await ApiKeyRepository(session).all()
-                rules = await RateLimitRuleRepository(session).all()
-                snapshot = ConfigSnapshot(
-                    version=self.current.version + 1,
-                    services={s.name: _service_config(s) for s in services},
-                    plans={p.name: _plan_config(p) for p in plans},
-                    consumers={c.consumer_id: _consumer_config(c) for c in consumers},
-                    consumers_by_client={
-                        c.oauth_client_id: c.consumer_id
-                        for c in consumers
-                        if c.oauth_client_id is not None
-                    },
-                    api_keys={k.prefix: _api_key_config(k) for k in api_keys},
-                    rate_limit_rules=tuple(_rate_limit_rule_config(r) for r in rules if r.enabled),
-                )
-            if replace(snapshot, version=self.current.version) == self.current:
+                snapshot = await _load(session, version=self.current.version + 1)
+            if _content(snapshot) == _content(self.current):
                 return self.current
+            self._log_refusals(snapshot)
             self.current = snapshot
+            await self._write_file(snapshot)
             return snapshot
+
+    def _log_refusals(self, snapshot: ConfigSnapshot) -> None:
+        """Each refused row once, when it is first refused, not on every reload."""
+        known = set(self.current.refused)
+        for row in snapshot.refused:
+            if row not in known:
+                logger.error(
+                    "config row refused, left out of the snapshot: table %s, id %d: %s",
+                    row.table,
+                    row.row_id,
+                    row.reason,
+                )
+
+    async def _write_file(self, snapshot: ConfigSnapshot) -> None:
+        if self._file is None:
+            return
+        data = _STORED.dump_json(_StoredSnapshot(format=1, snapshot=snapshot))
+        try:
+            await asyncio.to_thread(self._file.write, data)
+        except OSError as exc:
+            # Serving goes on; only a start-up without the database would miss the file.
+            logger.warning("could not write the config snapshot to %s: %s", self._file.path, exc)
+
+    async def _read_file(self) -> ConfigSnapshot | None:
+        if self._file is None:
+            return None
+        try:
+            data = await asyncio.to_thread(self._file.read)
+        except OSError as exc:
+            logger.error("could not read the config snapshot %s: %s", self._file.path, exc)
+            return None
+        if data is None:
+            return None
+        try:
+            stored = _STORED.validate_json(data)
+        except ValidationError as exc:
+            logger.error("the config snapshot %s is not usable: %s", self._file.path, exc)
+            return None
+        return replace(stored.snapshot, source="disk")
