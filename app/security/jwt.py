@@ -27,7 +27,7 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 from joserfc.jws import JWSRegistry, extract_compact, validate_compact
 from pydantic import BaseModel, ValidationError
 
-from app.errors import ServiceUnavailable, Unauthorized
+from app.errors import Forbidden, ServiceUnavailable, Unauthorized
 from app.security.authenticate import Presented
 from app.security.principal import Credential, Principal, PrincipalKind
 from app.settings import IdentitySettings
@@ -281,6 +281,15 @@ def principal_from_claims(
     )
 
 
+def presented_bearer_token(request: Presented) -> str | None:
+    """The token of `Authorization: Bearer <token>` ("" when empty); None for no such header."""
+    authorization = request.headers.get("authorization")
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
 def invalid_token(description: str) -> Unauthorized:
     """401 with RFC 6750 challenge; the description never contains the token."""
     return Unauthorized(
@@ -295,7 +304,8 @@ def as_linked_consumer(principal: Principal, snapshot: ConfigSnapshot) -> Princi
     """A client-credentials principal as the consumer its client is linked to
     (`consumers.oauth_client_id`), so the consumer's plan limits, quota and accounts apply
     to the token as they do to the consumer's API keys. Unlinked clients and users are
-    returned unchanged; a linked but disabled consumer is refused (401).
+    returned unchanged (a partner route refuses an unlinked client: `confirm_linked_client`);
+    a linked but disabled consumer is refused (401).
 
     The accounts are the consumer's, never a claim's: the gateway's record says what a
     partner may act on. The scopes are those the provider granted the token that the plan
@@ -322,6 +332,20 @@ def as_linked_consumer(principal: Principal, snapshot: ConfigSnapshot) -> Princi
     )
 
 
+def confirm_linked_client(principal: Principal) -> None:
+    """403 for a client-credentials token whose client no consumer names: a partner route
+    serves consumers, and such a token has no plan, quota or accounts of the gateway's to
+    act under. Named in the answer, as it is an admin's fix, not the caller's."""
+    if principal.kind != "consumer" or principal.consumer_id is not None:
+        return
+    client_id = principal.extra.get("client_id", principal.subject)
+    raise Forbidden(
+        f"The OAuth client '{client_id}' is not linked to a partner consumer; an admin links "
+        f'it with PATCH /admin/v1/consumers/{{id}} {{"oauth_client_id": "{client_id}"}}.',
+        extra={"missing_link": "consumer", "client_id": client_id},
+    )
+
+
 class BearerAuthenticator:
     """`Authorization: Bearer <JWT>` from the trusted issuer; a client-credentials token of a
     client linked to a consumer acts as that consumer (see `as_linked_consumer`)."""
@@ -334,13 +358,9 @@ class BearerAuthenticator:
         self._config = config
 
     async def authenticate(self, request: Presented) -> Principal | None:
-        authorization = request.headers.get("authorization")
-        if authorization is None:
+        token = presented_bearer_token(request)
+        if token is None:
             return None
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        token = token.strip()
         if not token:
             raise invalid_token("token is missing")
         try:

@@ -9,6 +9,7 @@ import pytest
 
 from app.settings import ResilienceSettings, Settings
 from backends.launcher import Platform
+from tests.fixtures.consumers import linked_client_partner
 from tests.fixtures.gateway import RunningGateway, running_gateway
 from tests.fixtures.redis import RedisServer, prefixed_redis
 
@@ -117,6 +118,7 @@ async def test_breakers_show_open_circuits_after_failures(
     )
     for backend in platform.instances("market-data"):
         backend.set_faults(error_rate=1.0, error_status=500, paths=["/quotes"])
+    await linked_client_partner(client)
     async with httpx.AsyncClient(timeout=5) as plain:
         token = (
             await plain.post(

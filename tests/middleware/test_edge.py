@@ -15,6 +15,7 @@ import pytest
 
 from app.settings import HttpSettings, RateLimitSettings, Settings
 from backends.launcher import Platform
+from tests.fixtures.consumers import linked_client_partner
 from tests.fixtures.gateway import RunningGateway, running_gateway
 
 LIMIT = 1024
@@ -69,6 +70,7 @@ async def small_limit_gateway(
 ) -> AsyncIterator[RunningGateway]:
     limited = settings.model_copy(update={"http": HttpSettings(max_body_bytes=LIMIT)})
     async with running_gateway(limited) as gw:
+        await linked_client_partner(gw.client)
         gw.client.headers["Authorization"] = f"Bearer {await partner_token(platform, control)}"
         yield gw
 
@@ -164,6 +166,7 @@ async def test_request_id_is_generated_when_absent(gateway: RunningGateway) -> N
 async def test_request_id_reaches_the_upstream(
     gateway: RunningGateway, platform: Platform, control: httpx.AsyncClient
 ) -> None:
+    await linked_client_partner(gateway.client)
     token = await partner_token(platform, control)
     auth = {"Authorization": f"Bearer {token}"}
     for sent in ["quote-trace-7", None]:
@@ -324,6 +327,7 @@ async def test_cors_headers_reach_the_edges_early_answers(
     origin = "https://app.example"
     http = HttpSettings(max_body_bytes=LIMIT, cors_origins=[origin])
     async with running_gateway(settings.model_copy(update={"http": http})) as gw:
+        await linked_client_partner(gw.client)
         token = await partner_token(platform, control)
         too_large = await gw.client.post(
             "/partner/v1/orders",

@@ -137,7 +137,33 @@ async def test_the_plan_bounds_what_the_token_may_do(
     assert assert_problem(candles, 403)["missing_scopes"] == ["candles:read"]
 
 
-async def test_unlinking_returns_the_token_to_its_own_identity(
+async def test_an_unlinked_clients_token_is_refused_naming_the_missing_link(
+    gateway: RunningGateway, platform: Platform
+) -> None:
+    headers = await token(platform)
+
+    unlinked = await gateway.client.get(QUOTES, headers=headers)
+    usage = await gateway.client.get("/partner/v1/usage", headers=headers)
+    whoami = await gateway.client.get("/auth/whoami", headers=headers)
+    partner = await linked_partner(gateway)
+    linked = await gateway.client.get(QUOTES, headers=headers)
+    linked_usage = await gateway.client.get("/partner/v1/usage", headers=headers)
+
+    problem = assert_problem(unlinked, 403)
+    assert problem["detail"] == (
+        "The OAuth client 'partner-acme' is not linked to a partner consumer; an admin links it "
+        'with PATCH /admin/v1/consumers/{id} {"oauth_client_id": "partner-acme"}.'
+    )
+    assert (problem["missing_link"], problem["client_id"]) == ("consumer", CLIENT)
+    assert assert_problem(usage, 403)["missing_link"] == "consumer"
+    # Who the token is stays visible, so the caller can tell an admin which client to link.
+    assert whoami.status_code == 200, whoami.text
+    assert (whoami.json()["subject"], whoami.json()["kind"]) == (CLIENT, "consumer")
+    assert linked.status_code == 200, linked.text
+    assert linked_usage.json()["consumer_id"] == partner.consumer_id
+
+
+async def test_unlinking_refuses_the_token_again(
     gateway: RunningGateway, platform: Platform
 ) -> None:
     partner = await linked_partner(gateway, plan={"rate_per_minute": 100, "quota_per_day": 5})
@@ -147,16 +173,9 @@ async def test_unlinking_returns_the_token_to_its_own_identity(
 
     await link(gateway, partner, None)
     unlinked = await gateway.client.get(QUOTES, headers=headers)
-    usage = await gateway.client.get("/partner/v1/usage", headers=headers)
     by_key = await gateway.client.get("/partner/v1/usage", headers=partner.headers)
 
-    assert unlinked.status_code == 200, unlinked.text
-    # Back to the per-address limit, and counted against no quota.
-    assert unlinked.headers["ratelimit-policy"].startswith('"address";')
-    body = usage.json()
-    assert (body["consumer"], body["consumer_id"], body["plan"]) == (CLIENT, None, None)
-    assert body["account_ids"] == CLAIMED_ACCOUNTS
-    assert body["day"]["used"] == 0
+    assert assert_problem(unlinked, 403)["missing_link"] == "consumer"
     # Only the call made while linked was counted against the consumer.
     assert by_key.json()["day"]["used"] == 1
 
@@ -186,11 +205,11 @@ async def test_a_token_of_another_client_is_not_the_consumer(
     await link(gateway, partner, "some-other-client")
     headers = await token(platform)
 
-    statuses = [(await gateway.client.get(QUOTES, headers=headers)).status_code for _ in range(2)]
-    usage = await gateway.client.get("/partner/v1/usage", headers=headers)
+    quotes = await gateway.client.get(QUOTES, headers=headers)
+    usage = await gateway.client.get("/partner/v1/usage", headers=partner.headers)
 
-    assert statuses == [200, 200]
-    assert usage.json()["consumer_id"] is None
+    assert assert_problem(quotes, 403)["client_id"] == CLIENT
+    assert usage.json()["day"]["used"] == 0
 
 
 async def test_a_users_token_through_a_linked_client_stays_the_user(

@@ -10,7 +10,7 @@ import pytest
 from app.security.principal import Principal
 from app.security.rbac import granted_scopes
 from backends.launcher import Platform
-from tests.fixtures.consumers import ADMIN, create_partner
+from tests.fixtures.consumers import ADMIN, create_partner, link_client
 from tests.fixtures.gateway import RunningGateway
 from tests.fixtures.identity import bearer_headers
 
@@ -60,6 +60,7 @@ MATRIX: dict[str, dict[str, Any]] = {
         "partner orders": 403,
         "admin": 403,
     },
+    # The client is linked to the "partner key" consumer (unlinked: test_linked_clients.py).
     "partner client token": {
         "web read": 403,
         "web write": 403,
@@ -116,6 +117,7 @@ def allowed(route: str, response: httpx.Response) -> bool:
 
 async def credentials(gateway: RunningGateway, platform: Platform) -> dict[str, dict[str, str]]:
     full = await create_partner(gateway.client, account_ids=("ACC-2001",))
+    await link_client(gateway.client, full.consumer_id)
     quotes_only = await create_partner(gateway.client, scopes=("quotes:read",))
     return {
         "anonymous": {},
@@ -254,6 +256,7 @@ async def test_openapi_declares_schemes_and_scopes(gateway: RunningGateway) -> N
     orders = partner["paths"]["/partner/v1/orders"]["post"]
     assert {"ApiKey": ["orders:write"]} in orders["security"]
 
-    admin = (await gateway.client.get("/admin/v1/openapi.json")).json()
+    # The admin document itself needs the admin role.
+    admin = (await gateway.client.get("/admin/v1/openapi.json", headers=ADMIN)).json()
     plans = admin["paths"]["/admin/v1/plans"]["get"]
     assert {"AdminToken": ["admin"]} in plans["security"]

@@ -10,6 +10,7 @@ from app.errors import UpstreamTimeout
 from app.settings import Settings
 from app.traffic.deadline import current_deadline, deadline_scope, route_budget_ms
 from backends.launcher import Platform
+from tests.fixtures.consumers import linked_client_partner
 from tests.fixtures.gateway import running_gateway
 from tests.fixtures.upstream_caller import upstream_caller
 
@@ -98,6 +99,7 @@ async def test_the_gateway_passes_the_client_deadline_upstream_and_answers_504_w
         backend.reset_stats()
     headers = {"Authorization": f"Bearer {await _partner_token(platform)}"}
     async with running_gateway(settings) as gateway:
+        await linked_client_partner(gateway.client)
         fast = await gateway.client.get(
             "/partner/v1/quotes",
             params={"symbols": "AAPL"},
