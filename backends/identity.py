@@ -1,4 +1,5 @@
-"""Development OpenID Connect provider: discovery, rotating JWKS, code + PKCE, tokens.
+"""Development OpenID Connect provider: discovery, rotating JWKS, code + PKCE, tokens,
+introspection (RFC 7662) and revocation (RFC 7009).
 
 Demo users alice (trader), bob (viewer) and carol (admin) all log in with password `demo`.
 Clients: `stockbot-web` (confidential, secret `web-secret`), `stockbot-mobile` (public,

@@ -201,6 +201,8 @@ class Realm:
         self.codes: dict[str, AuthorizationCode] = {}
         self.refresh_grants: dict[str, RefreshGrant] = {}
         self.revoked_jtis: dict[str, float] = {}
+        # Ended login sessions -> until when their access tokens could still be presented.
+        self.ended_sessions: dict[str, float] = {}
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -305,10 +307,12 @@ class Realm:
             self.revoked_jtis[str(claims.get("jti"))] = float(claims.get("exp", 0))
 
     def end_session(self, session_id: str) -> int:
-        """Revoke every refresh token of one login session; returns how many."""
+        """Revoke every token of one login session (its access tokens stop introspecting as
+        active); returns how many refresh tokens it held."""
         spent = [t for t, g in self.refresh_grants.items() if g.session_id == session_id]
         for token in spent:
             del self.refresh_grants[token]
+        self.ended_sessions[session_id] = time.time() + ACCESS_TOKEN_TTL_S
         return len(spent)
 
     # -- client credentials ----------------------------------------------------------------
@@ -440,6 +444,8 @@ class Realm:
             return None
         if float(claims.get("exp", 0)) <= time.time() or claims.get("jti") in self.revoked_jtis:
             return None
+        if claims.get("sid") in self.ended_sessions:
+            return None
         return claims
 
     def _forget_expired(self) -> None:
@@ -450,3 +456,5 @@ class Realm:
             del self.refresh_grants[token]
         for jti in [j for j, exp in self.revoked_jtis.items() if exp < now]:
             del self.revoked_jtis[jti]
+        for sid in [s for s, until in self.ended_sessions.items() if until < now]:
+            del self.ended_sessions[sid]

@@ -113,12 +113,15 @@ def authorize(principal: Principal | None, audience: Audience, scopes: Iterable[
 @dataclass(frozen=True, slots=True)
 class AccessRule:
     """A route's access rule: the audience it is for and the scopes it needs; a metered
-    partner call also counts against the consumer's quota. Enforced by the policy chain;
-    the OpenAPI documents read it (see `app.openapi`)."""
+    partner call also counts against the consumer's quota; with `introspect` (order entry
+    and cancel) a bearer token is confirmed active at the provider when
+    `identity.introspect_orders` is on (`app.security.introspection`). Enforced by the
+    policy chain; the OpenAPI documents read it (see `app.openapi`)."""
 
     audience: Audience
     scopes: tuple[str, ...]
     metered: bool = False
+    introspect: bool = False
 
 
 def user_rule(*scopes: str) -> AccessRule:

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from app.errors import BadRequest
+from app.security.introspection import TokenIntrospection
 from app.security.jwt import BearerAuthenticator, TokenValidator, TrustedIssuer
 from app.security.oidc import ProviderClient
 from app.security.sessions import SessionAuthenticator, SessionStore, session_store
@@ -20,7 +21,7 @@ class WebIdentity:
     """Everything the gateway needs to trust the identity provider, built in the lifespan."""
 
     settings: Settings
-    # The one client to the provider: discovery, keys, token and revocation endpoints.
+    # The one client to the provider: discovery, keys, token, revocation and introspection.
     http: httpx.AsyncClient
     issuer: TrustedIssuer
     validator: TokenValidator
@@ -28,6 +29,9 @@ class WebIdentity:
     provider: ProviderClient
     sessions: SessionAuthenticator
     bearer: BearerAuthenticator
+    # Asks whether an order's bearer token is still active; None unless
+    # `identity.introspect_orders` is on.
+    introspection: TokenIntrospection | None
 
     @property
     def cookie_secure(self) -> bool:
@@ -59,6 +63,11 @@ def build_web_identity(
         provider=provider,
         sessions=SessionAuthenticator(store=store, refresher=provider, settings=identity),
         bearer=BearerAuthenticator(validator=validator, settings=identity, config=config),
+        introspection=(
+            TokenIntrospection(issuer=issuer, settings=identity, http=http)
+            if identity.introspect_orders
+            else None
+        ),
     )
 
 

@@ -284,7 +284,7 @@ async def test_introspection_revocation_and_userinfo(provider: httpx.AsyncClient
     assert unauthenticated.status_code == 401
 
 
-async def test_end_session_revokes_the_login_sessions_refresh_tokens(
+async def test_end_session_revokes_the_login_sessions_tokens(
     provider: httpx.AsyncClient,
 ) -> None:
     verifier = secrets.token_urlsafe(48)
@@ -301,8 +301,14 @@ async def test_end_session_revokes_the_login_sessions_refresh_tokens(
         },
     )
 
+    web = ("stockbot-web", "web-secret")
+    access = await provider.post("/introspect", data={"token": tokens["access_token"]}, auth=web)
+
     assert ended.json() == {"ended_grants": 1}
     assert refreshed.json()["error"] == "invalid_grant"
+    # The session's access token still verifies (a JWT does until it expires); introspection
+    # is where the provider says it ended.
+    assert access.json() == {"active": False}
 
 
 class TestSigningKeys:
