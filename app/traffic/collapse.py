@@ -5,6 +5,11 @@ for a popular symbol), the first becomes the leader and makes the call; the othe
 its answer and get the same bytes. The key holds everything that can change the answer,
 including the headers sent upstream, so calls made on behalf of different callers (whose
 account or credentials travel in headers) never share a result.
+
+A shared call is one call wherever calls are counted (the breaker, the retry budget), and its
+outcome reaches every waiter at the same moment: N waiters are held once, for that call, and
+none of them tries again on its own. The caller collapses only while the service has a closed
+circuit: a half-open circuit's probe is one request, which nobody else queues behind.
 """
 
 import asyncio

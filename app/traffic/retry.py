@@ -5,6 +5,13 @@ carries an `Idempotency-Key` (the service dedupes on it, so a retry never places
 order). Retries are capped per service by a budget so that a failing service is not hit with
 `attempts` times its normal load: retries may add `budget_ratio` of the calls, plus a small
 per-second minimum so a quiet service can still retry.
+
+Where a retry goes (`app.upstreams.caller`): preferably an instance not tried yet. After a
+timeout, never back to the instance that timed out: it is slow now, and a second try doubles
+both its load and the caller's wait; with no other instance the timeout is final. After a
+connection error (refused, reset, a pooled connection that had died) the same instance may be
+tried again after the backoff: such a failure is quick and often passing (a restart, a stale
+connection), and its breaker and passive health check still count it.
 """
 
 import random

@@ -7,12 +7,22 @@ the snapshot is built, where an unreadable stored policy falls back to the defau
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    model_validator,
+)
 
 RETRYABLE_STATUSES = (502, 503, 504)
 
 
 class _Policy(BaseModel):
+    # Numbers and flags are strict (`StrictInt`, `StrictFloat`, `StrictBool`): a JSON `true`
+    # is not one attempt, nor "5" five. Not `strict=True`: stored JSON arrays stay tuples.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -20,16 +30,20 @@ class RetryPolicy(_Policy):
     """When and how often a failed call is tried again."""
 
     # Attempts in total, the first one included; 1 switches retries off.
-    attempts: int = Field(3, ge=1, le=10)
-    base_backoff_ms: float = Field(20, ge=0, le=10_000)
-    max_backoff_ms: float = Field(400, ge=0, le=60_000)
+    attempts: StrictInt = Field(3, ge=1, le=10)
+    base_backoff_ms: StrictFloat = Field(20, ge=0, le=10_000)
+    max_backoff_ms: StrictFloat = Field(400, ge=0, le=60_000)
     # Retries may add at most this share of the service's calls, e.g. 0.2 = 20 %.
-    budget_ratio: float = Field(0.2, ge=0, le=10)
+    budget_ratio: StrictFloat = Field(0.2, ge=0, le=10)
     # ...plus this many retries per second, so a quiet service can still retry.
-    budget_min_per_s: float = Field(3.0, ge=0, le=1000)
-    retry_on: tuple[int, ...] = Field(RETRYABLE_STATUSES)
-    retry_on_connect_errors: bool = True
-    retry_on_timeouts: bool = True
+    budget_min_per_s: StrictFloat = Field(3.0, ge=0, le=1000)
+    retry_on: tuple[StrictInt, ...] = Field(RETRYABLE_STATUSES)
+    retry_on_connect_errors: StrictBool = True
+    retry_on_timeouts: StrictBool = True
+    # Each attempt waits at most this long (and at most what is left of the service's
+    # `timeout_ms` and the request's deadline, which bound the call with all its attempts);
+    # None: an attempt may take the whole of it, leaving no room to retry after a timeout.
+    per_try_timeout_ms: StrictFloat | None = Field(None, ge=10, le=60_000)
 
     @model_validator(mode="after")
     def _statuses_are_server_errors(self) -> "RetryPolicy":
@@ -44,51 +58,57 @@ class RetryPolicy(_Policy):
 class BreakerPolicy(_Policy):
     """When an instance's circuit opens, and how it is tried again."""
 
-    consecutive_failures: int = Field(5, ge=1, le=1000)
+    consecutive_failures: StrictInt = Field(5, ge=1, le=1000)
     # Opens when this share of the calls in the rolling window failed...
-    failure_ratio: float = Field(0.5, gt=0, le=1)
-    window_s: float = Field(10, gt=0, le=600)
+    failure_ratio: StrictFloat = Field(0.5, gt=0, le=1)
+    # Ten buckets of window_s / 10 seconds each: a window too short to divide is refused.
+    window_s: StrictFloat = Field(10, ge=0.1, le=600)
     # ...and the window holds at least this many calls.
-    minimum_calls: int = Field(20, ge=1, le=100_000)
-    cool_down_ms: float = Field(5_000, ge=0, le=600_000)
-    half_open_probes: int = Field(1, ge=1, le=100)
+    minimum_calls: StrictInt = Field(20, ge=1, le=100_000)
+    cool_down_ms: StrictFloat = Field(5_000, ge=0, le=600_000)
+    half_open_probes: StrictInt = Field(1, ge=1, le=100)
 
 
 class BulkheadPolicy(_Policy):
     """How many calls to the service may be in flight from one gateway process."""
 
-    max_concurrent: int = Field(64, ge=1, le=10_000)
-    max_wait_ms: float = Field(50, ge=0, le=60_000)
+    max_concurrent: StrictInt = Field(64, ge=1, le=10_000)
+    max_wait_ms: StrictFloat = Field(50, ge=0, le=60_000)
 
 
 class HealthCheckPolicy(_Policy):
     """The active health check: a GET on every instance at an interval."""
 
-    enabled: bool = True
+    enabled: StrictBool = True
     # None: the service's `health_path`.
-    path: str | None = Field(None, pattern=r"^/", max_length=200)
-    interval_ms: float = Field(2_000, ge=50, le=3_600_000)
-    timeout_ms: float = Field(1_000, ge=10, le=60_000)
-    healthy_threshold: int = Field(2, ge=1, le=100)
-    unhealthy_threshold: int = Field(2, ge=1, le=100)
+    path: str | None = Field(None, pattern=r"^/[!-~]*$", max_length=200)
+    interval_ms: StrictFloat = Field(2_000, ge=50, le=3_600_000)
+    timeout_ms: StrictFloat = Field(1_000, ge=10, le=60_000)
+    healthy_threshold: StrictInt = Field(2, ge=1, le=100)
+    unhealthy_threshold: StrictInt = Field(2, ge=1, le=100)
 
 
 class EjectionPolicy(_Policy):
     """Passive health: an instance failing this many calls in a row leaves rotation for a while."""
 
-    consecutive_failures: int = Field(5, ge=1, le=1000)
-    ejection_ms: float = Field(10_000, ge=0, le=3_600_000)
+    consecutive_failures: StrictInt = Field(5, ge=1, le=1000)
+    ejection_ms: StrictFloat = Field(10_000, ge=0, le=3_600_000)
 
 
 class DnsDiscoveryPolicy(_Policy):
     """Instances found in DNS, in addition to the configured ones."""
 
-    name: str = Field(min_length=1, max_length=253, examples=["_http._tcp.market-data.internal"])
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[!-~]+$",
+        examples=["_http._tcp.market-data.internal"],
+    )
     record: Literal["A", "SRV"] = "A"
     # For A records: the port every address listens on.
-    port: int = Field(80, ge=1, le=65535)
+    port: StrictInt = Field(80, ge=1, le=65535)
     scheme: Literal["http", "https"] = "http"
-    refresh_ms: float = Field(10_000, ge=100, le=3_600_000)
+    refresh_ms: StrictFloat = Field(10_000, ge=100, le=3_600_000)
 
 
 class ServicePolicy(_Policy):

@@ -5,9 +5,15 @@ discover instances -> balance -> breaker -> bulkhead -> deadline -> aiohttp -> r
 -> decode. Identical concurrent GETs share one call (`collapse`). Failures become typed
 errors: `UpstreamError` 502, `UpstreamUnavailable` 503 (also "circuit open" and "bulkhead
 full"), `UpstreamTimeout` 504.
+
+Timeouts, as Envoy has them: the request's deadline and the service's `timeout_ms` bound the
+call with all its attempts; each attempt waits at most the policy's `per_try_timeout_ms` of
+what is left. A retry after a timeout goes to another instance or not at all (see
+`app.traffic.retry`).
 """
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -22,7 +28,7 @@ from app.errors import UpstreamError, UpstreamRejected, UpstreamTimeout, Upstrea
 from app.observability.request_id import current_request_id
 from app.settings import UpstreamSettings
 from app.store.snapshot import InstanceConfig, ServiceConfig
-from app.traffic.breaker import BreakerBoard, CircuitBreaker, CircuitOpen
+from app.traffic.breaker import BreakerBoard, CircuitBreaker, CircuitOpen, CircuitState
 from app.traffic.bulkhead import Bulkheads
 from app.traffic.collapse import RequestCollapser, collapse_key
 from app.traffic.deadline import DEADLINE_HEADER, Deadline, current_deadline
@@ -166,7 +172,9 @@ class UpstreamCaller:
         call = _UpstreamRequest(service, config, method, path, params, data, outgoing, timeout_s)
         if collapse is None:
             collapse = self._settings.collapse_gets and method == "GET" and data is None
-        if not collapse:
+        if not collapse or not self._some_circuit_closed(call):
+            # Without a closed circuit a call is a half-open circuit's probe or refused at
+            # once: the breaker lets one probe through, and nobody queues behind it.
             return await self._call(call)
         key = collapse_key(service, path, params=params, headers=outgoing)
         deadline = current_deadline()
@@ -195,11 +203,14 @@ class UpstreamCaller:
         return response.model(model)
 
     async def _call(self, call: _UpstreamRequest) -> UpstreamResponse:
+        """Attempts until one succeeds or the failure is final."""
         policy = call.config.policy.retries
         budget = self.budgets.budget(call.service, policy)
         budget.record_call()
         repeatable = is_repeatable(call.method, call.headers)
+        ends_at = time.monotonic() + (call.timeout_s or call.config.timeout_s)
         tried: set[str] = set()
+        timed_out: set[str] = set()
         retry = 0
         last_failure: _AttemptFailed | None = None
         while True:
@@ -207,7 +218,7 @@ class UpstreamCaller:
             if deadline is not None and deadline.remaining_s() <= 0:
                 raise _deadline_passed(call.service)
             try:
-                instance, breaker = self._choose(call, tried)
+                instance, breaker = self._choose(call, tried=tried, excluded=timed_out)
             except CircuitOpen:
                 if last_failure is not None:
                     # The failure that opened the last circuit says more than "circuit open".
@@ -215,21 +226,37 @@ class UpstreamCaller:
                 raise
             tried.add(instance.url)
             try:
-                return await self._attempt(call, instance, breaker, deadline)
+                return await self._attempt(call, instance, breaker, deadline, ends_at)
             except _AttemptFailed as failed:
+                if failed.kind == "timeout":
+                    timed_out.add(instance.url)
                 retry += 1
                 last_failure = failed
                 delay = self._retry_delay(
-                    call, failed, retry=retry, repeatable=repeatable, budget=budget
+                    call,
+                    failed,
+                    retry=retry,
+                    repeatable=repeatable,
+                    budget=budget,
+                    ends_at=ends_at,
+                    timed_out=timed_out,
                 )
                 if delay is None:
                     raise failed.error from failed.__cause__
             await asyncio.sleep(delay)
 
+    def _some_circuit_closed(self, call: _UpstreamRequest) -> bool:
+        policy = call.config.policy.breaker
+        return any(
+            self.breakers.breaker(call.service, instance.url, policy).state is CircuitState.closed
+            for instance in self._registry.routable(call.service)
+        )
+
     def _choose(
-        self, call: _UpstreamRequest, tried: set[str]
+        self, call: _UpstreamRequest, *, tried: set[str], excluded: set[str]
     ) -> tuple[InstanceConfig, CircuitBreaker]:
-        """An instance whose circuit lets the call through, preferring one not tried yet."""
+        """An instance whose circuit lets the call through, preferring one not tried yet and
+        never one in `excluded`."""
         instances = self._registry.routable(call.service)
         if not instances:
             raise UpstreamUnavailable(
@@ -239,7 +266,8 @@ class UpstreamCaller:
         open_for_calls = [
             (instance, breaker)
             for instance in instances
-            if (breaker := self.breakers.breaker(call.service, instance.url, policy)).available()
+            if instance.url not in excluded
+            and (breaker := self.breakers.breaker(call.service, instance.url, policy)).available()
         ]
         balancer = self._registry.balancer(call.service)
         while open_for_calls:
@@ -258,22 +286,33 @@ class UpstreamCaller:
         instance: InstanceConfig,
         breaker: CircuitBreaker,
         deadline: Deadline | None,
+        ends_at: float,
     ) -> UpstreamResponse:
         service, policy = call.service, call.config.policy
-        own_timeout = call.timeout_s or call.config.timeout_s
+        per_try_ms = policy.retries.per_try_timeout_ms
         outcome: bool | None = None
         try:
             bulkhead = self.bulkheads.bulkhead(service, policy.bulkhead)
-            max_wait = deadline.remaining_s() if deadline is not None else None
+            max_wait = ends_at - time.monotonic()
+            if deadline is not None:
+                max_wait = min(max_wait, deadline.remaining_s())
             async with bulkhead.slot(max_wait_s=max_wait):
-                timeout_s = own_timeout
+                # The service's own limit: the per-try timeout, within what is left of its call.
+                timeout_s = ends_at - time.monotonic()
+                if per_try_ms is not None:
+                    timeout_s = min(timeout_s, per_try_ms / 1000)
                 cut_by_deadline = False
                 if deadline is not None:
                     remaining = deadline.remaining_s()
                     if remaining <= 0:
                         raise _deadline_passed(service)
-                    if remaining < own_timeout:
+                    if remaining < timeout_s:
                         timeout_s, cut_by_deadline = remaining, True
+                if timeout_s <= 0:
+                    # The bulkhead's wait took what was left of the service's timeout.
+                    raise UpstreamTimeout(
+                        f"{service} had no time left for another attempt.", service=service
+                    )
                 headers = dict(call.headers)
                 headers[DEADLINE_HEADER] = str(max(int(timeout_s * 1000), 1))
                 with self._registry.balancer(service).track(instance):
@@ -371,6 +410,8 @@ class UpstreamCaller:
         retry: int,
         repeatable: bool,
         budget: RetryBudget,
+        ends_at: float,
+        timed_out: set[str],
     ) -> float | None:
         """Seconds to wait before trying again, or None when this failure is final."""
         policy = call.config.policy.retries
@@ -382,16 +423,24 @@ class UpstreamCaller:
             return None
         if failed.kind in {"timeout", "broken"} and not policy.retry_on_timeouts:
             return None
+        if failed.kind == "timeout" and not self._instance_left(call.service, timed_out):
+            return None
         delay = backoff_s(policy, retry)
         if failed.retry_after is not None:
             delay = max(delay, failed.retry_after)
+        room = ends_at - time.monotonic()
         deadline = current_deadline()
-        room = deadline.remaining_s() if deadline is not None else call.config.timeout_s
+        if deadline is not None:
+            room = min(room, deadline.remaining_s())
         if delay >= room:
             return None
         if not budget.try_spend():
             return None
         return delay
+
+    def _instance_left(self, service: str, timed_out: set[str]) -> bool:
+        """Whether the service has a routable instance that has not timed out on this call."""
+        return any(i.url not in timed_out for i in self._registry.routable(service))
 
 
 def _deadline_passed(service: str) -> UpstreamTimeout:

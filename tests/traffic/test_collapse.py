@@ -1,12 +1,15 @@
 """Request collapsing: identical concurrent GETs share one upstream call and its bytes."""
 
 import asyncio
+import time
 from collections.abc import Awaitable
 
 import pytest
 
+from app.errors import UpstreamTimeout
 from app.settings import UpstreamSettings
 from app.traffic.collapse import RequestCollapser, collapse_key
+from app.traffic.deadline import deadline_scope
 from app.upstreams.caller import UpstreamResponse
 from backends.launcher import Platform
 from tests.fixtures.upstream_caller import upstream_caller
@@ -136,3 +139,28 @@ def test_request_ids_and_deadlines_do_not_split_the_key() -> None:
     )
     assert first == second
     assert first != collapse_key("news", "/news", params={"a": "1"}, headers={})
+
+
+async def test_a_shared_failure_holds_its_waiters_for_one_try_and_counts_once(
+    platform: Platform, database_url: str
+) -> None:
+    news = platform.process("news")
+    news.reset_stats()
+    news.set_faults(latency_ms=2000, paths=["/news"])
+    async with upstream_caller(
+        database_url, {"news": [news.url]}, timeouts_ms={"news": 300}
+    ) as caller:
+
+        async def waiter() -> float:
+            started = time.monotonic()
+            with deadline_scope(5000), pytest.raises(UpstreamTimeout):
+                await caller.request("news", "GET", "/news/latest")
+            return time.monotonic() - started
+
+        waited = await asyncio.gather(*(waiter() for _ in range(10)))
+        breaker = caller.breakers.get("news", news.url)
+        assert breaker is not None
+        assert breaker.window() == (1, 1)
+    # One 0.3 s try for all ten, not a retry of the instance that timed out.
+    assert max(waited) < 0.8
+    assert news.stats()["requests"] == {"GET /news/latest": 1}

@@ -214,3 +214,91 @@ async def test_a_retry_after_beyond_the_deadline_is_not_waited_for(
         with deadline_scope(500), pytest.raises(UpstreamUnavailable):
             await caller.request("news", "GET", "/news/latest")
     assert len(hits) == 1
+
+
+@pytest.fixture(scope="module")
+def second_news() -> Iterator[BackendProcess]:
+    """A second news instance, beside the platform's one."""
+    backend = start_service("news", instance="news-second")
+    try:
+        yield backend
+    finally:
+        backend.stop()
+
+
+async def test_a_try_that_times_out_is_retried_on_another_instance_within_the_deadline(
+    platform: Platform, database_url: str, second_news: BackendProcess
+) -> None:
+    slow = platform.process("news")
+    slow.reset_stats()
+    second_news.reset_stats()
+    second_news.reset_faults()
+    slow.set_faults(latency_ms=2000, paths=["/news"])
+    policy = {"retries": {"per_try_timeout_ms": 300, "base_backoff_ms": 0, "max_backoff_ms": 0}}
+    # Round robin starts with the first instance: the slow one.
+    async with upstream_caller(
+        database_url, {"news": [slow.url, second_news.url]}, policies={"news": policy}
+    ) as caller:
+        with deadline_scope(1500):
+            started = time.monotonic()
+            response = await caller.request("news", "GET", "/news/latest")
+            waited = time.monotonic() - started
+    assert response.status == 200
+    assert waited < 1.2  # one 0.3 s try, then the other instance; not the 2 s service timeout
+    assert slow.stats()["requests"] == {"GET /news/latest": 1}
+    assert second_news.stats()["requests"] == {"GET /news/latest": 1}
+    # The slow instance was told it had the per-try timeout, not the whole deadline.
+    sent = slow.stats()["last_headers"]
+    assert isinstance(sent, dict)
+    assert 0 < int(sent["GET /news/latest"]["x-request-deadline"]) <= 300
+
+
+async def test_a_call_whose_only_instance_timed_out_is_not_tried_again(
+    platform: Platform, database_url: str
+) -> None:
+    news = platform.process("news")
+    news.reset_stats()
+    news.set_faults(latency_ms=1500, paths=["/news"])
+    async with upstream_caller(
+        database_url, {"news": [news.url]}, timeouts_ms={"news": 300}
+    ) as caller:
+        with deadline_scope(3000), pytest.raises(UpstreamTimeout):
+            await caller.request("news", "GET", "/news/latest")
+    assert news.stats()["requests"] == {"GET /news/latest": 1}
+
+
+async def test_the_service_timeout_bounds_the_call_with_all_its_tries(
+    platform: Platform, database_url: str, second_news: BackendProcess
+) -> None:
+    instances = [platform.process("news"), second_news]
+    for backend in instances:
+        backend.reset_stats()
+        backend.set_faults(latency_ms=2000, paths=["/news"])
+    policy = {"retries": {"per_try_timeout_ms": 300, "base_backoff_ms": 0, "max_backoff_ms": 0}}
+    async with upstream_caller(
+        database_url,
+        {"news": [b.url for b in instances]},
+        policies={"news": policy},
+        timeouts_ms={"news": 500},
+    ) as caller:
+        with deadline_scope(5000):
+            started = time.monotonic()
+            with pytest.raises(UpstreamTimeout):
+                await caller.request("news", "GET", "/news/latest")
+            waited = time.monotonic() - started
+    # 0.3 s on one instance, the 0.2 s left of the service's 0.5 s on the other; then no time.
+    assert waited < 0.9
+    assert [b.stats()["requests"] for b in instances] == [{"GET /news/latest": 1}] * 2
+
+
+async def test_a_broken_connection_to_the_only_instance_is_retried_there_after_backoff(
+    platform: Platform, database_url: str
+) -> None:
+    news = platform.process("news")
+    news.reset_stats()
+    news.set_faults(drop_rate=1.0, paths=["/news"])
+    async with upstream_caller(database_url, {"news": [news.url]}) as caller:
+        with deadline_scope(3000), pytest.raises(UpstreamUnavailable):
+            await caller.request("news", "GET", "/news/latest")
+    # Quick and often passing (a stale connection, a restart): every attempt the policy allows.
+    assert news.stats()["requests"] == {"GET /news/latest": 3}
