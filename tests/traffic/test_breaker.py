@@ -3,17 +3,20 @@ and a killed instance under load: calls keep succeeding, its circuit opens, heal
 it out, and it returns to rotation after a restart."""
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
+from app.errors import UpstreamUnavailable
 from app.settings import RateLimitSettings, Settings
 from app.traffic.breaker import BreakerBoard, CircuitBreaker, CircuitOpen, CircuitState
 from app.traffic.service_policy import BreakerPolicy
 from app.upstreams.caller import UpstreamCaller
 from backends.launcher import Platform
+from tests.fixtures.consumers import linked_client_partner
 from tests.fixtures.gateway import running_gateway
 from tests.fixtures.upstream_caller import upstream_caller
 
@@ -225,6 +228,7 @@ async def test_partner_quotes_keep_answering_while_a_market_data_instance_dies_a
             "/admin/v1/services/market-data/policy", json=policy, headers=admin
         )
         assert changed.status_code == 200
+        await linked_client_partner(client)
         token = (
             await plain.post(
                 platform.urls["identity"][0] + "/__dev/token", json={"client_id": "partner-acme"}
@@ -275,3 +279,52 @@ async def test_partner_quotes_keep_answering_while_a_market_data_instance_dies_a
     assert results and set(results) == {200}
     assert out["in_rotation"] is False and out["healthy"] is False
     assert back["in_rotation"] is True and back["circuit"] == "closed"
+
+
+async def test_a_half_open_circuit_lets_one_probe_through_and_the_others_fail_fast(
+    platform: Platform, database_url: str
+) -> None:
+    news = platform.process("news")
+    news.set_faults(error_rate=1.0, error_status=503, paths=["/news"])
+    policy = {
+        "breaker": {"consecutive_failures": 1, "cool_down_ms": 200},
+        "retries": {"attempts": 1},
+        "ejection": {"consecutive_failures": 1000},
+    }
+    async with upstream_caller(
+        database_url, {"news": [news.url]}, policies={"news": policy}
+    ) as caller:
+        with pytest.raises(UpstreamUnavailable):
+            await caller.request("news", "GET", "/news/latest")
+        breaker = caller.breakers.get("news", news.url)
+        assert breaker is not None and breaker.state is CircuitState.open
+        # The instance has recovered, but answers slowly.
+        news.set_faults(error_rate=0.0, latency_ms=1000)
+        news.reset_stats()
+        await asyncio.sleep(0.3)
+        assert breaker.state is CircuitState.half_open
+
+        async def timed(params: dict[str, str]) -> tuple[float, int | Exception]:
+            started = time.monotonic()
+            try:
+                answer: int | Exception = (
+                    await caller.request("news", "GET", "/news/latest", params=params)
+                ).status
+            except UpstreamUnavailable as refused:
+                answer = refused
+            return time.monotonic() - started, answer
+
+        # Identical calls (which would otherwise share the probe) and different ones.
+        calls = [{"limit": "5"}] * 8 + [{"limit": str(n)} for n in range(1, 5)]
+        outcomes = await asyncio.gather(*(timed(params) for params in calls))
+        state_after = breaker.state
+
+    probes = [(waited, answer) for waited, answer in outcomes if answer == 200]
+    refused = [(waited, answer) for waited, answer in outcomes if answer != 200]
+    assert len(probes) == 1
+    assert probes[0][0] >= 0.9
+    assert len(refused) == len(calls) - 1
+    assert all(isinstance(answer, CircuitOpen) for _, answer in refused)
+    assert max(waited for waited, _ in refused) < 0.5  # at once, not after the 1 s probe
+    assert news.stats()["total"] == 1
+    assert state_after is CircuitState.closed
