@@ -1,6 +1,9 @@
 """POST /mobile/v1/orders: idempotent order entry with a compact answer."""
 
 import uuid
+from typing import Any
+
+import pytest
 
 from tests.fixtures.gateway import RunningGateway
 from tests.fixtures.platform_control import PlatformControl
@@ -76,4 +79,27 @@ async def test_invalid_order_is_refused(gateway: RunningGateway, backends: Platf
 
     assert_problem(response, 422)
     assert "limit_price" in response.json()["detail"]
+    assert await backends.requests("orders") == {}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"type": "market", "limit_price": None, "quantity": True}, "body.quantity"),
+        ({"quantity": "2"}, "body.quantity"),
+        ({"limit_price": True}, "body.limit_price"),
+        ({"limit_price": "150"}, "body.limit_price"),
+    ],
+)
+async def test_wrong_json_types_are_refused(
+    gateway: RunningGateway, backends: PlatformControl, change: dict[str, Any], field: str
+) -> None:
+    await backends.reset_stats("orders")
+    order = {k: v for k, v in {**ORDER, **change}.items() if v is not None}
+
+    response = await gateway.client.post(
+        ORDERS, json=order, headers={"Idempotency-Key": f"mobile-{uuid.uuid4()}"}
+    )
+
+    assert field_errors(assert_problem(response, 422)) == {field}
     assert await backends.requests("orders") == {}

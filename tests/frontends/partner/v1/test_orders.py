@@ -1,6 +1,9 @@
 """POST /partner/v1/orders: order entry in the partner's linked accounts only."""
 
 import uuid
+from typing import Any
+
+import pytest
 
 from tests.fixtures.gateway import RunningGateway
 from tests.fixtures.platform_control import PlatformControl
@@ -95,4 +98,26 @@ async def test_malformed_account_id_is_refused(
     )
 
     assert field_errors(assert_problem(response, 422)) == {"body.account_id"}
+    assert await backends.requests("orders") == {}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"type": "market", "limit_price": None, "quantity": True}, "body.quantity"),
+        ({"quantity": "5"}, "body.quantity"),
+        ({"limit_price": True}, "body.limit_price"),
+        ({"limit_price": "300.0"}, "body.limit_price"),
+        ({"account_id": 2001}, "body.account_id"),
+    ],
+)
+async def test_wrong_json_types_are_refused(
+    gateway: RunningGateway, backends: PlatformControl, change: dict[str, Any], field: str
+) -> None:
+    await backends.reset_stats("orders")
+    order = {k: v for k, v in {**ORDER, **change}.items() if v is not None}
+
+    response = await gateway.client.post(ORDERS, json=order, headers=idempotency_key())
+
+    assert field_errors(assert_problem(response, 422)) == {field}
     assert await backends.requests("orders") == {}
