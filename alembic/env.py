@@ -24,13 +24,25 @@ def _database_url() -> str:
 
 
 def _run(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Batch mode rebuilds a SQLite table (copy, drop, rename); with foreign keys enforced,
+        # the drop would cascade into the rows that refer to the table, or be refused. As
+        # SQLite's procedure for schema changes says: off outside the transaction, and every
+        # reference checked before the commit.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=sqlite,
     )
     with context.begin_transaction():
         context.run_migrations()
+        if sqlite:
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"the migration left rows with broken references: {broken}")
 
 
 async def _run_online() -> None:

@@ -5,6 +5,14 @@ from datetime import UTC, datetime
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+# The largest value an `Integer` column holds on every backend (PostgreSQL's is 32 bits).
+INTEGER_MAX = 2**31 - 1
+
+# An id is never handed out twice, also after a delete: ids are in admin paths, and some key
+# state outside the database (quota and rate limit counters). SQLite needs AUTOINCREMENT for
+# that; PostgreSQL's sequences never reuse a value.
+_IDS_NEVER_REUSED = {"sqlite_autoincrement": True}
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -18,6 +26,7 @@ class Service(Base):
     """A platform service the gateway calls, by name."""
 
     __tablename__ = "services"
+    __table_args__ = _IDS_NEVER_REUSED
 
     service_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -42,7 +51,7 @@ class ServiceInstance(Base):
     """One address at which a service answers."""
 
     __tablename__ = "service_instances"
-    __table_args__ = (UniqueConstraint("service_id", "url"),)
+    __table_args__ = (UniqueConstraint("service_id", "url"), _IDS_NEVER_REUSED)
 
     instance_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     service_id: Mapped[int] = mapped_column(
@@ -59,6 +68,7 @@ class Plan(Base):
     """What a consumer may do: rates, quotas and scopes."""
 
     __tablename__ = "plans"
+    __table_args__ = _IDS_NEVER_REUSED
 
     plan_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -75,6 +85,7 @@ class Consumer(Base):
     """A partner system or other client of the gateway."""
 
     __tablename__ = "consumers"
+    __table_args__ = _IDS_NEVER_REUSED
 
     consumer_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
@@ -96,6 +107,7 @@ class ApiKey(Base):
     """A consumer's API key: only its hash is stored; the prefix identifies it in lists."""
 
     __tablename__ = "api_keys"
+    __table_args__ = _IDS_NEVER_REUSED
 
     key_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     consumer_id: Mapped[int] = mapped_column(
@@ -113,6 +125,7 @@ class RateLimitRule(Base):
     """A rate limit configured in the store: whom it keys on, where it applies, how much."""
 
     __tablename__ = "rate_limit_rules"
+    __table_args__ = _IDS_NEVER_REUSED
 
     rule_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)

@@ -1,6 +1,7 @@
 """The config store's schema on SQLite and PostgreSQL: migrations both ways, constraints."""
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -11,7 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql import ColumnElement
 
 from app.store.database import create_engine, session_factory
-from app.store.models import Base, Consumer, Service, ServiceInstance
+from app.store.models import (
+    ApiKey,
+    Base,
+    Consumer,
+    Plan,
+    RateLimitRule,
+    Service,
+    ServiceInstance,
+)
 from tests.fixtures.databases import downgrade, migrate, postgres_database, sqlite_url
 from tests.store.store_backends import BACKENDS, migrated_store
 
@@ -114,6 +123,92 @@ async def test_consumers_keep_their_rows_through_the_oauth_client_migration(
     # The unique index went with the column: upgrading again finds nothing in the way.
     await _in_thread(migrate, empty_store_url)
     assert "oauth_client_id" in await _columns(empty_store_url, "consumers")
+
+
+async def test_rows_and_references_survive_the_autoincrement_migration(
+    empty_store_url: str,
+) -> None:
+    # On SQLite every table is copied, dropped and renamed: a dropped parent must not take
+    # its children's rows along (ON DELETE CASCADE) nor be refused (RESTRICT).
+    await _in_thread(migrate, empty_store_url, "0003")
+    for sql in ROWS_BEFORE_0004:
+        await _execute(empty_store_url, sql)
+
+    await _in_thread(migrate, empty_store_url)
+    assert await _execute(empty_store_url, ROW_IDS) == [(1, 1, 1, 1, 1, 1)]
+    await _execute(empty_store_url, "DELETE FROM consumers")
+    # The references still hold: the key went with its consumer.
+    assert await _execute(empty_store_url, "SELECT count(*) FROM api_keys") == [(0,)]
+
+    await _in_thread(downgrade, empty_store_url, "0003")
+    assert await _execute(empty_store_url, "SELECT name FROM plans") == [("gold",)]
+    assert await _execute(empty_store_url, "SELECT url FROM service_instances") == [("http://a:1",)]
+
+
+ROWS_BEFORE_0004 = [
+    "INSERT INTO plans (name, scopes, created_at) VALUES ('gold', '[]', '2026-11-26 10:40:00+00')",
+    "INSERT INTO consumers (name, plan_id, account_ids, enabled, created_at) "
+    "VALUES ('acme', 1, '[]', true, '2026-11-26 10:40:00+00')",
+    "INSERT INTO api_keys (consumer_id, prefix, key_hash, name, created_at) "
+    "VALUES (1, 'abc', 'hash', '', '2026-11-26 10:40:00+00')",
+    "INSERT INTO services (name, timeout_ms, balancer, health_path, created_at, updated_at) "
+    "VALUES ('news', 2000, 'round_robin', '/health', '2026-11-26 10:40:00+00', "
+    "'2026-11-26 10:40:00+00')",
+    "INSERT INTO service_instances (service_id, url, weight, enabled, created_at) "
+    "VALUES (1, 'http://a:1', 1, true, '2026-11-26 10:40:00+00')",
+    'INSERT INTO rate_limit_rules (name, key_by, route_prefix, plan_name, "limit", period_s, '
+    "enabled, created_at) VALUES ('r', 'route', '', '', 5, 60, true, '2026-11-26 10:40:00+00')",
+]
+ROW_IDS = (
+    "SELECT p.plan_id, c.consumer_id, k.key_id, s.service_id, i.instance_id, r.rule_id "
+    "FROM plans p, consumers c, api_keys k, services s, service_instances i, rate_limit_rules r"
+)
+
+
+# One new row of each table with an id of its own, given the id of a fresh service and
+# of a fresh consumer (the parents some rows need).
+NEW_ROWS: dict[str, Callable[[int, int], Base]] = {
+    "plans": lambda _s, _c: Plan(name=f"plan-{uuid.uuid4().hex[:8]}"),
+    "services": lambda _s, _c: Service(name=f"svc-{uuid.uuid4().hex[:8]}"),
+    "consumers": lambda _s, _c: Consumer(name=f"c-{uuid.uuid4().hex[:8]}"),
+    "service_instances": lambda service_id, _c: ServiceInstance(
+        service_id=service_id, url=f"http://{uuid.uuid4().hex[:8]}:1"
+    ),
+    "api_keys": lambda _s, consumer_id: ApiKey(
+        consumer_id=consumer_id, prefix=uuid.uuid4().hex[:12], key_hash="hash"
+    ),
+    "rate_limit_rules": lambda _s, _c: RateLimitRule(
+        name=f"r-{uuid.uuid4().hex[:8]}", key_by="route", limit=5, period_s=60
+    ),
+}
+
+
+async def test_ids_are_never_reused(engine: AsyncEngine) -> None:
+    """The id of the newest row, deleted, is not the next row's (plain SQLite hands it out
+    again, and counters keyed by the id would pass to the new row)."""
+    sessions = session_factory(engine)
+    async with sessions() as session, session.begin():
+        service, consumer = Service(name="parent"), Consumer(name="parent")
+        session.add_all([service, consumer])
+    assert set(NEW_ROWS) == {t.name for t in Base.metadata.tables.values()}
+    for table, new_row in NEW_ROWS.items():
+        async with sessions() as session, session.begin():
+            newest = new_row(service.service_id, consumer.consumer_id)
+            session.add(newest)
+            await session.flush()
+            deleted_id = _id_of(newest)
+            await session.delete(newest)
+        async with sessions() as session, session.begin():
+            following = new_row(service.service_id, consumer.consumer_id)
+            session.add(following)
+            await session.flush()
+            assert _id_of(following) > deleted_id, table
+
+
+def _id_of(row: Base) -> int:
+    (column,) = row.__table__.primary_key.columns
+    value: int = getattr(row, column.key)
+    return value
 
 
 async def test_service_names_are_unique(engine: AsyncEngine) -> None:
