@@ -7,7 +7,9 @@ gateway state straight from the request rather than through `StateDep`: every de
 FastAPI solves is a visible share of a request's cost.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -21,8 +23,9 @@ from app.security.rbac import USERS, AccessRule, partner_rule, user_rule
 from app.settings import Settings
 from app.shared.redis import SharedRedis
 from app.state import GatewayState
-from app.store.database import transaction
+from app.store.database import ConfigStoreUnavailable, is_unavailable, transaction
 from app.store.snapshot import ConfigStore
+from app.traffic.deadline import current_deadline
 from app.upstreams.bots import BotsClient
 from app.upstreams.caller import UpstreamCaller
 from app.upstreams.market_data import MarketDataClient
@@ -72,9 +75,22 @@ async def redis_client(state: StateDep) -> SharedRedis | None:
 
 async def db_session(state: StateDep) -> AsyncIterator[AsyncSession]:
     """The request's session: committed (then its after-commit callbacks run) or rolled back
-    as soon as the handler returns, before the response is sent, so a 2xx means committed."""
-    async with transaction(state.sessions) as session:
-        yield session
+    as soon as the handler returns, before the response is sent, so a 2xx means committed.
+
+    Its work ends with the request's deadline, besides the engine's connect and statement
+    timeouts; a database that is unavailable, or did not answer in time, is a 503 with
+    `Retry-After`, never a 500 or a hang."""
+    deadline = current_deadline()
+    try:
+        async with (
+            asyncio.timeout(deadline.remaining_s() if deadline is not None else None),
+            transaction(state.sessions) as session,
+        ):
+            yield session
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise ConfigStoreUnavailable() from exc
+        raise
 
 
 SettingsDep = Annotated[Settings, Depends(settings)]
@@ -132,15 +148,18 @@ class RouteAccess:
         return outcome.principal
 
 
-def require_user(*scopes: str) -> Any:
-    """Dependency: a signed-in user with `scopes`, admitted under the rate limits."""
-    return Depends(RouteAccess(user_rule(*scopes)))
+def require_user(*scopes: str, introspect: bool = False) -> Any:
+    """Dependency: a signed-in user with `scopes`, admitted under the rate limits; with
+    `introspect` (routes that place or cancel orders) a bearer token is confirmed active at
+    the provider when `identity.introspect_orders` is on."""
+    return Depends(RouteAccess(replace(user_rule(*scopes), introspect=introspect)))
 
 
-def require_partner(*scopes: str, metered: bool = True) -> Any:
+def require_partner(*scopes: str, metered: bool = True, introspect: bool = False) -> Any:
     """Dependency: a partner consumer with `scopes`, admitted under the rate limits and,
-    unless `metered=False`, counted against its quota."""
-    return Depends(RouteAccess(partner_rule(*scopes, metered=metered)))
+    unless `metered=False`, counted against its quota; `introspect` as for `require_user`."""
+    rule = partner_rule(*scopes, metered=metered)
+    return Depends(RouteAccess(replace(rule, introspect=introspect)))
 
 
 # A partner asking about itself (e.g. its usage): admitted, but not counted.
