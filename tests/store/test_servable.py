@@ -63,7 +63,12 @@ CONSUMER = Principal(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(plan=plans(), rule=rules())
 def test_admission_answers_for_any_stored_plan_and_rule(
     plan: PlanConfig, rule: RateLimitRuleConfig
@@ -91,6 +96,7 @@ def test_admission_answers_for_any_stored_plan_and_rule(
         assert limit.interval_us >= 1
 
 
+@settings(database=None)
 @given(
     rate=st.floats(
         min_value=servable.MIN_RATE_PER_SECOND, max_value=servable.MAX_REQUESTS, allow_nan=False
