@@ -1,11 +1,8 @@
 """Builds the mobile views from the platform's services."""
 
 import asyncio
-import base64
-import binascii
 from collections.abc import Sequence
 
-from app.errors import InvalidRequest
 from app.frontends.mobile.v1.views import (
     CompactQuote,
     HomeView,
@@ -14,7 +11,8 @@ from app.frontends.mobile.v1.views import (
     PositionsPage,
     QuoteList,
 )
-from app.frontends.sections import Failed, Sections, settle
+from app.frontends.paging import decode_cursor, page_after
+from app.frontends.sections import Failed, Sections, settle, settle_optional
 from app.frontends.symbols import is_symbol
 from app.frontends.valuation import day_change, equity, value_position
 from app.upstreams.bots import BotsClient, BotStatus
@@ -30,12 +28,13 @@ async def _positions_and_quotes(
 ) -> tuple[list[Position], list[Quote] | Failed]:
     """Positions, then their quotes: the second stage starts as soon as positions arrive."""
     positions = await portfolio.positions(account_id)
-    quotes = await settle(market_data.quotes([p.symbol for p in positions]))
+    quotes = await settle_optional(market_data.quotes([p.symbol for p in positions]))
     return positions, quotes
 
 
 async def _open_order_count(orders: OrdersClient, account_id: str) -> int:
-    return len(await orders.orders(account_id, status="open"))
+    # A page of one carries the total: the count never fetches every order.
+    return (await orders.page(account_id, status="open", limit=1)).total
 
 
 async def _running_bot_count(bots: BotsClient, account_id: str) -> int:
@@ -77,8 +76,8 @@ async def home(
         holdings_task = group.create_task(
             settle(_positions_and_quotes(portfolio, market_data, account_id))
         )
-        orders_task = group.create_task(settle(_open_order_count(orders, account_id)))
-        bots_task = group.create_task(settle(_running_bot_count(bots, account_id)))
+        orders_task = group.create_task(settle_optional(_open_order_count(orders, account_id)))
+        bots_task = group.create_task(settle_optional(_running_bot_count(bots, account_id)))
 
     sections = Sections()
     account = sections.required(account_task.result())
@@ -111,27 +110,9 @@ async def home(
     )
 
 
-CURSOR_FIELD = "query.cursor"
-
-
-def encode_cursor(symbol: str) -> str:
-    """An opaque cursor naming the last symbol of a page."""
-    return base64.urlsafe_b64encode(symbol.encode()).rstrip(b"=").decode()
-
-
-def decode_cursor(cursor: str) -> str:
-    """The symbol a cursor names; anything not made by `encode_cursor` is refused."""
-    try:
-        symbol = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-    except (binascii.Error, ValueError):
-        symbol = ""
-    if not is_symbol(symbol) or encode_cursor(symbol) != cursor:
-        message = "not a cursor from a previous page; omit it to start from the first page"
-        raise InvalidRequest(
-            f"{CURSOR_FIELD}: {message}",
-            extra={"errors": [{"field": CURSOR_FIELD, "message": message}]},
-        )
-    return symbol
+def decode_position_cursor(cursor: str) -> str:
+    """The symbol a positions cursor names; anything else is a 422 naming `query.cursor`."""
+    return decode_cursor(cursor, is_key=is_symbol)
 
 
 def position_row(position: Position, price: float | None) -> PositionRow:
@@ -158,12 +139,12 @@ async def positions_page(
 ) -> PositionsPage:
     """The `limit` positions after symbol `after`, priced; quotes only for that page."""
     held = sorted(await portfolio.positions(account_id), key=lambda p: p.symbol)
-    remaining = [p for p in held if after is None or p.symbol > after]
-    page = remaining[:limit]
+    page, next_cursor = page_after(held, key=lambda p: p.symbol, after=after, limit=limit)
     sections = Sections()
-    quotes = sections.optional("quotes", await settle(market_data.quotes([p.symbol for p in page])))
+    quotes = sections.optional(
+        "quotes", await settle_optional(market_data.quotes([p.symbol for p in page]))
+    )
     prices = {q.symbol: q.price for q in quotes or ()}
-    next_cursor = encode_cursor(page[-1].symbol) if len(remaining) > limit else None
     return PositionsPage(
         items=[position_row(p, prices.get(p.symbol)) for p in page],
         next_cursor=next_cursor,

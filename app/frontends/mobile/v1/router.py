@@ -22,6 +22,7 @@ from app.frontends.order_entry import (
     OrderRequest,
     place_order,
 )
+from app.frontends.paging import MAX_PAGE_LIMIT, Cursor
 from app.frontends.replay import mark_replayed
 from app.frontends.routing import FrontendRouter
 from app.frontends.symbols import SymbolList
@@ -63,17 +64,11 @@ async def mobile_positions(
     account_id: AccountIdDep,
     portfolio: PortfolioDep,
     market_data: MarketDataDep,
-    limit: Annotated[int, Query(ge=1, le=100, description="Positions per page")] = 20,
-    cursor: Annotated[
-        str | None,
-        Query(
-            max_length=64,
-            description="`next_cursor` of the previous page; omit for the first page",
-        ),
-    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_LIMIT, description="Positions per page")] = 20,
+    cursor: Cursor = None,
 ) -> PositionsPage:
     """Positions with price and unrealised P&L, a page at a time in symbol order."""
-    after = compose.decode_cursor(cursor) if cursor is not None else None
+    after = compose.decode_position_cursor(cursor) if cursor is not None else None
     return await compose.positions_page(
         account_id=account_id,
         after=after,
@@ -95,7 +90,7 @@ async def mobile_quotes(symbols: SymbolList, market_data: MarketDataDep) -> Quot
 
 @router.post(
     "/orders",
-    dependencies=[require_user("orders")],
+    dependencies=[require_user("orders", introspect=True)],
     status_code=status.HTTP_201_CREATED,
     response_model=PlacedOrderView,
     responses={

@@ -4,6 +4,10 @@ Every upstream call is settled (a failure becomes a value), so one failing secti
 cancels its siblings. The dashboard runs in two stages: everything that only needs the
 account id at once, and the market data for the held and watched symbols as soon as the
 positions and watchlists are in, without waiting for the slower, unrelated sections.
+
+A view shows at most `SECTION_LIMIT` items of each list section, with the section's total
+and a link to the list that holds the rest (`app.frontends.paging`); orders are asked for a
+page at a time, never all of them.
 """
 
 import asyncio
@@ -11,7 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from app.errors import NotFound
-from app.frontends.sections import Failed, Sections, settle
+from app.frontends.paging import SECTION_LIMIT, encode_cursor, link, page_after, unknown_cursor
+from app.frontends.sections import Failed, Sections, settle, settle_optional
 from app.frontends.valuation import cents, day_change, equity, value_position
 from app.frontends.web.v1.views import (
     AccountSummaryView,
@@ -24,7 +29,10 @@ from app.frontends.web.v1.views import (
     ChartView,
     DashboardView,
     EquityBasis,
+    OrderStatusFilter,
+    OrdersView,
     OrderView,
+    PositionsPage,
     PositionView,
     QuoteView,
     SymbolDetailView,
@@ -35,7 +43,7 @@ from app.frontends.web.v1.views import (
 from app.upstreams.bots import Bot, BotsClient, BotStatus
 from app.upstreams.market_data import CandleSeries, MarketDataClient, Quote, Sparkline, SymbolInfo
 from app.upstreams.news import Article, NewsClient
-from app.upstreams.orders import Order, OrdersClient
+from app.upstreams.orders import Order, OrderPage, OrdersClient, UnknownOrderCursor
 from app.upstreams.portfolio import Account, PortfolioClient, Position, Watchlist
 
 # market-data answers at most this many symbols per quotes call.
@@ -43,6 +51,11 @@ QUOTE_BATCH = 50
 DASHBOARD_NEWS = 10
 SYMBOL_NEWS = 10
 SPARKLINE_POINTS = 30
+
+# The lists a view's sections link to, for the items they leave out.
+ORDERS_LIST = "/web/v1/orders"
+POSITIONS_LIST = "/web/v1/positions"
+BOTS_LIST = "/web/v1/bots"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +126,11 @@ def account_summary(account: Account, positions: Sequence[PositionView]) -> Acco
     )
 
 
+def shown_symbols(watchlist: Watchlist) -> list[str]:
+    """The symbols of a watchlist the dashboard shows, and so prices."""
+    return watchlist.symbols[:SECTION_LIMIT]
+
+
 def watchlist_view(
     watchlist: Watchlist,
     *,
@@ -120,7 +138,7 @@ def watchlist_view(
     sparklines: dict[str, Sparkline] | None,
 ) -> WatchlistView:
     items = []
-    for symbol in watchlist.symbols:
+    for symbol in shown_symbols(watchlist):
         quote = quotes.get(symbol)
         line = sparklines.get(symbol) if sparklines is not None else None
         items.append(
@@ -133,7 +151,12 @@ def watchlist_view(
                 sparkline=None if line is None else line.points,
             )
         )
-    return WatchlistView(watchlist_id=watchlist.watchlist_id, name=watchlist.name, items=items)
+    return WatchlistView(
+        watchlist_id=watchlist.watchlist_id,
+        name=watchlist.name,
+        items=items,
+        items_total=len(watchlist.symbols),
+    )
 
 
 def order_view(order: Order) -> OrderView:
@@ -169,10 +192,45 @@ def bot_view(bot: Bot) -> BotView:
     )
 
 
-def bots_view(bots: Sequence[Bot]) -> BotsView:
+def bots_view(bots: Sequence[Bot], *, shown: int | None = None) -> BotsView:
+    """Every bot counted, the first `shown` of them (all by default) listed."""
     return BotsView(
         running=sum(1 for bot in bots if bot.status is BotStatus.running),
-        bots=[bot_view(bot) for bot in bots],
+        bots=[bot_view(bot) for bot in bots[:shown]],
+    )
+
+
+def orders_link(
+    page: OrderPage, *, status: str | None = None, symbol: str | None = None
+) -> str | None:
+    """The orders list from just after the page, with the same filters; None after the last."""
+    if page.next_after is None:
+        return None
+    return link(ORDERS_LIST, status=status, symbol=symbol, cursor=encode_cursor(page.next_after))
+
+
+async def orders_page(
+    orders: OrdersClient,
+    *,
+    account_id: str,
+    status: OrderStatusFilter,
+    symbol: str | None,
+    after: str | None,
+    limit: int,
+) -> OrdersView:
+    """One page of the orders list; a cursor naming no order of the account is a 422."""
+    try:
+        page = await orders.page(
+            account_id, status=status.value, symbol=symbol, after=after, limit=limit
+        )
+    except UnknownOrderCursor as error:
+        raise unknown_cursor() from error
+    return OrdersView(
+        status=status,
+        symbol=symbol,
+        orders=[order_view(order) for order in page.orders],
+        total=page.total,
+        next_cursor=None if page.next_after is None else encode_cursor(page.next_after),
     )
 
 
@@ -207,14 +265,18 @@ async def _market_stage(
     held, watched = await positions, await watchlists
     held_symbols = [] if isinstance(held, Failed) else [p.symbol for p in held]
     watched_symbols = (
-        [] if isinstance(watched, Failed) else _unique(s for w in watched for s in w.symbols)
+        []
+        if isinstance(watched, Failed)
+        else _unique(s for w in watched[:SECTION_LIMIT] for s in shown_symbols(w))
     )
-    quotes_call = settle(quotes_for(market_data, _unique([*held_symbols, *watched_symbols])))
+    quotes_call = settle_optional(
+        quotes_for(market_data, _unique([*held_symbols, *watched_symbols]))
+    )
     if isinstance(watched, Failed):
         return _MarketStage(quotes=await quotes_call, sparklines=None)
     quotes, sparklines = await asyncio.gather(
         quotes_call,
-        settle(market_data.sparklines(watched_symbols, points=SPARKLINE_POINTS)),
+        settle_optional(market_data.sparklines(watched_symbols, points=SPARKLINE_POINTS)),
     )
     return _MarketStage(quotes=quotes, sparklines=sparklines)
 
@@ -225,11 +287,13 @@ async def compose_dashboard(services: WebServices, *, account_id: str) -> Dashbo
     async with asyncio.TaskGroup() as group:
         # Tasks start in creation order; the two the second stage waits for go out first.
         positions_task = group.create_task(settle(portfolio.positions(account_id)))
-        watchlists_task = group.create_task(settle(portfolio.watchlists(account_id)))
+        watchlists_task = group.create_task(settle_optional(portfolio.watchlists(account_id)))
         account_task = group.create_task(settle(portfolio.account(account_id)))
-        orders_task = group.create_task(settle(services.orders.orders(account_id, status="open")))
-        bots_task = group.create_task(settle(services.bots.bots(account_id)))
-        news_task = group.create_task(settle(services.news.latest(limit=DASHBOARD_NEWS)))
+        orders_task = group.create_task(
+            settle_optional(services.orders.page(account_id, status="open", limit=SECTION_LIMIT))
+        )
+        bots_task = group.create_task(settle_optional(services.bots.bots(account_id)))
+        news_task = group.create_task(settle_optional(services.news.latest(limit=DASHBOARD_NEWS)))
         market_task = group.create_task(
             _market_stage(
                 services.market_data, positions=positions_task, watchlists=watchlists_task
@@ -257,20 +321,34 @@ async def compose_dashboard(services: WebServices, *, account_id: str) -> Dashbo
 
     quote_by_symbol = {quote.symbol: quote for quote in quotes or []}
     sparkline_by_symbol = None if sparklines is None else {line.symbol: line for line in sparklines}
-    position_views = [
-        position_view(position, quote_by_symbol.get(position.symbol)) for position in positions
-    ]
+    # The account is valued over every holding; the view lists the first ones by symbol.
+    position_views = sorted(
+        (position_view(position, quote_by_symbol.get(position.symbol)) for position in positions),
+        key=lambda view: view.symbol,
+    )
+    shown_positions, positions_cursor = page_after(
+        position_views, key=lambda view: view.symbol, after=None, limit=SECTION_LIMIT
+    )
     return DashboardView(
         account=account_summary(account, position_views),
-        positions=position_views,
+        positions=shown_positions,
+        positions_total=len(position_views),
+        positions_next=None
+        if positions_cursor is None
+        else link(POSITIONS_LIST, cursor=positions_cursor),
         watchlists=None
         if watchlists is None
         else [
             watchlist_view(w, quotes=quote_by_symbol, sparklines=sparkline_by_symbol)
-            for w in watchlists
+            for w in watchlists[:SECTION_LIMIT]
         ],
-        open_orders=None if open_orders is None else [order_view(o) for o in open_orders],
-        bots=None if bots is None else bots_view(bots),
+        watchlists_total=None if watchlists is None else len(watchlists),
+        open_orders=None if open_orders is None else [order_view(o) for o in open_orders.orders],
+        open_orders_total=None if open_orders is None else open_orders.total,
+        open_orders_next=None if open_orders is None else orders_link(open_orders, status="open"),
+        bots=None if bots is None else bots_view(bots, shown=SECTION_LIMIT),
+        bots_total=None if bots is None else len(bots),
+        bots_next=BOTS_LIST if bots is not None and len(bots) > SECTION_LIMIT else None,
         news=None if news is None else [article_view(a) for a in news],
         degraded=sections.degraded,
     )
@@ -328,15 +406,21 @@ async def compose_symbol_detail(
     async with asyncio.TaskGroup() as group:
         quotes_task = group.create_task(settle(market_data.quotes([symbol])))
         # Search ranks the exact ticker first, so one result is the symbol's own entry.
-        info_task = group.create_task(settle(market_data.search_symbols(symbol, limit=1)))
+        info_task = group.create_task(settle_optional(market_data.search_symbols(symbol, limit=1)))
         candles_task = group.create_task(
-            settle(market_data.candles(symbol, interval=interval.value, range_=chart_range.value))
+            settle_optional(
+                market_data.candles(symbol, interval=interval.value, range_=chart_range.value)
+            )
         )
         news_task = group.create_task(
-            settle(services.news.for_symbols([symbol], limit=SYMBOL_NEWS))
+            settle_optional(services.news.for_symbols([symbol], limit=SYMBOL_NEWS))
         )
-        positions_task = group.create_task(settle(services.portfolio.positions(account_id)))
-        orders_task = group.create_task(settle(services.orders.orders(account_id, status="all")))
+        positions_task = group.create_task(
+            settle_optional(services.portfolio.positions(account_id))
+        )
+        orders_task = group.create_task(
+            settle_optional(services.orders.page(account_id, symbol=symbol, limit=SECTION_LIMIT))
+        )
 
     sections = Sections()
     quote = next((q for q in sections.required(quotes_task.result()) if q.symbol == symbol), None)
@@ -358,8 +442,26 @@ async def compose_symbol_detail(
         else chart_view(series, chart_range=chart_range, interval=interval),
         news=None if news is None else [article_view(a) for a in news],
         position=None if held is None else position_view(held, quote),
-        orders=None
-        if orders is None
-        else [order_view(order) for order in orders if order.symbol == symbol],
+        orders=None if orders is None else [order_view(order) for order in orders.orders],
+        orders_total=None if orders is None else orders.total,
+        orders_next=None if orders is None else orders_link(orders, symbol=symbol),
+        degraded=sections.degraded,
+    )
+
+
+async def positions_page(
+    services: WebServices, *, account_id: str, after: str | None, limit: int
+) -> PositionsPage:
+    """The `limit` holdings after symbol `after`, valued; quotes only for that page."""
+    held = sorted(await services.portfolio.positions(account_id), key=lambda p: p.symbol)
+    page, next_cursor = page_after(held, key=lambda p: p.symbol, after=after, limit=limit)
+    sections = Sections()
+    found = await settle_optional(quotes_for(services.market_data, [p.symbol for p in page]))
+    quotes = sections.optional("quotes", found)
+    quote_by_symbol = {quote.symbol: quote for quote in quotes or ()}
+    return PositionsPage(
+        items=[position_view(p, quote_by_symbol.get(p.symbol)) for p in page],
+        total=len(held),
+        next_cursor=next_cursor,
         degraded=sections.degraded,
     )

@@ -4,6 +4,7 @@ The account always comes from `AccountIdDep`, never from the request, so a calle
 see and act on its own account.
 """
 
+import re
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Response, status
@@ -18,12 +19,14 @@ from app.deps import (
     PortfolioDep,
     require_user,
 )
+from app.domain import SYMBOL_PATTERN
 from app.errors import InvalidRequest, problem_responses
 from app.frontends import order_entry
 from app.frontends.order_entry import PLACED_ORDER_RESPONSE, IdempotencyKey, OrderRequest
+from app.frontends.paging import MAX_PAGE_LIMIT, Cursor, decode_cursor
 from app.frontends.replay import mark_replayed
 from app.frontends.routing import FrontendRouter
-from app.frontends.symbols import SymbolPath
+from app.frontends.symbols import SymbolPath, is_symbol
 from app.frontends.web.v1.compose import (
     WebServices,
     bot_view,
@@ -31,6 +34,8 @@ from app.frontends.web.v1.compose import (
     compose_dashboard,
     compose_symbol_detail,
     order_view,
+    orders_page,
+    positions_page,
 )
 from app.frontends.web.v1.views import (
     BotsView,
@@ -41,6 +46,7 @@ from app.frontends.web.v1.views import (
     OrderStatusFilter,
     OrdersView,
     OrderView,
+    PositionsPage,
     SymbolDetailView,
 )
 
@@ -71,6 +77,21 @@ OrderIdPath = Annotated[
     str,
     Path(pattern=ID_PATTERN, description="Identifier of the order", examples=["ord_3f9a1c2b7d4e"]),
 ]
+OrderSymbol = Annotated[
+    str | None,
+    Query(
+        pattern=SYMBOL_PATTERN,
+        description="Only orders in this ticker symbol; every symbol when left out",
+        examples=["AAPL"],
+    ),
+]
+_ORDER_ID = re.compile(ID_PATTERN)
+
+
+def _is_order_id(text: str) -> bool:
+    return _ORDER_ID.match(text) is not None
+
+
 BotIdPath = Annotated[
     str,
     Path(pattern=ID_PATTERN, description="Identifier of the bot", examples=["bot-momentum-1"]),
@@ -144,22 +165,46 @@ async def get_symbol_detail(
     )
 
 
-@router.get("/orders", response_model=OrdersView, responses=problem_responses(502, 503, 504))
+@router.get(
+    "/positions", response_model=PositionsPage, responses=problem_responses(422, 502, 503, 504)
+)
+async def list_positions(
+    services: WebServicesDep,
+    account_id: AccountIdDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_LIMIT, description="Holdings per page")] = 20,
+    cursor: Cursor = None,
+) -> PositionsPage:
+    """The user's holdings, valued at live quotes, a page at a time in symbol order."""
+    after = None if cursor is None else decode_cursor(cursor, is_key=is_symbol)
+    return await positions_page(services, account_id=account_id, after=after, limit=limit)
+
+
+@router.get("/orders", response_model=OrdersView, responses=problem_responses(422, 502, 503, 504))
 async def list_orders(
     orders: OrdersDep,
     account_id: AccountIdDep,
     order_status: Annotated[
         OrderStatusFilter, Query(alias="status", description="Which orders to list")
     ] = OrderStatusFilter.all,
+    symbol: OrderSymbol = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_LIMIT, description="Orders per page")] = 20,
+    cursor: Cursor = None,
 ) -> OrdersView:
-    """The user's orders, newest first, filtered by status."""
-    found = await orders.orders(account_id, status=order_status.value)
-    return OrdersView(status=order_status, orders=[order_view(order) for order in found])
+    """The user's orders, newest first, filtered by status and symbol, a page at a time."""
+    after = None if cursor is None else decode_cursor(cursor, is_key=_is_order_id)
+    return await orders_page(
+        orders,
+        account_id=account_id,
+        status=order_status,
+        symbol=symbol,
+        after=after,
+        limit=limit,
+    )
 
 
 @router.post(
     "/orders",
-    dependencies=[require_user("orders")],
+    dependencies=[require_user("orders", introspect=True)],
     response_model=OrderView,
     status_code=status.HTTP_201_CREATED,
     responses={
@@ -190,7 +235,7 @@ async def place_order(
 
 @router.delete(
     "/orders/{order_id}",
-    dependencies=[require_user("orders")],
+    dependencies=[require_user("orders", introspect=True)],
     response_model=OrderView,
     responses=problem_responses(404, 409, 502, 503, 504),
 )

@@ -11,10 +11,12 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
 
+from app.frontends.paging import SECTION_LIMIT
 from app.upstreams.bots import BotStatus
 from app.upstreams.orders import OrderSide, OrderStatus, OrderType, TimeInForce
 
 _QUOTE_DERIVED = "Null when the live quote is missing (`quotes` in `degraded`, or no quote for it)."
+_FIRST = f"at most the first {SECTION_LIMIT}"
 
 
 class ChartRange(StrEnum):
@@ -165,6 +167,7 @@ _WATCHLIST_EXAMPLE: JsonDict = {
     "watchlist_id": "wl-1001-tech",
     "name": "Tech Leaders",
     "items": [_WATCHLIST_ITEM_EXAMPLE],
+    "items_total": 1,
 }
 
 
@@ -175,7 +178,10 @@ class WatchlistView(BaseModel):
 
     watchlist_id: str = Field(description="Identifier of the watchlist")
     name: str = Field(description="The name the user gave it")
-    items: list[WatchlistItemView] = Field(description="The watched symbols, in the user's order")
+    items: list[WatchlistItemView] = Field(
+        description=f"The watched symbols in the user's order, {_FIRST}"
+    )
+    items_total: int = Field(description="How many symbols the watchlist holds")
 
 
 _ORDER_EXAMPLE: JsonDict = {
@@ -217,17 +223,51 @@ class OrderView(BaseModel):
 
 _ORDERS_EXAMPLE: JsonDict = {
     "status": "open",
+    "symbol": None,
     "orders": [_ORDER_EXAMPLE],
+    "total": 10_777,
+    "next_cursor": "b3JkXzNmOWExYzJiN2Q0ZQ",
 }
 
 
 class OrdersView(BaseModel):
-    """The user's orders, newest first."""
+    """A page of the user's orders, newest first."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [_ORDERS_EXAMPLE]})
 
     status: OrderStatusFilter = Field(description="The status filter that was applied")
-    orders: list[OrderView] = Field(description="Matching orders, newest first")
+    symbol: str | None = Field(description="The symbol filter that was applied; null for all")
+    orders: list[OrderView] = Field(description="Up to `limit` matching orders, newest first")
+    total: int = Field(description="How many orders match the filters, on every page")
+    next_cursor: str | None = Field(
+        description=(
+            "Pass as `cursor` for the next page; null on the last page. Orders placed while "
+            "paging appear on the first page, never twice."
+        )
+    )
+
+
+_POSITIONS_PAGE_EXAMPLE: JsonDict = {
+    "items": [_POSITION_EXAMPLE],
+    "total": 42,
+    "next_cursor": "QUFQTA",
+    "degraded": [],
+}
+
+
+class PositionsPage(BaseModel):
+    """A page of the user's holdings in symbol order, valued at live quotes."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_POSITIONS_PAGE_EXAMPLE]})
+
+    items: list[PositionView] = Field(description="Up to `limit` holdings, by symbol")
+    total: int = Field(description="How many holdings the account has")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page"
+    )
+    degraded: list[str] = Field(
+        description="`quotes` when prices could not be loaded (prices and P&L are then null)"
+    )
 
 
 _BOT_EXAMPLE: JsonDict = {
@@ -307,12 +347,21 @@ _DEGRADED = (
 _DASHBOARD_EXAMPLE: JsonDict = {
     "account": _ACCOUNT_EXAMPLE,
     "positions": [_POSITION_EXAMPLE],
+    "positions_total": 1,
+    "positions_next": None,
     "watchlists": [_WATCHLIST_EXAMPLE],
+    "watchlists_total": 1,
     "open_orders": [_ORDER_EXAMPLE],
+    "open_orders_total": 10_777,
+    "open_orders_next": "/web/v1/orders?status=open&cursor=b3JkXzNmOWExYzJiN2Q0ZQ",
     "bots": _BOTS_EXAMPLE,
+    "bots_total": 1,
+    "bots_next": None,
     "news": None,
     "degraded": ["news"],
 }
+
+_REST = "null when every one is shown"
 
 
 class DashboardView(BaseModel):
@@ -320,17 +369,47 @@ class DashboardView(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [_DASHBOARD_EXAMPLE]})
 
-    account: AccountSummaryView = Field(description="Balances and today's result")
-    positions: list[PositionView] = Field(description="Holdings with live valuation")
+    account: AccountSummaryView = Field(
+        description="Balances and today's result, over every holding (shown or not)"
+    )
+    positions: list[PositionView] = Field(
+        description=f"Holdings with live valuation in symbol order, {_FIRST}"
+    )
+    positions_total: int = Field(description="How many holdings the account has")
+    positions_next: str | None = Field(
+        description=f"`/web/v1/positions?cursor=...`: the holdings after those shown; {_REST}"
+    )
     watchlists: list[WatchlistView] | None = Field(
-        description="The user's watchlists; null when they could not be fetched (`watchlists`)"
+        description=(
+            f"The user's watchlists, {_FIRST}; null when they could not be fetched (`watchlists`)"
+        )
+    )
+    watchlists_total: int | None = Field(
+        description="How many watchlists the user has; null with `watchlists`"
     )
     open_orders: list[OrderView] | None = Field(
-        description="Working orders, newest first; null when they could not be fetched (`orders`)"
+        description=(
+            f"Working orders, newest first, {_FIRST}; null when they could not be fetched "
+            "(`orders`)"
+        )
+    )
+    open_orders_total: int | None = Field(
+        description="How many orders are working; null with `open_orders`"
+    )
+    open_orders_next: str | None = Field(
+        description=(
+            "`/web/v1/orders?status=open&cursor=...`: the working orders after those shown; "
+            f"{_REST}"
+        )
     )
     bots: BotsView | None = Field(
-        description="The user's trading bots; null when they could not be fetched (`bots`)"
+        description=(
+            f"The user's trading bots, {_FIRST} (`running` counts all of them); null when they "
+            "could not be fetched (`bots`)"
+        )
     )
+    bots_total: int | None = Field(description="How many bots the user has; null with `bots`")
+    bots_next: str | None = Field(description=f"`/web/v1/bots`: every bot; {_REST}")
     news: list[ArticleView] | None = Field(
         description="Latest market news; null when it could not be fetched (`news`)"
     )
@@ -441,6 +520,8 @@ _SYMBOL_DETAIL_EXAMPLE: JsonDict = {
     "news": [],
     "position": _POSITION_EXAMPLE,
     "orders": [],
+    "orders_total": 0,
+    "orders_next": None,
     "degraded": [],
 }
 
@@ -469,8 +550,19 @@ class SymbolDetailView(BaseModel):
         )
     )
     orders: list[OrderView] | None = Field(
-        description="The user's orders in the symbol, newest first; null when they could not be "
-        "fetched (`orders`)"
+        description=(
+            f"The user's orders in the symbol, newest first, {_FIRST}; null when they could "
+            "not be fetched (`orders`)"
+        )
+    )
+    orders_total: int | None = Field(
+        description="How many orders the user has in the symbol; null with `orders`"
+    )
+    orders_next: str | None = Field(
+        description=(
+            "`/web/v1/orders?symbol=...&cursor=...`: the user's orders in the symbol after "
+            f"those shown; {_REST}"
+        )
     )
     degraded: list[str] = Field(
         description=(

@@ -1,10 +1,14 @@
 """GET /mobile/v1/home: one screen from four services, and how it degrades."""
 
+from urllib.parse import parse_qs
+
 import pytest
 
+from backends.launcher import BackendProcess
 from tests.fixtures.gateway import RunningGateway
 from tests.fixtures.platform_control import PlatformControl
 from tests.fixtures.problems import assert_problem
+from tests.frontends.conftest import SEEDED_OPEN_ORDERS
 
 HOME = "/mobile/v1/home"
 ACCOUNT = "ACC-1001"
@@ -98,3 +102,17 @@ async def test_failing_portfolio_fails_the_screen(
 
     problem = assert_problem(response, status)
     assert problem["service"] == "portfolio"
+
+
+async def test_open_orders_are_counted_without_fetching_them(
+    busy: RunningGateway, busy_orders: BackendProcess
+) -> None:
+    response = await busy.client.get(HOME)
+
+    assert response.status_code == 200, response.text
+    home = response.json()
+    assert home["open_orders"] > SEEDED_OPEN_ORDERS
+    # A page of one carries the total: the gateway never asks for every working order.
+    last_query = busy_orders.stats()["last_query"][f"GET /accounts/{ACCOUNT}/orders"]
+    assert parse_qs(last_query) == {"status": ["open"], "limit": ["1"]}
+    assert len(response.content) < 1_000

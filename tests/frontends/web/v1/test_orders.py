@@ -3,9 +3,11 @@
 import uuid
 from typing import Any
 
+import pytest
+
 from tests.fixtures.gateway import RunningGateway
 from tests.fixtures.platform_control import PlatformControl
-from tests.fixtures.problems import assert_problem
+from tests.fixtures.problems import assert_problem, field_errors
 
 ORDERS = "/web/v1/orders"
 BACKEND_ORDERS = "POST /accounts/ACC-1001/orders"
@@ -25,7 +27,7 @@ async def test_list_orders_by_status(alice: RunningGateway) -> None:
     assert everything.json()["status"] == "all"
     open_orders = working.json()["orders"]
     assert open_orders and {o["status"] for o in open_orders} == {"open"}
-    assert len(everything.json()["orders"]) > len(open_orders)
+    assert everything.json()["total"] > working.json()["total"] >= len(open_orders)
 
 
 async def test_unknown_status_is_rejected(alice: RunningGateway) -> None:
@@ -35,7 +37,7 @@ async def test_unknown_status_is_rejected(alice: RunningGateway) -> None:
 
 async def test_place_and_replay_one_order(alice: RunningGateway, control: PlatformControl) -> None:
     key = new_key()
-    before = len((await alice.client.get(ORDERS)).json()["orders"])
+    before = (await alice.client.get(ORDERS)).json()["total"]
     await control.reset_stats("orders")
 
     first = await alice.client.post(ORDERS, json=RESTING_BUY, headers=key)
@@ -50,9 +52,11 @@ async def test_place_and_replay_one_order(alice: RunningGateway, control: Platfo
     assert again.headers["idempotent-replayed"] == "true"
     assert again.json() == order
     assert (await control.requests("orders"))[BACKEND_ORDERS] == 1
-    after = (await alice.client.get(ORDERS)).json()["orders"]
-    assert len(after) == before + 1
-    assert [o["order_id"] for o in after].count(order["order_id"]) == 1
+    after = (await alice.client.get(ORDERS)).json()
+    assert after["total"] == before + 1
+    # Newest first: the order leads the first page, once.
+    assert [o["order_id"] for o in after["orders"]].count(order["order_id"]) == 1
+    assert after["orders"][0]["order_id"] == order["order_id"]
     headers = await control.last_headers("orders", BACKEND_ORDERS)
     assert headers["idempotency-key"] == key["Idempotency-Key"]
 
@@ -117,6 +121,33 @@ async def test_invalid_orders_never_reach_the_orders_service(
         problem = assert_problem(response, 422)
         assert field in problem["detail"], (change, problem["detail"])
 
+    assert await control.requests("orders") == {}
+
+
+MARKET_BUY = {"symbol": "AAPL", "side": "buy", "type": "market", "quantity": 1}
+
+# JSON values of the wrong type that lax validation would convert into an order.
+WRONG_TYPES: list[tuple[dict[str, Any], str]] = [
+    ({**MARKET_BUY, "quantity": True}, "body.quantity"),
+    ({**MARKET_BUY, "quantity": "2"}, "body.quantity"),
+    ({**MARKET_BUY, "quantity": [1]}, "body.quantity"),
+    ({**RESTING_BUY, "limit_price": True}, "body.limit_price"),
+    ({**RESTING_BUY, "limit_price": "1.0"}, "body.limit_price"),
+    ({**RESTING_BUY, "type": "stop_limit", "stop_price": False}, "body.stop_price"),
+]
+
+
+@pytest.mark.parametrize(("order", "field"), WRONG_TYPES)
+async def test_quantities_and_prices_must_be_json_numbers(
+    alice: RunningGateway, control: PlatformControl, order: dict[str, Any], field: str
+) -> None:
+    await control.reset_stats("orders")
+
+    response = await alice.client.post(ORDERS, json=order, headers=new_key())
+
+    problem = assert_problem(response, 422)
+    assert field_errors(problem) == {field}
+    assert field in problem["detail"]
     assert await control.requests("orders") == {}
 
 
