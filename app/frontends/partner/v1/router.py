@@ -36,7 +36,7 @@ router = FrontendRouter(prefix="/partner/v1", responses=problem_responses(401, 4
 
 
 # One rule instance for the route and its accounts dependency, so it runs once.
-ORDER_ENTRY = require_partner("orders:write")
+ORDER_ENTRY = require_partner("orders:write", introspect=True)
 
 
 async def partner_accounts(principal: Annotated[Principal, ORDER_ENTRY]) -> list[str]:
