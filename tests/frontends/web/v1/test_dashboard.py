@@ -1,5 +1,7 @@
 """GET /web/v1/dashboard: the composed view, and how it degrades when services fail."""
 
+import time
+
 import pytest
 
 from app.settings import Settings
@@ -212,3 +214,53 @@ async def test_openapi_documents_nullable_sections(alice: RunningGateway) -> Non
         for parameter in operation.get("parameters", [])
     ]
     assert "account_id" not in parameters, "the account comes from the caller's identity"
+
+
+async def test_a_slow_news_service_costs_each_dashboard_its_budget_not_the_deadline(
+    alice: RunningGateway, control: PlatformControl
+) -> None:
+    await control.fault("news", latency_ms=5000)
+    await control.reset_stats("news")
+
+    for _ in range(4):
+        started = time.monotonic()
+        response = await alice.client.get(DASHBOARD)
+        waited = time.monotonic() - started
+
+        assert response.status_code == 200, response.text
+        view = response.json()
+        assert view["news"] is None
+        assert view["degraded"] == ["news"]
+        assert view["positions"] and view["watchlists"] and view["bots"]
+        # The 0.8 s budget of an optional section, not the 5 s deadline.
+        assert waited < 2.0
+    # Never more than one try per dashboard: no retry on the only, timed-out instance.
+    assert sum((await control.requests("news")).values()) <= 4
+
+
+async def test_a_slow_required_section_keeps_the_request_deadline(
+    alice: RunningGateway, control: PlatformControl
+) -> None:
+    await control.fault("portfolio", latency_ms=1200, paths=["/accounts/ACC-1001/positions"])
+
+    response = await alice.client.get(DASHBOARD)
+
+    assert response.status_code == 200, response.text
+    view = response.json()
+    assert view["positions"]
+    assert view["degraded"] == []
+
+
+async def test_the_optional_section_budget_is_a_setting(
+    settings: Settings, platform: Platform, control: PlatformControl
+) -> None:
+    resilience = settings.resilience.model_copy(update={"optional_section_ms": 100})
+    impatient = settings.model_copy(update={"resilience": resilience})
+    await control.fault("news", latency_ms=400)
+
+    async with running_gateway(impatient) as gateway:
+        signed_in = await bearer_headers(platform, username="alice")
+        response = await gateway.client.get(DASHBOARD, headers=signed_in)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["degraded"] == ["news"]
