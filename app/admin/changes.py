@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.deps import StateDep
 from app.errors import Conflict
+from app.policy.chain import PolicyChain
 from app.store.database import CONFLICTING_CHANGE, after_commit
 from app.store.notices import ChangeNotices
 
@@ -24,6 +25,14 @@ async def change_notices(state: StateDep) -> ChangeNotices:
 
 
 ChangeNoticesDep = Annotated[ChangeNotices, Depends(change_notices)]
+
+
+async def policy_chain(state: StateDep) -> PolicyChain:
+    return state.chain
+
+
+# The limiters and quota counters, whose counts of a deleted consumer or rule go with it.
+PolicyChainDep = Annotated[PolicyChain, Depends(policy_chain)]
 
 
 async def flush_change(session: AsyncSession) -> None:

@@ -14,19 +14,21 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response, status
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 
-from app.admin.changes import ChangeNoticesDep, flush_change, stage_change
+from app.admin.changes import ChangeNoticesDep, PolicyChainDep, flush_change, stage_change
 from app.admin.plans import plan_by_name
-from app.admin.schemas import NAME_PATTERN
+from app.admin.schemas import NAME_PATTERN, Patch, RowId, UtcDateTime
 from app.deps import RedisDep, SessionDep, SettingsDep
 from app.domain import ACCOUNT_ID_PATTERN
 from app.errors import Conflict, NotFound, problem_responses
+from app.policy.chain import PolicyChain
 from app.security.apikeys import announce_revocation, issue_key, key_hasher
 from app.shared.redis import RedisUnavailable
 from app.store.consumers import ApiKeyRepository, ConsumerRepository, PlanRepository
 from app.store.database import after_commit, stored_utc
 from app.store.models import ApiKey, Consumer
+from app.store.rate_limit_rules import RateLimitRuleRepository
 
 logger = logging.getLogger("gateway.admin")
 
@@ -95,18 +97,20 @@ class ConsumerCreate(BaseModel):
     plan: PlanRef | None = None
     account_ids: AccountIds = Field(default_factory=list)
     oauth_client_id: OAuthClientId | None = None
-    enabled: bool = True
+    enabled: StrictBool = True
 
 
-class ConsumerUpdate(BaseModel):
+class ConsumerUpdate(Patch):
     """Fields to change; `plan: null` drops the plan, `oauth_client_id: null` unlinks the client."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"enabled": False}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [{"enabled": False}]})
+
+    clearable = frozenset({"plan", "oauth_client_id"})
 
     plan: PlanRef | None = None
     account_ids: AccountIds | None = None
     oauth_client_id: OAuthClientId | None = None
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
 
 
 class ConsumerView(BaseModel):
@@ -134,7 +138,7 @@ class ConsumerView(BaseModel):
     account_ids: list[str]
     oauth_client_id: str | None
     enabled: bool
-    created_at: datetime
+    created_at: UtcDateTime
 
     @classmethod
     def of(cls, consumer: Consumer) -> "ConsumerView":
@@ -163,7 +167,10 @@ class KeyCreate(BaseModel):
         },
     )
 
-    name: str = Field("", max_length=100, description="What the key is for")
+    # No control characters: PostgreSQL stores no NUL, and a list shows them as they are.
+    name: str = Field(
+        "", max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$", description="What the key is for"
+    )
     expires_at: Annotated[datetime | None, AfterValidator(_future)] = Field(
         None, description="When the key stops working; never when omitted"
     )
@@ -197,9 +204,9 @@ class KeyView(BaseModel):
     prefix: str
     name: str
     status: KeyStatus
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
+    created_at: UtcDateTime
+    expires_at: UtcDateTime | None
+    revoked_at: UtcDateTime | None
 
     @classmethod
     def of(cls, key: ApiKey) -> "KeyView":
@@ -296,14 +303,14 @@ async def create_consumer(
 
 
 @router.get("/{consumer_id}", response_model=ConsumerView)
-async def get_consumer(consumer_id: int, session: SessionDep) -> ConsumerView:
+async def get_consumer(consumer_id: RowId, session: SessionDep) -> ConsumerView:
     """One consumer."""
     return ConsumerView.of(await _consumer(ConsumerRepository(session), consumer_id))
 
 
 @router.patch("/{consumer_id}", response_model=ConsumerView, responses=problem_responses(409))
 async def update_consumer(
-    consumer_id: int, body: ConsumerUpdate, session: SessionDep, notices: ChangeNoticesDep
+    consumer_id: RowId, body: ConsumerUpdate, session: SessionDep, notices: ChangeNoticesDep
 ) -> ConsumerView:
     """Change a consumer's plan, accounts, OAuth client or enabled state; effective at once."""
     repo = ConsumerRepository(session)
@@ -315,11 +322,11 @@ async def update_consumer(
     if "plan" in changed:
         plan = await plan_by_name(PlanRepository(session), body.plan) if body.plan else None
         consumer.plan_id = plan.plan_id if plan is not None else None
-    if "account_ids" in changed:
-        consumer.account_ids = list(body.account_ids or [])
+    if body.account_ids is not None:
+        consumer.account_ids = list(body.account_ids)
     if "oauth_client_id" in changed:
         consumer.oauth_client_id = body.oauth_client_id
-    if "enabled" in changed and body.enabled is not None:
+    if body.enabled is not None:
         consumer.enabled = body.enabled
     await flush_change(session)
     await repo.save(consumer)
@@ -329,25 +336,29 @@ async def update_consumer(
 
 @router.delete("/{consumer_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_consumer(
-    consumer_id: int,
+    consumer_id: RowId,
     session: SessionDep,
     notices: ChangeNoticesDep,
     redis: RedisDep,
     settings: SettingsDep,
+    chain: PolicyChainDep,
 ) -> Response:
-    """Delete a consumer and its keys; its keys stop working at once."""
+    """Delete a consumer and its keys; its keys stop working at once, and its quota and rate
+    limit counts are deleted with it."""
     repo = ConsumerRepository(session)
     consumer = await _consumer(repo, consumer_id)
     prefixes = [k.prefix for k in await ApiKeyRepository(session).of_consumer(consumer_id)]
+    rules = [(r.rule_id, r.key_by) for r in await RateLimitRuleRepository(session).all()]
     await repo.delete(consumer)
     await stage_change(session, notices)
     for prefix in prefixes:
         after_commit(session, partial(_announce, redis, settings, prefix))
+    after_commit(session, partial(_forget_counts, chain, consumer_id, rules))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{consumer_id}/keys", response_model=KeyList)
-async def list_consumer_keys(consumer_id: int, session: SessionDep) -> KeyList:
+async def list_consumer_keys(consumer_id: RowId, session: SessionDep) -> KeyList:
     """The consumer's keys by prefix and state; keys themselves cannot be shown again."""
     await _consumer(ConsumerRepository(session), consumer_id)
     keys = await ApiKeyRepository(session).of_consumer(consumer_id)
@@ -361,7 +372,7 @@ async def list_consumer_keys(consumer_id: int, session: SessionDep) -> KeyList:
     responses=problem_responses(409),
 )
 async def create_consumer_key(
-    consumer_id: int,
+    consumer_id: RowId,
     body: KeyCreate,
     session: SessionDep,
     notices: ChangeNoticesDep,
@@ -387,8 +398,8 @@ async def create_consumer_key(
 
 @router.delete("/{consumer_id}/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def revoke_consumer_key(
-    consumer_id: int,
-    key_id: int,
+    consumer_id: RowId,
+    key_id: RowId,
     session: SessionDep,
     notices: ChangeNoticesDep,
     redis: RedisDep,
@@ -411,3 +422,18 @@ async def _announce(redis: RedisDep, settings: SettingsDep, prefix: str) -> None
     except RedisUnavailable as exc:
         # Committed and live in this process; peers follow on the change notice.
         logger.warning("could not mark key %s revoked in Redis: %s", prefix, exc)
+
+
+async def _forget_counts(
+    chain: PolicyChain, consumer_id: int, rules: list[tuple[int, str]]
+) -> None:
+    forgets = [
+        partial(chain.admission.forget_consumer, consumer_id, rules=rules),
+        partial(chain.quotas.forget, consumer_id),
+    ]
+    for forget in forgets:
+        try:
+            await forget()
+        except RedisUnavailable as exc:
+            # Its id is never handed out again: counts left in Redis only wait for their expiry.
+            logger.warning("could not delete the counts of consumer %s: %s", consumer_id, exc)

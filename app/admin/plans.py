@@ -4,29 +4,34 @@ A change is committed by the request's session dependency and then published as 
 notice (`app.admin.changes`), so every gateway process serves the new plan right away.
 """
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from app.admin.changes import ChangeNoticesDep, stage_change
-from app.admin.schemas import NAME_PATTERN
+from app.admin.schemas import NAME_PATTERN, Patch, UtcDateTime
 from app.deps import SessionDep
 from app.errors import Conflict, NotFound, problem_responses
 from app.store.consumers import PlanRepository
-from app.store.models import Plan
+from app.store.models import INTEGER_MAX, Plan
 from app.store.rate_limit_rules import RateLimitRuleRepository
 
 router = APIRouter(prefix="/plans", tags=["admin: consumers"])
 
 PartnerScope = Literal["quotes:read", "candles:read", "orders:write"]
 PlanName = Annotated[str, Field(pattern=NAME_PATTERN, examples=["partner-basic"])]
-RatePerSecond = Annotated[float, Field(gt=0, le=100_000, description="Sustained requests/s")]
-RatePerMinute = Annotated[int, Field(ge=1, le=6_000_000, description="Requests per minute")]
-QuotaPerDay = Annotated[int, Field(ge=1, description="Requests per UTC day")]
-QuotaPerMonth = Annotated[int, Field(ge=1, description="Requests per UTC calendar month")]
-MaxInFlight = Annotated[int, Field(ge=1, le=10_000, description="Concurrent requests")]
+# Every limit is a JSON number within what the limiters serve: the slowest rate is one
+# request per 1000 s, so a rate's interval always fits a limit's period.
+RatePerSecond = Annotated[
+    StrictFloat, Field(ge=0.001, le=100_000, description="Sustained requests/s")
+]
+RatePerMinute = Annotated[StrictInt, Field(ge=1, le=6_000_000, description="Requests per minute")]
+QuotaPerDay = Annotated[StrictInt, Field(ge=1, le=INTEGER_MAX, description="Requests per UTC day")]
+QuotaPerMonth = Annotated[
+    StrictInt, Field(ge=1, le=INTEGER_MAX, description="Requests per UTC calendar month")
+]
+MaxInFlight = Annotated[StrictInt, Field(ge=1, le=10_000, description="Concurrent requests")]
 
 _PLAN_EXAMPLE: dict[str, Any] = {
     "name": "partner-basic",
@@ -53,11 +58,13 @@ class PlanCreate(BaseModel):
     scopes: list[PartnerScope] = Field(default_factory=list, max_length=10)
 
 
-class PlanUpdate(BaseModel):
+class PlanUpdate(Patch):
     """Fields to change; null removes a limit, omitted fields stay as they are."""
 
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"quota_per_day": 20000}]}
+    model_config = ConfigDict(json_schema_extra={"examples": [{"quota_per_day": 20000}]})
+
+    clearable = frozenset(
+        {"rate_per_second", "rate_per_minute", "quota_per_day", "quota_per_month", "max_in_flight"}
     )
 
     rate_per_second: RatePerSecond | None = None
@@ -85,7 +92,7 @@ class PlanView(BaseModel):
     quota_per_month: int | None
     max_in_flight: int | None
     scopes: list[str]
-    created_at: datetime
+    created_at: UtcDateTime
 
     @classmethod
     def of(cls, plan: Plan) -> "PlanView":
@@ -149,10 +156,7 @@ async def update_plan(
     """Change a plan's limits or scopes; consumers on it are affected at once."""
     plan = await plan_by_name(PlanRepository(session), name)
     for field_name in body.model_fields_set:
-        value = getattr(body, field_name)
-        if field_name == "scopes" and value is None:
-            value = []
-        setattr(plan, field_name, value)
+        setattr(plan, field_name, getattr(body, field_name))
     await stage_change(session, notices)
     return PlanView.of(plan)
 

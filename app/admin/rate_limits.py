@@ -6,17 +6,26 @@ can be enforced (`app.policy.admission` never has to skip it), and a change is c
 then published as a change notice, so every gateway process enforces it from the next request.
 """
 
+import logging
 from collections.abc import Mapping
-from datetime import datetime
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.admin.changes import ChangeNoticesDep, stage_change
-from app.admin.schemas import NAME_PATTERN
+from app.admin.changes import ChangeNoticesDep, PolicyChainDep, stage_change
+from app.admin.schemas import NAME_PATTERN, Patch, RowId, UtcDateTime
 from app.deps import SessionDep
 from app.errors import (
     Conflict,
@@ -25,10 +34,14 @@ from app.errors import (
     problem_responses,
     validation_problem_errors,
 )
+from app.policy.chain import PolicyChain
+from app.shared.redis import RedisUnavailable
 from app.store.consumers import PlanRepository
-from app.store.database import stored_utc
+from app.store.database import after_commit, stored_utc
 from app.store.models import RateLimitRule
 from app.store.rate_limit_rules import RateLimitRuleRepository
+
+logger = logging.getLogger("gateway.admin")
 
 router = APIRouter(prefix="/rate-limits", tags=["admin: traffic"])
 
@@ -46,7 +59,7 @@ RuleName = Annotated[
 RoutePrefix = Annotated[
     str,
     Field(
-        pattern=r"^(/[^\s?#]*)?$",
+        pattern=r"^(/[^\s?#\x00-\x1f\x7f]*)?$",
         max_length=200,
         examples=["/partner/v1/quotes"],
         description='Path prefix of the routes the rule limits; "" for every route',
@@ -60,10 +73,10 @@ PlanName = Annotated[
         description="The plan whose consumers are limited (each on its own); only with key_by plan",
     ),
 ]
-Limit = Annotated[int, Field(ge=1, le=10_000_000, description="Requests per period")]
-PeriodS = Annotated[float, Field(gt=0, le=86_400, description="The period, in seconds")]
+Limit = Annotated[StrictInt, Field(ge=1, le=10_000_000, description="Requests per period")]
+PeriodS = Annotated[StrictFloat, Field(gt=0, le=86_400, description="The period, in seconds")]
 Burst = Annotated[
-    int,
+    StrictInt,
     Field(ge=1, le=10_000_000, description="Requests admitted at once; the limit when null"),
 ]
 
@@ -92,13 +105,16 @@ class RateLimitRuleCreate(BaseModel):
     limit: Limit
     period_s: PeriodS
     burst: Burst | None = None
-    enabled: bool = True
+    enabled: StrictBool = True
 
 
-class RateLimitRuleUpdate(BaseModel):
+class RateLimitRuleUpdate(Patch):
     """Fields to change; omitted fields stay. `plan_name` and `burst` may be null."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"enabled": False}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [{"enabled": False}]})
+
+    # Null would erase a value every rule needs, except these.
+    clearable = frozenset({"plan_name", "burst"})
 
     name: RuleName | None = None
     key_by: KeyBy | None = None
@@ -107,15 +123,7 @@ class RateLimitRuleUpdate(BaseModel):
     limit: Limit | None = None
     period_s: PeriodS | None = None
     burst: Burst | None = None
-    enabled: bool | None = None
-
-    @field_validator("name", "key_by", "route_prefix", "limit", "period_s", "enabled")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        # Only called for fields the client sent: null would erase a value every rule needs.
-        if value is None:
-            raise ValueError("may not be null; omit the field to leave it unchanged")
-        return value
+    enabled: StrictBool | None = None
 
 
 class RateLimitRuleView(BaseModel):
@@ -138,7 +146,7 @@ class RateLimitRuleView(BaseModel):
     period_s: float
     burst: int | None
     enabled: bool
-    created_at: datetime
+    created_at: UtcDateTime
 
     @classmethod
     def of(cls, rule: RateLimitRule) -> "RateLimitRuleView":
@@ -242,14 +250,14 @@ async def create_rate_limit_rule(
 
 
 @router.get("/{rule_id}", response_model=RateLimitRuleView)
-async def get_rate_limit_rule(rule_id: int, session: SessionDep) -> RateLimitRuleView:
+async def get_rate_limit_rule(rule_id: RowId, session: SessionDep) -> RateLimitRuleView:
     """One rate limit rule."""
     return RateLimitRuleView.of(await _rule(RateLimitRuleRepository(session), rule_id))
 
 
 @router.patch("/{rule_id}", response_model=RateLimitRuleView, responses=problem_responses(409))
 async def update_rate_limit_rule(
-    rule_id: int, body: RateLimitRuleUpdate, session: SessionDep, notices: ChangeNoticesDep
+    rule_id: RowId, body: RateLimitRuleUpdate, session: SessionDep, notices: ChangeNoticesDep
 ) -> RateLimitRuleView:
     """Change a rule, or switch it off and on with `enabled`; effective at once."""
     repo = RateLimitRuleRepository(session)
@@ -267,10 +275,20 @@ async def update_rate_limit_rule(
 
 @router.delete("/{rule_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
 async def delete_rate_limit_rule(
-    rule_id: int, session: SessionDep, notices: ChangeNoticesDep
+    rule_id: RowId, session: SessionDep, notices: ChangeNoticesDep, chain: PolicyChainDep
 ) -> Response:
-    """Delete a rate limit rule; no gateway process enforces it any more."""
+    """Delete a rate limit rule; no gateway process enforces it any more, and its counts are
+    deleted with it."""
     repo = RateLimitRuleRepository(session)
     await repo.delete(await _rule(repo, rule_id))
     await stage_change(session, notices)
+    after_commit(session, partial(_forget_counts, chain, rule_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def _forget_counts(chain: PolicyChain, rule_id: int) -> None:
+    try:
+        await chain.admission.forget_rule(rule_id)
+    except RedisUnavailable as exc:
+        # Its id is never handed out again: counts left in Redis only wait for their expiry.
+        logger.warning("could not delete the counts of rate limit rule %s: %s", rule_id, exc)

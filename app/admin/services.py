@@ -5,15 +5,14 @@ committed by the request's session dependency before the response, then every pr
 reloads its snapshot (`app.admin.changes`).
 """
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from sqlalchemy.exc import IntegrityError
 
 from app.admin.changes import ChangeNoticesDep, stage_change
-from app.admin.schemas import NAME_PATTERN, InstanceUrl, Patch, Weight
+from app.admin.schemas import NAME_PATTERN, InstanceUrl, Patch, RowId, UtcDateTime, Weight
 from app.deps import SessionDep
 from app.errors import Conflict, NotFound, problem_responses
 from app.store.database import stored_utc
@@ -25,9 +24,10 @@ Balancer = Literal["round_robin", "weighted_round_robin", "least_outstanding"]
 ServiceName = Annotated[
     str, Field(pattern=NAME_PATTERN, examples=["market-data"], description="Unique name")
 ]
-TimeoutMs = Annotated[int, Field(ge=50, le=60_000, description="Per-call timeout in ms")]
+TimeoutMs = Annotated[StrictInt, Field(ge=50, le=60_000, description="Per-call timeout in ms")]
+# A request target: visible ASCII (anything else is percent-encoded).
 HealthPath = Annotated[
-    str, Field(pattern=r"^/", max_length=200, description="Path probed for readiness")
+    str, Field(pattern=r"^/[!-~]*$", max_length=200, description="Path probed for readiness")
 ]
 
 
@@ -41,7 +41,7 @@ class InstanceCreate(BaseModel):
 
     url: InstanceUrl
     weight: Weight = 1
-    enabled: bool = True
+    enabled: StrictBool = True
 
 
 class InstanceUpdate(Patch):
@@ -51,7 +51,7 @@ class InstanceUpdate(Patch):
 
     url: InstanceUrl | None = None
     weight: Weight | None = None
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
 
 
 class InstanceView(BaseModel):
@@ -75,7 +75,7 @@ class InstanceView(BaseModel):
     url: str
     weight: int
     enabled: bool
-    created_at: datetime
+    created_at: UtcDateTime
 
     @classmethod
     def of(cls, instance: ServiceInstance) -> "InstanceView":
@@ -159,8 +159,8 @@ class ServiceView(BaseModel):
     balancer: str
     health_path: str
     instances: list[InstanceView]
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
     @classmethod
     def of(cls, service: Service) -> "ServiceView":
@@ -315,21 +315,21 @@ async def add_instance(
     return InstanceView.of(instance)
 
 
-@router.get("/services/{name}/instances/{instance_id}", response_model=InstanceView)
-async def get_instance(name: str, instance_id: int, session: SessionDep) -> InstanceView:
+@router.get("/services/{name}/instances/{instance_id:int}", response_model=InstanceView)
+async def get_instance(name: str, instance_id: RowId, session: SessionDep) -> InstanceView:
     """Show one instance of a service."""
     repo = ServiceRepository(session)
     return InstanceView.of(await _instance(repo, await _service(repo, name), instance_id))
 
 
 @router.patch(
-    "/services/{name}/instances/{instance_id}",
+    "/services/{name}/instances/{instance_id:int}",
     response_model=InstanceView,
     responses=problem_responses(409),
 )
 async def update_instance(
     name: str,
-    instance_id: int,
+    instance_id: RowId,
     body: InstanceUpdate,
     session: SessionDep,
     notices: ChangeNoticesDep,
@@ -348,12 +348,12 @@ async def update_instance(
 
 
 @router.delete(
-    "/services/{name}/instances/{instance_id}",
+    "/services/{name}/instances/{instance_id:int}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
 )
 async def remove_instance(
-    name: str, instance_id: int, session: SessionDep, notices: ChangeNoticesDep
+    name: str, instance_id: RowId, session: SessionDep, notices: ChangeNoticesDep
 ) -> Response:
     """Remove an instance from a service."""
     repo = ServiceRepository(session)

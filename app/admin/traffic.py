@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 
 from app.admin.changes import ChangeNoticesDep, stage_change
-from app.admin.schemas import InstanceUrl, Weight
+from app.admin.schemas import InstanceUrl, UtcDateTime, Weight
 from app.deps import SessionDep, StateDep
 from app.discovery.registry import ServiceRegistry
 from app.discovery.selfreg import Registration
@@ -36,7 +36,7 @@ class BreakerView(BaseModel):
     consecutive_failures: int
     window_calls: int = Field(description="Calls in the rolling window")
     window_failures: int
-    since: datetime = Field(description="When the circuit entered its current state")
+    since: UtcDateTime = Field(description="When the circuit entered its current state")
 
 
 class BreakerList(BaseModel):
@@ -70,7 +70,7 @@ class InstanceHealthView(BaseModel):
     in_rotation: bool = Field(description="Health checks and passive ejection let it take calls")
     healthy: bool = Field(description="The active health checks' verdict")
     ejected_for_ms: int = Field(description="Passive ejection left, 0 when not ejected")
-    last_check_at: datetime | None
+    last_check_at: UtcDateTime | None
     last_error: str | None
     circuit: CircuitState
 
@@ -147,7 +147,7 @@ class RegistrationRequest(BaseModel):
 
     url: InstanceUrl
     weight: Weight = 1
-    ttl_s: float | None = Field(
+    ttl_s: StrictFloat | None = Field(
         None, ge=1, le=3600, description="Default: the gateway's registration TTL"
     )
 
@@ -179,7 +179,7 @@ class RegistrationView(BaseModel):
     url: str
     weight: int
     ttl_s: float
-    expires_at: datetime
+    expires_at: UtcDateTime
 
     @classmethod
     def of(cls, registration: Registration) -> "RegistrationView":

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from app.errors import ServiceUnavailable, TooManyRequests
-from app.shared.redis import RedisUnavailable, SharedRedis
+from app.shared.redis import RedisUnavailable, SharedRedis, delete_keys
 from app.store.snapshot import PlanConfig
 
 logger = logging.getLogger("gateway.security")
@@ -81,9 +81,12 @@ class QuotaCounter:
         # In-process counters: (consumer, period) -> count, for the current periods only.
         self._local: dict[tuple[int, str], int] = {}
 
-    def _keys(self, consumer_id: int, periods: QuotaPeriods) -> tuple[str, str]:
+    def _base(self, consumer_id: int) -> str:
         # The hash tag keeps both counters of a consumer in one Redis Cluster slot.
-        base = f"{self._prefix}quota:{{c{consumer_id}}}"
+        return f"{self._prefix}quota:{{c{consumer_id}}}"
+
+    def _keys(self, consumer_id: int, periods: QuotaPeriods) -> tuple[str, str]:
+        base = self._base(consumer_id)
         return f"{base}:d:{periods.day}", f"{base}:m:{periods.month}"
 
     async def consume(self, consumer_id: int, plan: PlanConfig) -> QuotaUsage | None:
@@ -147,6 +150,15 @@ class QuotaCounter:
         current = {"d" + periods.day, "m" + periods.month}
         for key in [k for k in self._local if k[1] not in current]:
             del self._local[key]
+
+    async def forget(self, consumer_id: int) -> None:
+        """Delete a deleted consumer's counters, in this process and in Redis;
+        `RedisUnavailable` when Redis does not answer (they then end with their period)."""
+        for key in [k for k in self._local if k[0] == consumer_id]:
+            del self._local[key]
+        if self._redis is not None:
+            async with self._redis.answering() as client:
+                await delete_keys(client, prefixes=[self._base(consumer_id) + ":"])
 
     async def usage(self, consumer_id: int) -> QuotaUsage:
         """How much of the current day and month a consumer has used."""

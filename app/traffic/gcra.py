@@ -26,7 +26,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from app.shared.redis import Command, SharedRedis
+from app.shared.redis import Command, SharedRedis, delete_keys
 
 _US = 1_000_000
 
@@ -204,6 +204,16 @@ class MemoryGcra:
     def _sweep(self, now: int) -> None:
         self._tats = {key: tat for key, tat in self._tats.items() if tat > now}
 
+    def forget(self, *, prefixes: Sequence[str] = (), keys: Sequence[str] = ()) -> None:
+        """Drop the counts under `keys` and under every key that starts with one of
+        `prefixes`: those of a deleted consumer or rule."""
+        gone, starts = set(keys), tuple(prefixes)
+        self._tats = {
+            key: tat
+            for key, tat in self._tats.items()
+            if key not in gone and not key.startswith(starts)
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class SetMembership:
@@ -329,6 +339,23 @@ class RedisGcra:
     def release(self, claim: SlotClaim) -> None:
         """Give the slot back without waiting; a lost release ends with the lease."""
         self._in_background(self._redis.zrem(self._in_flight_prefix + claim.key, claim.token))
+
+    async def forget(
+        self,
+        *,
+        prefixes: Sequence[str] = (),
+        keys: Sequence[str] = (),
+        in_flight: Sequence[str] = (),
+    ) -> None:
+        """Delete the counts under `keys` and under every key that starts with one of
+        `prefixes`, and the in-flight slot sets `in_flight`: those of a deleted consumer or
+        rule. Redis errors are the caller's, who holds the client's discipline."""
+        await delete_keys(
+            self._redis,
+            keys=[self._prefix + key for key in keys]
+            + [self._in_flight_prefix + key for key in in_flight],
+            prefixes=[self._prefix + prefix for prefix in prefixes],
+        )
 
     async def aclose(self) -> None:
         """Let the writes still under way finish (briefly)."""

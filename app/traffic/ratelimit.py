@@ -67,6 +67,21 @@ class RateLimiter:
         if self._shared is not None:
             self._shared.release(claim)
 
+    async def forget(
+        self,
+        *,
+        prefixes: Sequence[str] = (),
+        keys: Sequence[str] = (),
+        in_flight: Sequence[str] = (),
+    ) -> None:
+        """Delete the counts of a deleted consumer or rule (`MemoryGcra.forget`,
+        `RedisGcra.forget`), in this process and in Redis; `RedisUnavailable` when Redis
+        does not answer."""
+        self.memory.forget(prefixes=prefixes, keys=keys)
+        if self._shared is not None and self._redis is not None:
+            async with self._redis.answering():
+                await self._shared.forget(prefixes=prefixes, keys=keys, in_flight=in_flight)
+
     def _without_redis(self, checks: Sequence[LimitCheck]) -> RedisVerdict:
         if self._failure == "closed":
             raise RateLimiterUnavailable

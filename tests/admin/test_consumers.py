@@ -1,5 +1,7 @@
 """Admin CRUD over plans, consumers and their API keys, on SQLite and on PostgreSQL."""
 
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
@@ -13,6 +15,9 @@ from backends.launcher import Platform
 from tests.fixtures.consumers import ADMIN, create_partner
 from tests.fixtures.gateway import RunningGateway, running_gateway
 from tests.fixtures.identity import bearer_headers
+from tests.fixtures.redis import PrefixedRedis, prefixed_redis
+
+QUOTES = "/partner/v1/quotes?symbols=AAPL"
 
 
 def problem(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -129,3 +134,74 @@ async def test_admin_role_user_may_manage_consumers(
         refused = problem(await gw.client.get("/admin/v1/plans", headers=alice), 403)
         assert refused["missing_roles"] == ["admin"]
         problem(await gw.client.get("/admin/v1/plans", headers=ADMIN), 401)
+
+
+@pytest.fixture(params=["in-process", "redis"])
+async def counting(
+    request: pytest.FixtureRequest, settings: Settings, store_url: str
+) -> AsyncIterator[tuple[RunningGateway, PrefixedRedis | None]]:
+    """An admin gateway on each store, counting quotas and limits in process or in Redis."""
+    on_store = settings.model_copy(update={"database_url": store_url})
+    async with AsyncExitStack() as stack:
+        redis = None
+        if request.param == "redis":
+            redis = await stack.enter_async_context(prefixed_redis())
+            on_store = on_store.model_copy(
+                update={"redis_url": redis.url, "redis_prefix": redis.prefix}
+            )
+        gateway = await stack.enter_async_context(running_gateway(on_store))
+        gateway.client.headers.update(ADMIN)
+        yield gateway, redis
+
+
+async def _keys(redis: PrefixedRedis, pattern: str) -> list[bytes]:
+    return [key async for key in redis.client.scan_iter(match=redis.prefix + pattern)]
+
+
+async def test_a_new_consumer_gets_a_new_id_and_none_of_a_deleted_ones_counts(
+    counting: tuple[RunningGateway, PrefixedRedis | None],
+) -> None:
+    admin, redis = counting
+    limits = {"quota_per_day": 2, "rate_per_minute": 100, "max_in_flight": 5}
+    old = await create_partner(admin.client, plan=limits)
+    async with httpx.AsyncClient(base_url=admin.url, headers=old.headers) as client:
+        answers = [(await client.get(QUOTES)).status_code for _ in range(3)]
+    assert answers == [200, 200, 429]
+    if redis is not None:
+        assert await _keys(redis, f"quota:{{c{old.consumer_id}}}:*")
+        assert await _keys(redis, f"rl:c:{old.consumer_id}:*")
+
+    deleted = await admin.client.delete(f"/admin/v1/consumers/{old.consumer_id}")
+    assert deleted.status_code == 204
+    new = await create_partner(admin.client, plan=limits)
+
+    assert new.consumer_id > old.consumer_id
+    async with httpx.AsyncClient(base_url=admin.url, headers=new.headers) as client:
+        first = await client.get(QUOTES)
+    assert first.status_code == 200, first.text
+    if redis is not None:
+        for pattern in ("quota:{c%d}:*", "rl:c:%d:*", "if:c:%d"):
+            assert await _keys(redis, pattern % old.consumer_id) == [], pattern
+
+
+async def test_a_deleted_rules_counts_go_with_it(
+    counting: tuple[RunningGateway, PrefixedRedis | None],
+) -> None:
+    admin, redis = counting
+    partner = await create_partner(admin.client)
+    rule = {"name": "one-call", "key_by": "consumer", "limit": 1, "period_s": 3600}
+    created = await admin.client.post("/admin/v1/rate-limits", json=rule)
+    assert created.status_code == 201, created.text
+    rule_id = created.json()["rule_id"]
+    async with httpx.AsyncClient(base_url=admin.url, headers=partner.headers) as client:
+        assert [(await client.get(QUOTES)).status_code for _ in range(2)] == [200, 429]
+        if redis is not None:
+            assert await _keys(redis, f"rl:r:{rule_id}:*")
+
+        assert (await admin.client.delete(f"/admin/v1/rate-limits/{rule_id}")).status_code == 204
+        again = await admin.client.post("/admin/v1/rate-limits", json=rule)
+
+        assert again.status_code == 201 and again.json()["rule_id"] > rule_id
+        assert (await client.get(QUOTES)).status_code == 200
+    if redis is not None:
+        assert await _keys(redis, f"rl:r:{rule_id}:*") == []

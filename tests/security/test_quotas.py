@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.security.quotas import QuotaPeriods
+from app.errors import TooManyRequests
+from app.security.quotas import QuotaCounter, QuotaPeriods
 from app.settings import Settings
+from app.store.snapshot import PlanConfig
 from tests.fixtures.consumers import create_partner
 from tests.fixtures.gateway import RunningGateway, running_gateway
 from tests.fixtures.redis import prefixed_redis
@@ -119,3 +121,29 @@ def test_periods_roll_over_at_month_and_year_end() -> None:
     assert periods.month_resets_at == datetime(2027, 1, 1, tzinfo=UTC)
     february = QuotaPeriods.at(datetime(2028, 2, 29, 12, tzinfo=UTC))
     assert february.month_resets_at == datetime(2028, 3, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("store", ["redis", "in-process"])
+async def test_a_deleted_consumers_counters_are_forgotten(store: str) -> None:
+    plan = PlanConfig("p", None, None, 1, 5, None, frozenset())
+    async with prefixed_redis() as redis:
+        counter = QuotaCounter(redis.shared if store == "redis" else None, prefix=redis.prefix)
+        for consumer_id in (7, 70):
+            assert await counter.consume(consumer_id, plan) is not None
+            with pytest.raises(TooManyRequests):
+                await counter.consume(consumer_id, plan)
+
+        await counter.forget(7)
+
+        again = await counter.consume(7, plan)
+        assert again is not None and (again.used_today, again.used_this_month) == (1, 1)
+        with pytest.raises(TooManyRequests):
+            await counter.consume(70, plan)
+        if store == "redis":
+            left = [key async for key in redis.client.scan_iter(match=redis.prefix + "quota:*")]
+            assert sorted(k.decode().split(":")[-3] for k in left) == [
+                "{c70}",
+                "{c70}",
+                "{c7}",
+                "{c7}",
+            ]

@@ -18,7 +18,9 @@ from app.traffic.gcra import (
     RateLimit,
     RedisGcra,
     SetMembership,
+    SlotClaim,
 )
+from app.traffic.ratelimit import RateLimiter
 from backends.launcher import Platform
 from tests.fixtures.consumers import create_partner
 from tests.fixtures.gateway import running_gateway
@@ -283,3 +285,34 @@ async def test_signed_in_users_are_limited_each_on_their_own(
 def test_limit_names_are_valid_structured_field_strings() -> None:
     limit = RateLimit.of('quotes "fast" \\ lane é', limit=5, period_s=2.4)
     assert limit.policy_item == '"quotes \\"fast\\" \\\\ lane ?";q=5;w=2'
+
+
+@pytest.mark.parametrize("store", ["redis", "in-process"])
+async def test_the_counts_of_a_deleted_consumer_or_rule_are_forgotten(store: str) -> None:
+    async with prefixed_redis() as redis:
+        limiter = RateLimiter(
+            redis.shared if store == "redis" else None, prefix=redis.prefix, failure="open"
+        )
+        one = RateLimit.of("one", limit=1, period_s=60)
+        # Consumer 7's and rule 1's counts, next to keys that only look alike.
+        keys = ["c:7:consumer-second", "c:70:consumer-second", "r:1:7", "r:1:8", "r:12:7"]
+        for key in keys:
+            assert (await limiter.admit([(key, one)])).outcomes[0].admitted
+        claim = SlotClaim(key="c:7", limit=1, lease_ms=60_000)
+        assert (await limiter.admit([], claim)).granted is (True if store == "redis" else None)
+
+        await limiter.forget(prefixes=["c:7:"], keys=["r:1:7"], in_flight=["c:7"])
+        await limiter.forget(prefixes=["r:12:"])
+
+        admitted = {key: (await limiter.admit([(key, one)])).outcomes[0].admitted for key in keys}
+        assert admitted == {
+            "c:7:consumer-second": True,
+            "c:70:consumer-second": False,
+            "r:1:7": True,
+            "r:1:8": False,
+            "r:12:7": True,
+        }
+        if store == "redis":
+            assert not await redis.client.exists(redis.prefix + "if:c:7")
+            assert (await limiter.admit([], claim)).granted is True
+        await limiter.aclose()
