@@ -6,10 +6,11 @@ discover instances -> balance -> breaker -> bulkhead -> deadline -> aiohttp -> r
 errors: `UpstreamError` 502, `UpstreamUnavailable` 503 (also "circuit open" and "bulkhead
 full"), `UpstreamTimeout` 504.
 
-Timeouts, as Envoy has them: the request's deadline and the service's `timeout_ms` bound the
-call with all its attempts; each attempt waits at most the policy's `per_try_timeout_ms` of
-what is left. A retry after a timeout goes to another instance or not at all (see
-`app.traffic.retry`).
+Timeouts, as Envoy has them: the request's deadline (the route timeout) bounds the call with
+all its attempts; each attempt waits at most the service's per-try timeout (its policy's
+`per_try_timeout_ms`, else the service's `timeout_ms`) of what is left. Without a request
+deadline (background calls) the call is bounded by one per-try timeout per attempt. A retry
+after a timeout goes to another instance or not at all (see `app.traffic.retry`).
 """
 
 import asyncio
@@ -208,7 +209,13 @@ class UpstreamCaller:
         budget = self.budgets.budget(call.service, policy)
         budget.record_call()
         repeatable = is_repeatable(call.method, call.headers)
-        ends_at = time.monotonic() + (call.timeout_s or call.config.timeout_s)
+        per_try_s = _per_try_s(call)
+        started_deadline = current_deadline()
+        ends_at = (
+            started_deadline.expires_at
+            if started_deadline is not None
+            else time.monotonic() + per_try_s * policy.attempts
+        )
         tried: set[str] = set()
         timed_out: set[str] = set()
         retry = 0
@@ -289,7 +296,7 @@ class UpstreamCaller:
         ends_at: float,
     ) -> UpstreamResponse:
         service, policy = call.service, call.config.policy
-        per_try_ms = policy.retries.per_try_timeout_ms
+        per_try_s = _per_try_s(call)
         outcome: bool | None = None
         try:
             bulkhead = self.bulkheads.bulkhead(service, policy.bulkhead)
@@ -298,9 +305,7 @@ class UpstreamCaller:
                 max_wait = min(max_wait, deadline.remaining_s())
             async with bulkhead.slot(max_wait_s=max_wait):
                 # The service's own limit: the per-try timeout, within what is left of its call.
-                timeout_s = ends_at - time.monotonic()
-                if per_try_ms is not None:
-                    timeout_s = min(timeout_s, per_try_ms / 1000)
+                timeout_s = min(ends_at - time.monotonic(), per_try_s)
                 cut_by_deadline = False
                 if deadline is not None:
                     remaining = deadline.remaining_s()
@@ -441,6 +446,15 @@ class UpstreamCaller:
     def _instance_left(self, service: str, timed_out: set[str]) -> bool:
         """Whether the service has a routable instance that has not timed out on this call."""
         return any(i.url not in timed_out for i in self._registry.routable(service))
+
+
+def _per_try_s(call: "_UpstreamRequest") -> float:
+    """How long one attempt may take: the call's own bound, else the policy's per-try
+    timeout, else the service's timeout."""
+    if call.timeout_s is not None:
+        return call.timeout_s
+    per_try_ms = call.config.policy.retries.per_try_timeout_ms
+    return per_try_ms / 1000 if per_try_ms is not None else call.config.timeout_s
 
 
 def _deadline_passed(service: str) -> UpstreamTimeout:

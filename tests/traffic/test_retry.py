@@ -253,6 +253,29 @@ async def test_a_try_that_times_out_is_retried_on_another_instance_within_the_de
     assert 0 < int(sent["GET /news/latest"]["x-request-deadline"]) <= 300
 
 
+async def test_without_a_per_try_timeout_the_service_timeout_is_each_trys(
+    platform: Platform, database_url: str, second_news: BackendProcess
+) -> None:
+    slow = platform.process("news")
+    slow.reset_stats()
+    second_news.reset_stats()
+    second_news.reset_faults()
+    slow.set_faults(latency_ms=2000, paths=["/news"])
+    policy = {"retries": {"base_backoff_ms": 0, "max_backoff_ms": 0}}
+    async with upstream_caller(
+        database_url,
+        {"news": [slow.url, second_news.url]},
+        policies={"news": policy},
+        timeouts_ms={"news": 300},
+    ) as caller:
+        with deadline_scope(1500):
+            response = await caller.request("news", "GET", "/news/latest")
+    # A hung instance costs its try (the service's 0.3 s), and the other one answers.
+    assert response.status == 200
+    assert slow.stats()["requests"] == {"GET /news/latest": 1}
+    assert second_news.stats()["requests"] == {"GET /news/latest": 1}
+
+
 async def test_a_call_whose_only_instance_timed_out_is_not_tried_again(
     platform: Platform, database_url: str
 ) -> None:
@@ -267,7 +290,7 @@ async def test_a_call_whose_only_instance_timed_out_is_not_tried_again(
     assert news.stats()["requests"] == {"GET /news/latest": 1}
 
 
-async def test_the_service_timeout_bounds_the_call_with_all_its_tries(
+async def test_each_try_waits_its_per_try_timeout_and_no_instance_twice_after_a_timeout(
     platform: Platform, database_url: str, second_news: BackendProcess
 ) -> None:
     instances = [platform.process("news"), second_news]
@@ -286,7 +309,8 @@ async def test_the_service_timeout_bounds_the_call_with_all_its_tries(
             with pytest.raises(UpstreamTimeout):
                 await caller.request("news", "GET", "/news/latest")
             waited = time.monotonic() - started
-    # 0.3 s on one instance, the 0.2 s left of the service's 0.5 s on the other; then no time.
+    # 0.3 s on each instance (the per-try timeout, below the service's 0.5 s); then neither
+    # may be tried again after its timeout, and the call ends long before its deadline.
     assert waited < 0.9
     assert [b.stats()["requests"] for b in instances] == [{"GET /news/latest": 1}] * 2
 
