@@ -4,27 +4,20 @@ FastAPI keeps included routers nested and finds a request's route by asking each
 router in turn, which scans its routes, twice over for the one that matches. A frontend
 router that knows its prefix answers "no match" for any other path at once, so a partner
 request never walks the web and mobile routes.
-
-Every route of a frontend also gets its optional sections' budget (`app.frontends.sections`).
 """
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from starlette.routing import Match
 from starlette.types import Scope
-
-from app.frontends.sections import optional_section_budget
 
 
 class FrontendRouter(APIRouter):
     """An `APIRouter` for the routes under one prefix, e.g. `/partner/v1`."""
 
-    def __init__(
-        self, *, prefix: str, dependencies: list[Any] | None = None, **kwargs: Any
-    ) -> None:
-        dependencies = [*(dependencies or ()), Depends(optional_section_budget)]
-        super().__init__(prefix=prefix, dependencies=dependencies, **kwargs)
+    def __init__(self, *, prefix: str, **kwargs: Any) -> None:
+        super().__init__(prefix=prefix, **kwargs)
         self._under_prefix = prefix + "/"
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:

@@ -14,21 +14,13 @@ deadline. The call it cuts short is cancelled; an identical call shared with oth
 
 import asyncio
 from collections.abc import Awaitable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
 
-from fastapi import Request
-
 from app.errors import GatewayError
-from app.settings import ResilienceSettings
+from app.traffic.deadline import DEFAULT_OPTIONAL_S, current_deadline
 
 T = TypeVar("T")
-
-_optional_budget_s: ContextVar[float] = ContextVar(
-    "optional_section_budget_s",
-    default=ResilienceSettings.model_fields["optional_section_ms"].default / 1000,
-)
 
 
 class SectionLate(GatewayError):
@@ -42,13 +34,6 @@ class Failed:
     error: GatewayError
 
 
-async def optional_section_budget(request: Request) -> None:
-    """Route dependency: this request's optional sections get the configured budget."""
-    # Straight from the lifespan state: one dependency less to solve on every request.
-    resilience = request.state.gateway.settings.resilience
-    _optional_budget_s.set(resilience.optional_section_ms / 1000)
-
-
 async def settle(call: Awaitable[T]) -> T | Failed:
     """Await `call` for a required section, turning a gateway error into a `Failed` value."""
     try:
@@ -59,7 +44,9 @@ async def settle(call: Awaitable[T]) -> T | Failed:
 
 async def settle_optional(call: Awaitable[T]) -> T | Failed:
     """Await `call` for an optional section: at most its budget, then it is `Failed`."""
-    budget_s = _optional_budget_s.get()
+    # The edge gives every request's deadline its optional budget (settings).
+    deadline = current_deadline()
+    budget_s = deadline.optional_s if deadline is not None else DEFAULT_OPTIONAL_S
     try:
         async with asyncio.timeout(budget_s):
             return await call

@@ -73,6 +73,7 @@ class EdgeMiddleware:
         self.gzip_minimum_bytes = settings.http.gzip_minimum_bytes
         self.default_deadline_ms = settings.resilience.default_deadline_ms
         self.route_deadlines_ms = dict(settings.resilience.route_deadlines_ms)
+        self.optional_section_s = settings.resilience.optional_section_ms / 1000
         self.load = GatewayLoad(settings.rate_limit.gateway_max_in_flight)
         production = settings.environment == "production"
         self.security_headers = (*_SECURITY_HEADERS, _HSTS) if production else _SECURITY_HEADERS
@@ -132,7 +133,7 @@ class EdgeMiddleware:
                 status = refusal.status
                 await self._refuse(scope, send, refusal, id_header)
                 return
-            deadline = Deadline.after_ms(budget)
+            deadline = Deadline.after_ms(budget, optional_s=self.optional_section_s)
             deadline_token = deadline_var.set(deadline)
             context = RequestContext.of_scope(
                 scope, deadline=deadline, request_id=request_id, client_address=client_address

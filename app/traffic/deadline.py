@@ -24,14 +24,21 @@ MAX_DEADLINE_MS = 600_000
 _MAX_DIGITS = 9
 
 
+# What an optional part of a request (a view's news section) may take of its deadline when
+# nothing else is configured (`resilience.optional_section_ms`).
+DEFAULT_OPTIONAL_S = 0.8
+
+
 @dataclass(frozen=True, slots=True)
 class Deadline:
     expires_at: float
     budget_ms: int
+    # The most an optional part of the request waits, well inside the deadline.
+    optional_s: float = DEFAULT_OPTIONAL_S
 
     @classmethod
-    def after_ms(cls, ms: int) -> "Deadline":
-        return cls(expires_at=time.monotonic() + ms / 1000, budget_ms=ms)
+    def after_ms(cls, ms: int, *, optional_s: float = DEFAULT_OPTIONAL_S) -> "Deadline":
+        return cls(expires_at=time.monotonic() + ms / 1000, budget_ms=ms, optional_s=optional_s)
 
     def remaining_s(self) -> float:
         return self.expires_at - time.monotonic()
