@@ -2,10 +2,9 @@
 
 from typing import Annotated
 
-from fastapi import Depends, Query, Response, status
+from fastapi import Depends, Query, Request, Response, status
 
 from app.deps import (
-    CallerDep,
     IdempotencyDep,
     MarketDataDep,
     OrdersDep,
@@ -30,6 +29,7 @@ from app.frontends.replay import mark_replayed
 from app.frontends.routing import FrontendRouter
 from app.frontends.symbols import SymbolList, SymbolPath
 from app.security.principal import Principal
+from app.upstreams.caller import UpstreamCaller
 
 # Partner credentials only (API key or client-credentials token); each route names its scope.
 router = FrontendRouter(prefix="/partner/v1", responses=problem_responses(401, 403))
@@ -54,9 +54,12 @@ PartnerAccountsDep = Annotated[list[str], Depends(partner_accounts)]
     response_class=UpstreamJSON,
     responses=problem_responses(422, 502, 503, 504),
 )
-async def partner_quotes(symbols: SymbolList, caller: CallerDep) -> Response:
+async def partner_quotes(symbols: SymbolList, request: Request) -> Response:
     """Level-1 quotes of up to 50 symbols."""
-    # market-data's document already has the documented shape: pass its bytes through.
+    # The partner traffic's bulk: the caller straight from the lifespan state rather than
+    # one more dependency to solve. market-data's document already has the documented
+    # shape: its bytes pass through.
+    caller: UpstreamCaller = request.state.gateway.caller
     return UpstreamJSON(await compose.quote_document(caller, symbols))
 
 
