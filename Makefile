@@ -26,6 +26,7 @@ run: migrate
 	@echo "  Example call (in another terminal, once it is up):"
 	@echo "    curl -s 'http://$(HOST):$(PORT)/web/v1/dashboard' -H \"Authorization: Bearer \$$($(PY) -m backends token --user alice)\""
 	@echo "Ctrl-C stops everything."
+	@$(PY) -m app.store.demo
 	@trap 'kill $$platform 2>/dev/null; wait $$platform 2>/dev/null' EXIT; \
 	$(PY) -m backends run-all & platform=$$!; \
 	GATEWAY_DRAIN_S=$${GATEWAY_DRAIN_S:-0} $(PY) -m app.serve --host $(HOST) --port $(PORT)
