@@ -243,3 +243,21 @@ async def test_delete_service_removes_its_instances(admin: RunningGateway, store
         assert left == 0
     finally:
         await engine.dispose()
+
+
+async def test_a_wrong_method_on_an_instance_action_is_a_405(admin: RunningGateway) -> None:
+    await admin.client.post("/admin/v1/services", json={"name": "actions"})
+    base = "/admin/v1/services/actions/instances"
+    for action in ("register", "heartbeat", "deregister"):
+        for method in ("GET", "PATCH", "DELETE"):
+            response = await admin.client.request(method, f"{base}/{action}")
+            problem = assert_problem(response, 405)
+            # Not taken for an instance id: only the action's own method is allowed.
+            assert response.headers["allow"] == "POST", (method, action)
+            assert "errors" not in problem
+
+    # Numeric ids still reach the instance routes.
+    assert_problem(await admin.client.get(f"{base}/424242"), 404)
+    replaced = await admin.client.put(f"{base}/424242")
+    assert_problem(replaced, 405)
+    assert replaced.headers["allow"] == "DELETE, GET, PATCH"
