@@ -1,15 +1,19 @@
 """Start the processes a benchmark needs and wait until they answer."""
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import httpx
+
+# The gateway's admin API is not under load; a token only so that it starts as deployed.
+ADMIN_TOKEN = "bench-admin-token"
 
 
 def pinned(command: Sequence[str], *, measured: bool) -> list[str]:
@@ -38,6 +42,14 @@ class Server:
     url: str
     process: subprocess.Popen[bytes]
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the process has used so far (Linux /proc)."""
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            # Fields after the parenthesised command name, which may itself hold spaces.
+            fields = stat.read().rpartition(")")[2].split()
+        utime, stime = int(fields[11]), int(fields[12])
+        return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -55,9 +67,11 @@ def start_uvicorn(
     env: Mapping[str, str] | None = None,
     extra_args: Sequence[str] = (),
     measured: bool = False,
+    unset: Collection[str] = (),
 ) -> Server:
     """Serve `target` (module:app) with uvicorn on a free port, one worker; `measured` for
-    the process whose throughput is compared (see `pinned`)."""
+    the process whose throughput is compared (see `pinned`); `unset` names variables the
+    server must not see, whether from this environment or from `env`."""
     port = free_port()
     command = [
         sys.executable,
@@ -80,12 +94,51 @@ def start_uvicorn(
         "warning",
         *extra_args,
     ]
-    process = subprocess.Popen(
-        pinned(command, measured=measured), env={**os.environ, **(env or {})}
-    )
+    environment = {**os.environ, **(env or {})}
+    for name in unset:
+        environment.pop(name, None)
+    process = subprocess.Popen(pinned(command, measured=measured), env=environment)
     url = f"http://127.0.0.1:{port}"
     wait_until_up(name, url + health_path, process)
     return Server(name, url, process)
+
+
+def start_gateway(
+    name: str,
+    *,
+    services: Mapping[str, list[str]],
+    database_url: str,
+    env: Mapping[str, str] = {},
+    unset: Collection[str] = (),
+) -> Server:
+    """The gateway on the measured core, its services at `services`, its config in
+    `database_url` (migrated)."""
+    return start_uvicorn(
+        name,
+        "app.asgi:app",
+        health_path="/healthz",
+        env={
+            "DATABASE_URL": database_url,
+            "GATEWAY_SERVICES": json.dumps(services),
+            "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
+            # Several gateways run at once: none writes a config snapshot file.
+            "GATEWAY_CONFIG_SNAPSHOT_PATH": "",
+            **env,
+        },
+        measured=True,
+        unset=unset,
+    )
+
+
+def start_upstream() -> Server:
+    """The canned market-data stand-in (`bench.upstream`), beside the load tool and off the
+    measured core."""
+    port = free_port()
+    command = [sys.executable, "-m", "bench.upstream", "--port", str(port)]
+    process = subprocess.Popen(pinned(command, measured=False))
+    url = f"http://127.0.0.1:{port}"
+    wait_until_up("upstream", url + "/health", process)
+    return Server("upstream", url, process)
 
 
 def wait_until_up(name: str, url: str, process: subprocess.Popen[bytes]) -> None:

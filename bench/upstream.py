@@ -1,43 +1,166 @@
-"""A fast stand-in for market-data: canned quotes, so the benchmark measures the gateway."""
+"""A minimal market-data stand-in: canned bytes over HTTP/1.1 keep-alive on a raw uvloop
+protocol, so that the upstream is never what limits the bare handler the gateway is
+compared with (a uvicorn app sharing a core with the load tool capped it).
+
+It parses only the request line and headers (GET and HEAD, no bodies) and answers with
+responses built at start-up: `/health`, `/quotes?symbols=...` (one document per catalogue
+symbol; a list is assembled once and kept), anything else 404.
+
+    python -m bench.upstream --port N
+"""
+
+import argparse
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import cast
+from urllib.parse import parse_qs
 
 import orjson
-from starlette.types import Receive, Scope, Send
+import uvloop
 
-QUOTES = orjson.dumps(
-    {
-        "quotes": [
-            {
-                "symbol": "AAPL",
-                "price": 189.84,
-                "change": 1.27,
-                "change_pct": 0.67,
-                "bid": 189.83,
-                "ask": 189.85,
-                "open": 188.9,
-                "high": 190.32,
-                "low": 188.41,
-                "prev_close": 188.57,
-                "volume": 48213377,
-                "timestamp": "2026-11-26T15:30:00Z",
-            }
-        ]
-    }
-)
+from backends.catalog import INSTRUMENTS, Instrument
+
+TIMESTAMP = "2026-11-26T15:30:00Z"
 HEALTH = b'{"status":"ok","service":"market-data","instance":"bench"}'
+NOT_FOUND = b'{"detail":"Not Found"}'
+# A request head larger than this is refused rather than buffered without end.
+MAX_HEAD_BYTES = 64 * 1024
 
 
-async def app(scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["type"] != "http":
-        return
-    body = HEALTH if scope["path"] == "/health" else QUOTES
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
+def quote(instrument: Instrument) -> dict[str, object]:
+    """A level-1 quote of `instrument` in market-data's shape, fixed at its base price."""
+    price = instrument.base_price
+    prev_close = round(price * 0.994, 2)
+    change = round(price - prev_close, 2)
+    return {
+        "symbol": instrument.symbol,
+        "price": price,
+        "change": change,
+        "change_pct": round(change / prev_close * 100, 2),
+        "bid": round(price - 0.01, 2),
+        "ask": round(price + 0.01, 2),
+        "open": prev_close,
+        "high": round(price * 1.004, 2),
+        "low": round(prev_close * 0.996, 2),
+        "prev_close": prev_close,
+        "volume": instrument.average_daily_volume // 2,
+        "timestamp": TIMESTAMP,
+    }
+
+
+def response(status: bytes, body: bytes) -> tuple[bytes, bytes]:
+    """A response's head and body, as written for GET (HEAD writes the head alone)."""
+    head = (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n"
     )
-    await send({"type": "http.response.body", "body": body})
+    return head, body
+
+
+def quotes_document(symbols: Iterable[str]) -> bytes:
+    """Quotes of the listed symbols in order; unknown symbols are left out, as market-data
+    leaves them out."""
+    return orjson.dumps({"quotes": [quote(INSTRUMENTS[s]) for s in symbols if s in INSTRUMENTS]})
+
+
+def refusal(status: bytes) -> bytes:
+    """A bodiless error after which the connection closes."""
+    return b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+
+HEALTH_RESPONSE = response(b"200 OK", HEALTH)
+NOT_FOUND_RESPONSE = response(b"404 Not Found", NOT_FOUND)
+# What the benchmark's load asks for: each symbol alone, keyed by the raw query string.
+SINGLE_QUOTES = {
+    f"symbols={symbol}".encode(): response(b"200 OK", quotes_document([symbol]))
+    for symbol in INSTRUMENTS
+}
+
+
+@lru_cache(maxsize=1024)
+def quotes_response(query: bytes) -> tuple[bytes, bytes]:
+    """Any other quotes query (lists, extra parameters, percent-encoding)."""
+    found = parse_qs(query.decode("latin-1")).get("symbols", [""])
+    return response(b"200 OK", quotes_document(found[0].split(",")))
+
+
+def answer(target: bytes) -> tuple[bytes, bytes]:
+    path, _, query = target.partition(b"?")
+    if path == b"/quotes":
+        return SINGLE_QUOTES.get(query) or quotes_response(query)
+    if path == b"/health":
+        return HEALTH_RESPONSE
+    return NOT_FOUND_RESPONSE
+
+
+class CannedHttp(asyncio.Protocol):
+    """One connection: requests may arrive split across reads or several in one read
+    (pipelined); they are answered in order, in one write per read."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TCP transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.buffer += data
+        out: list[bytes] = []
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            request_head = bytes(self.buffer[:end])
+            del self.buffer[: end + 4]
+            request_line, _, headers = request_head.partition(b"\r\n")
+            parts = request_line.split(b" ")
+            if len(parts) != 3:
+                self._close_with(out, refusal(b"400 Bad Request"))
+                return
+            method, target, version = parts
+            if method not in (b"GET", b"HEAD"):
+                # Other methods may carry a body, which this server does not read.
+                self._close_with(out, refusal(b"405 Method Not Allowed"))
+                return
+            head, body = answer(target)
+            out.append(head)
+            if method == b"GET":
+                out.append(body)
+            lowered = headers.lower()
+            if b"connection: close" in lowered or (
+                version == b"HTTP/1.0" and b"connection: keep-alive" not in lowered
+            ):
+                self._close_with(out, b"")
+                return
+        if len(self.buffer) > MAX_HEAD_BYTES:
+            self._close_with(out, refusal(b"431 Request Header Fields Too Large"))
+            return
+        if out:
+            self.transport.write(b"".join(out))
+
+    def _close_with(self, out: list[bytes], last: bytes) -> None:
+        """Write what is answered so far and `last`, then close."""
+        assert self.transport is not None
+        self.transport.write(b"".join([*out, last]))
+        self.transport.close()
+
+
+async def serve(port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(CannedHttp, "127.0.0.1", port, backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    arguments = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(serve(arguments.port))
+
+
+if __name__ == "__main__":
+    main()
