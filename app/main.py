@@ -1,7 +1,9 @@
 """The gateway application: `create_app(settings)` wires routers, middleware and lifespan."""
 
+import asyncio
 import gc
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -69,6 +71,20 @@ DOCUMENTS = [
         ),
     ),
 ]
+
+
+_SHUTDOWN_STEP_S = 5.0
+
+
+async def _bounded(what: str, step: Awaitable[object]) -> None:
+    """One shutdown step, given up (and logged) after `_SHUTDOWN_STEP_S`."""
+    try:
+        async with asyncio.timeout(_SHUTDOWN_STEP_S):
+            await step
+    except TimeoutError:
+        logging.getLogger("gateway").warning(
+            "shutdown: closing the %s took over %.0f s; given up", what, _SHUTDOWN_STEP_S
+        )
 
 
 def create_app(settings: Settings | None = None, *, drain: Drain | None = None) -> FastAPI:
@@ -151,14 +167,16 @@ def create_app(settings: Settings | None = None, *, drain: Drain | None = None) 
             yield {"gateway": state}
         finally:
             gc.unfreeze()
-            await registry.stop()
-            await notices.stop()
-            await identity.aclose()
-            await admission.aclose()
+            # Each step is bounded: a shutdown that hangs on one dependency would keep the
+            # process from exiting until the orchestrator kills it.
+            await _bounded("service registry", registry.stop())
+            await _bounded("change notices", notices.stop())
+            await _bounded("identity provider client", identity.aclose())
+            await _bounded("rate limiter", admission.aclose())
             if redis is not None:
-                await redis.close()
-            await http.close()
-            await engine.dispose()
+                await _bounded("Redis client", redis.close())
+            await _bounded("upstream HTTP session", http.close())
+            await _bounded("config database", engine.dispose())
 
     app = FastAPI(
         title="stock-bot API gateway",
