@@ -7,7 +7,6 @@ deadline is 5 s, the Redis timeout 0.5 s.
 """
 
 import asyncio
-import logging
 import os
 import signal
 import time
@@ -24,7 +23,7 @@ from backends.launcher import Platform
 from tests.fixtures.consumers import PartnerKey, create_partner
 from tests.fixtures.gateway import RunningGateway, running_gateway
 from tests.fixtures.identity import bearer_headers
-from tests.fixtures.redis import RedisServer
+from tests.fixtures.redis import RedisServer, WarningLog, redis_warnings
 
 pytestmark = pytest.mark.redis
 
@@ -69,25 +68,10 @@ async def frozen_redis() -> AsyncIterator[FrozenRedis]:
         server.kill()
 
 
-class _Warnings(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 @pytest.fixture
-def redis_log() -> Iterator[_Warnings]:
-    # The gateway's loggers do not propagate to the root: listen on the Redis client's own.
-    warnings = _Warnings()
-    logger = logging.getLogger("gateway.redis")
-    logger.addHandler(warnings)
-    try:
-        yield warnings
-    finally:
-        logger.removeHandler(warnings)
+def redis_log() -> Iterator[WarningLog]:
+    with redis_warnings() as log:
+        yield log
 
 
 @pytest.fixture
@@ -123,7 +107,7 @@ async def test_frozen_redis_keeps_reads_and_refuses_orders_at_once(
     platform: Platform,
     frozen_redis: FrozenRedis,
     orders_backend: Any,
-    redis_log: _Warnings,
+    redis_log: WarningLog,
 ) -> None:
     # A long period keeps a user's limit key in Redis for an hour per request, so its
     # presence tells that the limiter asked Redis.

@@ -7,7 +7,6 @@ The limiter's calls are anonymous, limited per address and then refused by authe
 """
 
 import asyncio
-import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -21,7 +20,7 @@ from app.shared.redis import connect_redis
 from backends.launcher import Platform
 from tests.fixtures.gateway import RunningGateway, running_gateway
 from tests.fixtures.identity import bearer_headers
-from tests.fixtures.redis import RedisServer
+from tests.fixtures.redis import RedisServer, WarningLog, redis_warnings
 
 QUOTES = "/partner/v1/quotes?symbols=AAPL"
 RETRY_S = 0.2
@@ -37,25 +36,10 @@ async def redis_server() -> AsyncIterator[RedisServer]:
         server.kill()
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 @pytest.fixture
-def limiter_log() -> Iterator[_Records]:
-    # The gateway's loggers do not propagate to the root, so listen on the Redis client's own.
-    records = _Records()
-    logger = logging.getLogger("gateway.redis")
-    logger.addHandler(records)
-    try:
-        yield records
-    finally:
-        logger.removeHandler(records)
+def limiter_log() -> Iterator[WarningLog]:
+    with redis_warnings() as log:
+        yield log
 
 
 def _settings(settings: Settings, server: RedisServer, failure: str) -> Settings:
@@ -94,7 +78,7 @@ async def _until_shared_again(gateway: RunningGateway, server: RedisServer) -> h
 
 
 async def test_fail_open_limits_in_process_and_recovers(
-    settings: Settings, redis_server: RedisServer, limiter_log: _Records
+    settings: Settings, redis_server: RedisServer, limiter_log: WarningLog
 ) -> None:
     async with running_gateway(_settings(settings, redis_server, "open")) as gateway:
         before = await _statuses(gateway, 2)
@@ -138,7 +122,7 @@ async def test_fail_closed_answers_503_and_recovers(
 
 
 async def test_a_redis_that_accepts_but_never_answers_costs_one_timeout(
-    settings: Settings, limiter_log: _Records
+    settings: Settings, limiter_log: WarningLog
 ) -> None:
     async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # read until the client gives up; never answer
