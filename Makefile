@@ -8,12 +8,15 @@ PORT ?= 8000
 
 .PHONY: install run test lint format migrate openapi bench lock clean
 
+# The locked dependencies, then the project itself (editable, no dependencies): that puts
+# the `gateway` command (app/cli.py) in .venv/bin.
 install: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 migrate: $(STAMP)

@@ -36,15 +36,24 @@ PACKAGE = "app"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("app.settings", "app.errors", "app.observability", "app.domain"),
     ("app.shared",),
-    ("app.traffic",),
+    ("app.traffic", "app.cache"),
     ("app.store",),
     ("app.discovery",),
     ("app.upstreams",),
     ("app.security",),
-    ("app.policy",),
+    # Streams sit on the policy chain: a stream's credential is confirmed through it.
+    ("app.policy", "app.streams"),
     ("app.state", "app.deps"),
-    ("app.frontends", "app.admin", "app.auth", "app.middleware", "app.health", "app.openapi"),
-    ("app.main", "app.asgi", "app.serve", "app.openapi_export"),
+    (
+        "app.frontends",
+        "app.admin",
+        "app.auth",
+        "app.middleware",
+        "app.health",
+        "app.metrics",
+        "app.openapi",
+    ),
+    ("app.main", "app.asgi", "app.serve", "app.openapi_export", "app.cli"),
 )
 
 # The per-request context's key in the ASGI scope, the module defining it, the modules that
