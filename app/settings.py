@@ -4,11 +4,20 @@
 Nested values use a double underscore: `GATEWAY_UPSTREAM__DEFAULT_TIMEOUT_S=1.5`.
 """
 
+from datetime import UTC, datetime
 from ipaddress import ip_address
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BaseModel, Field, IPvAnyNetwork, SecretStr, model_validator
+from pydantic import (
+    AliasChoices,
+    AwareDatetime,
+    BaseModel,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SERVICES: dict[str, list[str]] = {
@@ -45,6 +54,42 @@ class HttpSettings(BaseModel):
     public_admin_docs: bool = False
 
 
+ContentCoding = Literal["br", "zstd", "gzip"]
+CONTENT_CODINGS: tuple[ContentCoding, ...] = ("br", "zstd", "gzip")
+
+
+class CompressionSettings(BaseModel):
+    """Response compression (`app.middleware.compression`): the codings offered, in the
+    gateway's order of preference when a client accepts several equally."""
+
+    enabled: bool = True
+    codings: list[ContentCoding] = Field(default_factory=lambda: list(CONTENT_CODINGS))
+    # Bodies smaller than this go out as they are: encoding them saves too little.
+    minimum_bytes: int = Field(1024, ge=0)
+
+
+class CacheSettings(BaseModel):
+    """The response cache (`app.cache`), and the BFF routes' cache policies."""
+
+    enabled: bool = True
+    # The in-process level: a byte budget (least recently used out first), and how long it
+    # keeps an entry at most (an invalidation another process announced while this one was
+    # not listening is missed no longer than this).
+    memory_max_bytes: int = Field(64 * 2**20, ge=0)
+    memory_max_s: float = Field(30.0, gt=0, le=86_400)
+    # A larger response is not stored.
+    max_entry_bytes: int = Field(1_000_000, ge=0)
+    # With Redis: one process fetches a missed key while holding a lock this long at most;
+    # the others wait up to `fetch_lock_wait_ms` for its entry, then fetch themselves.
+    fetch_lock_ms: int = Field(2_000, ge=10, le=60_000)
+    fetch_lock_wait_ms: int = Field(500, ge=0, le=10_000)
+    # Freshness of the BFF's shared market data (0 switches a route's cache off).
+    quotes_ttl_s: float = Field(1.0, ge=0, le=3600)
+    candles_ttl_s: float = Field(5.0, ge=0, le=3600)
+    sparklines_ttl_s: float = Field(5.0, ge=0, le=3600)
+    news_ttl_s: float = Field(10.0, ge=0, le=3600)
+
+
 class RateLimitSettings(BaseModel):
     """Rate limits and in-flight caps that apply without a rule in the config store."""
 
@@ -76,6 +121,13 @@ class RedisSettings(BaseModel):
     retry_s: float = Field(1.0, gt=0, le=60)
     # Connections per process; a burst beyond them waits up to `timeout_s` for one.
     max_connections: int = Field(200, ge=1, le=10_000)
+    # A Redis Cluster's seed nodes ("host:port"), as `redis+cluster://h1:p1,h2:p2` would
+    # name them; the client discovers the rest. REDIS_URL may then be unset.
+    cluster_nodes: list[str] = Field(default_factory=list)
+    # Sentinels ("host:port") watching the primary named `sentinel_service`, as
+    # `redis+sentinel://h1:p1,h2:p2/<service>` would name them.
+    sentinels: list[str] = Field(default_factory=list)
+    sentinel_service: str = ""
 
 
 class AccessSettings(BaseModel):
@@ -164,6 +216,89 @@ class ResilienceSettings(BaseModel):
     health_checks: bool = True
 
 
+class VersionDates(BaseModel):
+    """When a superseded API version was (or will be) deprecated, and when it stops answering."""
+
+    deprecated_at: AwareDatetime
+    sunset: AwareDatetime
+
+
+class VersionSettings(BaseModel):
+    """The dates of API versions that have a successor (`GET /versions`, the `Deprecation`
+    and `Sunset` headers), per version, e.g. `web/v1`."""
+
+    superseded: dict[str, VersionDates] = Field(
+        default_factory=lambda: {
+            "web/v1": VersionDates(
+                deprecated_at=datetime(2026, 12, 1, tzinfo=UTC),
+                sunset=datetime(2027, 6, 30, tzinfo=UTC),
+            )
+        }
+    )
+
+
+class BatchSettings(BaseModel):
+    """`POST /web/v1/batch`: how many sub-requests one batch holds, and how many run at once."""
+
+    max_requests: int = Field(20, ge=1, le=100)
+    concurrency: int = Field(5, ge=1, le=100)
+
+
+class McpSettings(BaseModel):
+    """The MCP endpoint at `/mcp`: the partner API's operations as tools for AI agents."""
+
+    enabled: bool = True
+    # Host header values `/mcp` answers (the SDK's DNS rebinding protection), `name:*` for
+    # any port; a deployment names its public host. `["*"]` turns the check off (a proxy in
+    # front checks Host).
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: [
+            "127.0.0.1",
+            "127.0.0.1:*",
+            "localhost",
+            "localhost:*",
+            "[::1]",
+            "[::1]:*",
+        ]
+    )
+    # Origin values a browser-based client may send (none sent is always accepted).
+    allowed_origins: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+    )
+    # One JSON reply per POST instead of a one-event SSE stream.
+    json_response: bool = False
+
+
+class StreamSettings(BaseModel):
+    """Live quote streams (SSE and WebSocket, `app.streams`)."""
+
+    # A comment line on every SSE stream this often, so proxies keep it open.
+    heartbeat_s: float = Field(15.0, gt=0, le=300)
+    # How often each stream's credential is confirmed again (expired or revoked: closed).
+    credential_check_s: float = Field(2.0, gt=0, le=300)
+    # Open streams per principal (in this process) and per process; 429 / 503 beyond.
+    max_per_principal: int = Field(10, ge=1, le=10_000)
+    max_per_process: int = Field(20_000, ge=1, le=1_000_000)
+    # A client whose one write waits longer than this (it stopped reading) is dropped;
+    # until then it gets the latest quote per symbol (conflation).
+    write_stall_s: float = Field(5.0, gt=0, le=300)
+    # Upstream reconnects back off from the first to the longest delay, jittered.
+    reconnect_first_s: float = Field(0.2, gt=0, le=60)
+    reconnect_max_s: float = Field(5.0, gt=0, le=300)
+    # The client's reconnect delay, sent as the SSE `retry:` field.
+    client_retry_ms: int = Field(2000, ge=0, le=600_000)
+
+
+class MetricsSettings(BaseModel):
+    """Prometheus metrics (`GET /metrics`); tracing is configured by the standard `OTEL_*`
+    variables (see `app.observability.tracing`)."""
+
+    # Off: no metric is recorded and /metrics answers 404.
+    enabled: bool = True
+    # When set, /metrics answers only `Authorization: Bearer <token>` (401 otherwise).
+    token: SecretStr | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GATEWAY_",
@@ -202,12 +337,21 @@ class Settings(BaseSettings):
     admin_token: str | None = None
     upstream: UpstreamSettings = UpstreamSettings()
     http: HttpSettings = HttpSettings()
+    compression: CompressionSettings = CompressionSettings()
+    cache: CacheSettings = CacheSettings()
     resilience: ResilienceSettings = ResilienceSettings()
     access: AccessSettings = AccessSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
     identity: IdentitySettings = IdentitySettings()
+    streams: StreamSettings = StreamSettings()
+    mcp: McpSettings = McpSettings()
+    versions: VersionSettings = VersionSettings()
+    batch: BatchSettings = BatchSettings()
     log_level: str = "info"
+    # json: one JSON object per line (collectors); console: readable lines for development.
+    log_format: Literal["json", "console"] = "json"
     access_log: bool = True
+    metrics: MetricsSettings = MetricsSettings()
 
     @model_validator(mode="after")
     def _production_has_no_development_defaults(self) -> Self:
