@@ -18,6 +18,7 @@ from app.errors import Conflict
 from app.policy.chain import PolicyChain
 from app.store.database import CONFLICTING_CHANGE, after_commit
 from app.store.notices import ChangeNotices
+from app.store.routes import RevisionRepository
 
 
 async def change_notices(state: StateDep) -> ChangeNotices:
@@ -45,6 +46,8 @@ async def flush_change(session: AsyncSession) -> None:
 
 async def stage_change(session: AsyncSession, notices: ChangeNotices) -> None:
     """Write the change now (a 409 if it breaks a constraint) and have every process told of
-    it once the request's transaction has committed."""
+    it once the request's transaction has committed. The store's revision rises in the same
+    transaction, so every process can tell by its number that it is behind."""
     await flush_change(session)
+    await RevisionRepository(session).advance()
     after_commit(session, notices.changed)

@@ -33,9 +33,11 @@ class ConfigView(BaseModel):
             "examples": [
                 {
                     "version": 12,
+                    "revision": 40,
                     "loaded_at": "2026-11-26T10:40:00Z",
                     "source": "database",
                     "stale": False,
+                    "routes": ["market-data-quotes", "news-latest"],
                     "refused": [
                         {
                             "table": "plans",
@@ -49,13 +51,20 @@ class ConfigView(BaseModel):
         }
     )
 
-    version: int = Field(description="Changes whenever the served configuration changes")
+    version: int = Field(
+        description="This process's count: changes whenever the configuration it serves changes"
+    )
+    revision: int = Field(
+        description="The config store's revision the snapshot was read at: the same in every "
+        "process serving the same configuration; a process behind the others catches up"
+    )
     loaded_at: datetime | None = Field(description="When the content was read from the database")
     source: Literal["database", "disk"] = Field(
         description="`disk`: the database was unavailable at start-up and the process serves "
         "the snapshot the last load wrote to disk, until the database answers"
     )
     stale: bool = Field(description="Served from disk, not yet confirmed by the database")
+    routes: list[str] = Field(description="The pass-through routes this process serves, by name")
     refused: list[RefusedRowView]
 
 
@@ -65,9 +74,11 @@ async def get_config(config: ConfigStoreDep) -> ConfigView:
     snapshot = config.current
     return ConfigView(
         version=snapshot.version,
+        revision=snapshot.revision,
         loaded_at=snapshot.loaded_at,
         source=snapshot.source,
         stale=config.stale,
+        routes=[route.declaration.name for route in snapshot.routes],
         refused=[
             RefusedRowView(table=row.table, id=row.row_id, reason=row.reason)
             for row in snapshot.refused

@@ -7,6 +7,7 @@ from app.admin.config import router as config_router
 from app.admin.consumers import router as consumers_router
 from app.admin.plans import router as plans_router
 from app.admin.rate_limits import router as rate_limits_router
+from app.admin.routes import router as routes_router
 from app.admin.services import router as services_router
 from app.admin.traffic import router as traffic_router
 from app.errors import problem_responses
@@ -20,4 +21,5 @@ router.include_router(plans_router)
 router.include_router(consumers_router)
 router.include_router(traffic_router)
 router.include_router(rate_limits_router)
+router.include_router(routes_router)
 router.include_router(config_router)

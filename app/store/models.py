@@ -140,3 +140,30 @@ class RateLimitRule(Base):
     burst: Mapped[int | None] = mapped_column(Integer, nullable=True)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Route(Base):
+    """A pass-through route: its name, its switch, and the rest of its declaration
+    (`app.store.route_declarations.RouteDeclaration.stored()`) as one JSON document."""
+
+    __tablename__ = "routes"
+    __table_args__ = _IDS_NEVER_REUSED
+
+    route_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    declaration: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=_now, onupdate=_now
+    )
+
+
+class ConfigRevision(Base):
+    """One row: the config store's revision, raised in the transaction of every committed
+    change, so a process knows by one number whether its snapshot is behind."""
+
+    __tablename__ = "config_revision"
+
+    revision_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer, default=0)

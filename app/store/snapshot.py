@@ -25,7 +25,17 @@ from sqlalchemy.orm import raiseload
 
 from app.store import servable
 from app.store.database import is_unavailable, stored_utc
-from app.store.models import ApiKey, Consumer, Plan, RateLimitRule, Service, ServiceInstance
+from app.store.models import (
+    ApiKey,
+    Consumer,
+    Plan,
+    RateLimitRule,
+    Route,
+    Service,
+    ServiceInstance,
+)
+from app.store.route_declarations import RouteDeclaration
+from app.store.routes import RevisionRepository, declaration_of
 from app.store.service_repository import ServiceRepository
 from app.store.snapshot_file import SnapshotFile
 from app.store.table_reader import UNREADABLE, TableReader
@@ -102,6 +112,14 @@ class RateLimitRuleConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteConfig:
+    """A pass-through route the hot path serves (enabled, and its declaration valid)."""
+
+    route_id: int
+    declaration: RouteDeclaration
+
+
+@dataclass(frozen=True, slots=True)
 class RefusedRow:
     """A stored row the snapshot leaves out, and why."""
 
@@ -126,6 +144,11 @@ class ConfigSnapshot:
     api_keys: dict[str, ApiKeyConfig] = field(default_factory=dict)
     # Enabled rules only, in rule_id order.
     rate_limit_rules: tuple[RateLimitRuleConfig, ...] = ()
+    # Enabled pass-through routes, in route_id order.
+    routes: tuple[RouteConfig, ...] = ()
+    # The store's revision this content was read at (`config_revision`): the same number in
+    # every process that serves the same configuration.
+    revision: int = 0
     refused: tuple[RefusedRow, ...] = ()
     # When the content was read from the database.
     loaded_at: datetime | None = None
@@ -225,6 +248,18 @@ def _api_key_config(key: ApiKey) -> ApiKeyConfig:
     )
 
 
+def _route_config(route: Route) -> RouteConfig:
+    try:
+        declaration = declaration_of(route)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "declaration"
+        raise servable.Unservable(
+            f"declaration does not validate ({exc.error_count()} error(s)): {where}: {first['msg']}"
+        ) from None
+    return RouteConfig(route_id=route.route_id, declaration=declaration)
+
+
 Row = TypeVar("Row")
 Config = TypeVar("Config")
 
@@ -267,6 +302,8 @@ async def _load(session: AsyncSession, *, version: int) -> ConfigSnapshot:
     consumer_rows = await reader.rows(Consumer, raiseload(Consumer.plan))
     key_rows = await reader.rows(ApiKey)
     rule_rows = await reader.rows(RateLimitRule)
+    route_rows = await reader.rows(Route)
+    revision = await RevisionRepository(session).current()
     for table, rows in (
         ("services", service_rows),
         ("service_instances", instance_rows),
@@ -274,6 +311,7 @@ async def _load(session: AsyncSession, *, version: int) -> ConfigSnapshot:
         ("consumers", consumer_rows),
         ("api_keys", key_rows),
         ("rate_limit_rules", rule_rows),
+        ("routes", route_rows),
     ):
         refusals.unreadable(table, rows.unreadable)
 
@@ -310,6 +348,12 @@ async def _load(session: AsyncSession, *, version: int) -> ConfigSnapshot:
         row_id=lambda r: r.rule_id,
         convert=_rate_limit_rule_config,
     )
+    routes = refusals.configs(
+        "routes",
+        [r for r in route_rows.rows if r.enabled is True],
+        row_id=lambda r: r.route_id,
+        convert=_route_config,
+    )
     return ConfigSnapshot(
         version=version,
         services={s.name: s for s in services},
@@ -320,6 +364,8 @@ async def _load(session: AsyncSession, *, version: int) -> ConfigSnapshot:
         },
         api_keys={k.prefix: k for k in api_keys},
         rate_limit_rules=tuple(rules),
+        routes=tuple(routes),
+        revision=revision,
         refused=tuple(sorted(refusals.rows, key=lambda r: (r.table, r.row_id))),
         loaded_at=datetime.now(UTC),
     )
