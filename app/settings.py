@@ -45,7 +45,6 @@ class HttpSettings(BaseModel):
     """Limits and headers of the gateway's own HTTP surface."""
 
     max_body_bytes: int = Field(1_000_000, ge=1024)
-    gzip_minimum_bytes: int = Field(1024, ge=0)
     cors_origins: list[str] = Field(default_factory=list)
     # Peers (addresses or networks) whose `X-Forwarded-For` names the client; empty trusts
     # none, and the client is the connection's peer. Rate limits per address key on it.

@@ -8,15 +8,15 @@ the request's one typed context (`app.policy.context.RequestContext`), the only 
 puts in the scope. Through one `send` wrapper it adds the request id, the security headers,
 the rate-limit headers the policy chain decided and, for a caller with credentials,
 `Cache-Control: private, no-store` to every response; at the end it gives back the
-in-flight slot the chain claimed and writes the access log line. A client that accepts gzip
-gets Starlette's gzip responder around the app. The early answers (400, 413, 503) and the
+in-flight slot the chain claimed and writes the access log line. A client that accepts a
+content coding (gzip, Brotli, zstd) gets the compression responder for it around the app
+(`app.middleware.compression`). The early answers (400, 413, 503) and the
 500 for an exception nothing handled carry the same headers as any other.
 """
 
 import time
 from contextvars import Token
 
-from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipResponder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import (
@@ -26,9 +26,28 @@ from app.errors import (
     problem_body,
     unexpected_error,
 )
+from app.middleware.compression import (
+    VARY_ENCODING,
+    CompressionResponder,
+    coding_for,
+    varies_by_encoding,
+)
 from app.middleware.forwarded import FORWARDED_FOR_HEADER, TrustedProxies
-from app.observability.access_log import access_logged, log_request
+from app.observability.access_log import (
+    AccessRecord,
+    access_logged,
+    access_record_var,
+    write_access_record,
+)
+from app.observability.metrics import ServerMetrics
 from app.observability.request_id import REQUEST_ID_HEADER, request_id_for, request_id_var
+from app.observability.tracing import (
+    TRACEPARENT_HEADER,
+    TRACESTATE_HEADER,
+    RequestTrace,
+    Tracing,
+    trace_var,
+)
 from app.policy.context import CONTEXT_SCOPE_KEY, RequestContext, peer_address
 from app.settings import Settings
 from app.traffic.deadline import (
@@ -41,8 +60,6 @@ from app.traffic.deadline import (
 from app.traffic.throttle import GatewayLoad
 
 _PROBLEM_TYPE = (b"content-type", PROBLEM_MEDIA_TYPE.encode())
-_VARY_ENCODING = (b"vary", b"Accept-Encoding")
-_UNCOMPRESSED = frozenset(media.encode() for media in DEFAULT_EXCLUDED_CONTENT_TYPES)
 # The gateway's traffic: the admin API, health checks and docs stay reachable under overload.
 TRAFFIC_PREFIXES = ("/web/", "/mobile/", "/partner/", "/api/")
 
@@ -65,12 +82,14 @@ class PayloadTooLarge(GatewayError):
 
 class EdgeMiddleware:
     """Request id, deadline, context, body limit, in-flight cap, response headers, access log,
-    gzip."""
+    compression."""
 
-    def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, *, settings: Settings, tracing: Tracing | None = None) -> None:
         self.app = app
         self.max_body_bytes = settings.http.max_body_bytes
-        self.gzip_minimum_bytes = settings.http.gzip_minimum_bytes
+        compression = settings.compression
+        self.codings = tuple(compression.codings) if compression.enabled else ()
+        self.compression_minimum_bytes = compression.minimum_bytes
         self.default_deadline_ms = settings.resilience.default_deadline_ms
         self.route_deadlines_ms = dict(settings.resilience.route_deadlines_ms)
         self.optional_section_s = settings.resilience.optional_section_ms / 1000
@@ -78,6 +97,8 @@ class EdgeMiddleware:
         production = settings.environment == "production"
         self.security_headers = (*_SECURITY_HEADERS, _HSTS) if production else _SECURITY_HEADERS
         self.access_log = settings.access_log
+        self.server_metrics = ServerMetrics() if settings.metrics.enabled else None
+        self.tracing = tracing if tracing is not None else Tracing(enabled=False)
         self.proxies = TrustedProxies(settings.http.trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -87,9 +108,11 @@ class EdgeMiddleware:
         sent_id: bytes | None = None
         asked_deadline: bytes | None = None
         declared_length: bytes | None = None
-        accepts_gzip = False
+        accept_encoding: bytes | None = None
         authorized = False
         forwarded_for: list[bytes] = []
+        traceparent: bytes | None = None
+        tracestate: bytes | None = None
         for name, value in scope["headers"]:
             if name == REQUEST_ID_HEADER:
                 sent_id = value
@@ -97,18 +120,49 @@ class EdgeMiddleware:
                 asked_deadline = value
             elif name == b"content-length":
                 declared_length = value
-            elif name == b"accept-encoding" and b"gzip" in value:
-                accepts_gzip = True
+            elif name == b"accept-encoding":
+                accept_encoding = value
             elif name == b"authorization":
                 authorized = True
             elif name == FORWARDED_FOR_HEADER:
                 forwarded_for.append(value)
+            elif name == TRACEPARENT_HEADER:
+                traceparent = value
+            elif name == TRACESTATE_HEADER:
+                tracestate = value
 
         request_id = request_id_for(sent_id)
+        coding = (
+            coding_for(accept_encoding, self.codings)
+            if accept_encoding is not None and self.codings
+            else None
+        )
         client_address = self.proxies.client_address(peer_address(scope), forwarded_for)
         id_header = (REQUEST_ID_HEADER, request_id.encode())
+        method = scope["method"]
         logged = self.access_log and access_logged()
-        started = time.perf_counter() if logged else 0.0
+        metrics = self.server_metrics
+        started = time.perf_counter() if logged or metrics is not None else 0.0
+        request_trace: RequestTrace | None = None
+        if self.tracing.enabled:
+            request_trace = self.tracing.start_request(
+                method=method, traceparent=traceparent, tracestate=tracestate
+            )
+        trace_token = trace_var.set(request_trace)
+        record: AccessRecord | None = None
+        if logged:
+            record = AccessRecord(
+                request_id=request_id,
+                method=method,
+                path=scope["path"],
+                client=client_address,
+                started=started,
+                trace_id=request_trace.trace_id if request_trace is not None else None,
+            )
+        record_token = access_record_var.set(record)
+        if metrics is not None:
+            active = metrics.active(method)
+            active.inc()
         status = 500
         started_response = False
         holds_slot = False
@@ -138,13 +192,18 @@ class EdgeMiddleware:
             context = RequestContext.of_scope(
                 scope, deadline=deadline, request_id=request_id, client_address=client_address
             )
+            context.access = record
             scope[CONTEXT_SCOPE_KEY] = context
 
             async def send_edge(message: Message) -> None:
-                nonlocal status, started_response
+                nonlocal status, started_response, holds_slot
                 if message["type"] == "http.response.start":
                     status = message["status"]
                     started_response = True
+                    if holds_slot and _is_event_stream(message):
+                        # An open stream is no request in flight: the stream hub caps them.
+                        self.load.leave()
+                        holds_slot = False
                     headers = [h for h in message.get("headers", ()) if h[0] != REQUEST_ID_HEADER]
                     headers.append(id_header)
                     headers += self.security_headers
@@ -155,14 +214,26 @@ class EdgeMiddleware:
                         name == b"cache-control" for name, _ in headers
                     ):
                         headers.append(_PRIVATE)
-                    if not accepts_gzip and _would_compress(message, self.gzip_minimum_bytes):
-                        headers.append(_VARY_ENCODING)
+                    if coding is None and varies_by_encoding(
+                        message, self.compression_minimum_bytes
+                    ):
+                        headers.append(VARY_ENCODING)
                     message["headers"] = headers
+                elif record is not None and message["type"] == "http.response.body":
+                    record.bytes_out += len(message.get("body", b""))
                 await send(message)
 
-            app = GZipResponder(self.app, self.gzip_minimum_bytes) if accepts_gzip else self.app
+            app = self.app
+            if coding is not None:
+                app = CompressionResponder(
+                    app, coding=coding, minimum_bytes=self.compression_minimum_bytes
+                )
             try:
-                await app(scope, _limited_receive(receive, limit=self.max_body_bytes), send_edge)
+                await app(
+                    scope,
+                    _limited_receive(receive, limit=self.max_body_bytes, record=record),
+                    send_edge,
+                )
             except Exception as exc:
                 # Answered here rather than by a catch-all handler, which Starlette runs
                 # outside every middleware: the 500 keeps the request's id and headers.
@@ -182,15 +253,21 @@ class EdgeMiddleware:
                 self.load.leave()
             if context is not None:
                 context.release()
-            if logged:
-                log_request(
-                    request_id=request_id,
-                    method=scope["method"],
-                    path=scope["path"],
-                    client=client_address,
+            route = _route_template(scope, context)
+            if metrics is not None:
+                active.dec()
+                metrics.observe(
+                    method=method,
+                    route=route,
                     status=status,
-                    started=started,
+                    seconds=time.perf_counter() - started,
                 )
+            if request_trace is not None:
+                request_trace.end(method=method, route=route, status=status)
+            if record is not None:
+                _write_record(record, context, route=route, status=status)
+            access_record_var.reset(record_token)
+            trace_var.reset(trace_token)
             request_id_var.reset(id_token)
 
     async def _refuse(
@@ -229,8 +306,9 @@ def _check_declared_length(value: bytes, *, limit: int) -> None:
         raise PayloadTooLarge(_body_limit_detail(limit), headers={"Connection": "close"})
 
 
-def _limited_receive(receive: Receive, *, limit: int) -> Receive:
-    """`receive` that raises PayloadTooLarge once the body it has delivered passes `limit`."""
+def _limited_receive(receive: Receive, *, limit: int, record: AccessRecord | None) -> Receive:
+    """`receive` that raises PayloadTooLarge once the body it has delivered passes `limit`
+    (and counts the body's bytes into the access record)."""
     received = 0
 
     async def receive_limited() -> Message:
@@ -238,6 +316,8 @@ def _limited_receive(receive: Receive, *, limit: int) -> Receive:
         message = await receive()
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
+            if record is not None:
+                record.bytes_in = received
             if received > limit:
                 # Raised inside the handler's read, so the error handler answers it.
                 raise PayloadTooLarge(_body_limit_detail(limit))
@@ -246,23 +326,44 @@ def _limited_receive(receive: Receive, *, limit: int) -> Receive:
     return receive_limited
 
 
-def _would_compress(start: Message, minimum_bytes: int) -> bool:
-    """Whether the gzip responder would have compressed this response had the client asked.
+def _route_template(scope: Scope, context: RequestContext | None) -> str | None:
+    """The route the request matched, as a template: the one its entry recorded on the
+    context (FastAPI routes with an access rule, pass-through routes, streams...), else the
+    FastAPI route the router put in the scope (admin, health, login); None when none
+    matched."""
+    if context is not None and context.route is not None:
+        return context.route
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    return template if isinstance(template, str) else None
 
-    Starlette marks such a response `Vary: Accept-Encoding` whichever encoding it sends. It
-    judges by the first body chunk; here the headers go out before any body, so the declared
-    length stands in for it (no length: a streamed body, which Starlette marks too).
-    """
-    if start["status"] in (204, 206, 304):
-        return False
-    length = None
+
+def _write_record(
+    record: AccessRecord, context: RequestContext | None, *, route: str | None, status: int
+) -> None:
+    """Complete the request's record from what the request decided, and write it."""
+    record.route = route
+    record.status = status
+    principal = key_prefix = None
+    if context is not None:
+        if context.principal is not None:
+            principal = context.principal.subject
+            if context.principal.credential == "api_key":
+                key_prefix = context.principal.extra.get("key_prefix")
+        if record.rate_limit is None and context.admission is not None:
+            record.rate_limit = "admitted" if context.admission.headers else "unlimited"
+    write_access_record(
+        record,
+        principal=principal,
+        key_prefix=key_prefix,
+        duration_s=time.perf_counter() - record.started,
+    )
+
+
+def _is_event_stream(start: Message) -> bool:
+    """Whether a response is a Server-Sent Events stream (never compressed: each event
+    must reach the client when it is written)."""
     for name, value in start.get("headers", ()):
-        if name == b"content-encoding":
-            return False
-        if name == b"content-length":
-            length = value
-        elif name == b"content-type":
-            media = value.partition(b";")[0].strip().lower()
-            if media in _UNCOMPRESSED or media.partition(b"/")[0] + b"/*" in _UNCOMPRESSED:
-                return False
-    return length is None or not length.isdigit() or int(length) >= minimum_bytes
+        if name == b"content-type":
+            return value.startswith(b"text/event-stream")
+    return False

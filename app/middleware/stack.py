@@ -4,10 +4,11 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from app.middleware.edge import EdgeMiddleware
+from app.observability.tracing import Tracing
 from app.settings import Settings
 
 
-def install_middleware(app: FastAPI, settings: Settings) -> None:
+def install_middleware(app: FastAPI, settings: Settings, *, tracing: Tracing | None = None) -> None:
     """Outermost first: CORS (when origins are configured) -> the edge.
 
     The edge is one layer for request id, deadline, access log, security and rate-limit
@@ -17,7 +18,7 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
 
     Starlette wraps in reverse order of `add_middleware`, so they are added innermost first.
     """
-    app.add_middleware(EdgeMiddleware, settings=settings)
+    app.add_middleware(EdgeMiddleware, settings=settings, tracing=tracing)
     if settings.http.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -15,6 +15,7 @@ from starlette.datastructures import Headers
 from starlette.requests import cookie_parser
 from starlette.types import Scope
 
+from app.observability.access_log import AccessRecord
 from app.security.principal import Principal
 from app.traffic.deadline import Deadline
 
@@ -60,6 +61,9 @@ class RequestContext:
     principal: Principal | None = None
     admission: Admission | None = None
     quota_counted: bool = False
+    # The request's access record, when the access log is on (set by the edge): its
+    # `cache_status`, upstream calls and rate-limit outcome are filled in as it goes.
+    access: AccessRecord | None = None
     _cookies: dict[str, str] | None = None
 
     @classmethod

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from app.middleware.forwarded import TrustedProxies
+from app.observability.logging import JsonFormatter
 from app.settings import HttpSettings, RateLimitSettings, Settings
 from tests.fixtures.gateway import running_gateway
 
@@ -55,7 +56,7 @@ class _Lines(logging.Handler):
         self.lines: list[dict[str, object]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(record.getMessage()))
+        self.lines.append(json.loads(JsonFormatter().format(record)))
 
 
 @pytest.fixture
