@@ -14,8 +14,9 @@ after a timeout goes to another instance or not at all (see `app.traffic.retry`)
 """
 
 import asyncio
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,10 +24,14 @@ import aiohttp
 import orjson
 from multidict import CIMultiDictProxy
 from pydantic import BaseModel, ValidationError
+from yarl import URL
 
 from app.discovery.registry import ServiceRegistry
 from app.errors import UpstreamError, UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
+from app.observability.access_log import UpstreamCall, current_access_record
+from app.observability.metrics import ClientMetrics, retry_budget_refusals, upstream_retries
 from app.observability.request_id import current_request_id
+from app.observability.tracing import current_trace
 from app.settings import UpstreamSettings
 from app.store.snapshot import InstanceConfig, ServiceConfig
 from app.traffic.breaker import BreakerBoard, CircuitBreaker, CircuitOpen, CircuitState
@@ -36,6 +41,7 @@ from app.traffic.deadline import DEADLINE_HEADER, Deadline, current_deadline
 from app.traffic.retry import RetryBudget, RetryBudgets, backoff_s, is_repeatable, retry_after_s
 
 M = TypeVar("M", bound=BaseModel)
+_events = logging.getLogger("gateway.upstream")
 
 _FAILURE_BY_STATUS: dict[int, type[UpstreamError]] = {
     503: UpstreamUnavailable,
@@ -49,6 +55,15 @@ class UpstreamResponse:
     status: int
     headers: CIMultiDictProxy[str]
     body: bytes
+    # A streamed call's open response (`UpstreamCaller.stream`): its body is read from here,
+    # not `body`, and the one who streams it calls `release()`.
+    stream: aiohttp.ClientResponse | None = None
+
+    def release(self) -> None:
+        """Give a streamed response's connection back (or close it, when its body was not
+        read to the end)."""
+        if self.stream is not None:
+            self.stream.release()
 
     def model(self, model: type[M]) -> M:
         """Decode the body into `model`; a body that does not fit is the upstream's fault."""
@@ -99,9 +114,21 @@ class _UpstreamRequest:
     method: str
     path: str
     params: Mapping[str, str] | None
-    data: bytes | None
+    data: bytes | AsyncIterable[bytes] | None
     headers: dict[str, str]
     timeout_s: float | None
+    # `stream`: the response is handed over open; `attempts` overrides the service's.
+    streamed: bool = False
+    attempts: int | None = None
+
+
+@dataclass(slots=True)
+class _CallProgress:
+    """Where a call has got to: its last try's instance and status, its retries so far."""
+
+    instance: str | None = None
+    status: int | None = None
+    retries: int = 0
 
 
 class _AttemptFailed(Exception):
@@ -114,9 +141,12 @@ class _AttemptFailed(Exception):
         kind: str,
         status: int | None = None,
         retry_after: float | None = None,
+        response: UpstreamResponse | None = None,
     ) -> None:
         super().__init__(error.detail)
         self.error = error
+        # A streamed call's 5xx: passed through as it is when it is not retried.
+        self.response = response
         # connect | timeout | status | broken
         self.kind = kind
         self.status = status
@@ -138,6 +168,7 @@ class UpstreamCaller:
         self.bulkheads = Bulkheads()
         self.budgets = RetryBudgets()
         self.collapser: RequestCollapser[UpstreamResponse] = RequestCollapser()
+        self.metrics = ClientMetrics()
 
     @property
     def registry(self) -> ServiceRegistry:
@@ -189,6 +220,64 @@ class UpstreamCaller:
         except TimeoutError:
             raise _deadline_passed(service) from None
 
+    async def websocket(
+        self, service: str, path: str, *, heartbeat_s: float
+    ) -> tuple[str, aiohttp.ClientWebSocketResponse]:
+        """A WebSocket to one routable instance of `service` (a stream's upstream), opened
+        within the connect timeout; the caller owns it. UpstreamUnavailable when none opens."""
+        instances = self._registry.routable(service)
+        if not instances:
+            raise UpstreamUnavailable(f"{service} has no enabled instance.", service=service)
+        instance = self._registry.balancer(service).pick(instances)
+        try:
+            async with asyncio.timeout(self._settings.connect_timeout_s):
+                socket = await self._session.ws_connect(
+                    instance.url + path,
+                    heartbeat=heartbeat_s,
+                    headers={"x-request-id": current_request_id()},
+                )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamUnavailable(
+                f"{service} stream could not be opened ({type(exc).__name__}).", service=service
+            ) from exc
+        return instance.url, socket
+
+    async def stream(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: bytes | AsyncIterable[bytes] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+        attempts: int | None = None,
+    ) -> UpstreamResponse:
+        """Call `service` resiliently and hand its response over open, whatever its status
+        (a 5xx that is not retried included): its body is read from `stream`, and the
+        caller calls `release()`. Timeouts, breaker, bulkhead, balancing and retries as for
+        `request`; a body given as an iterable is sent as it arrives, and such a call is
+        never retried (it cannot be sent twice). `path` (with its query, when `params` is
+        None) is sent exactly as given, already percent-encoded. Connection failures and
+        timeouts raise."""
+        outgoing = {"x-request-id": current_request_id()}
+        if headers:
+            outgoing.update(headers)
+        call = _UpstreamRequest(
+            service,
+            self._registry.service(service),
+            method.upper(),
+            path,
+            params,
+            body,
+            outgoing,
+            timeout_s,
+            streamed=True,
+            attempts=attempts,
+        )
+        return await self._call(call)
+
     async def fetch(
         self,
         service: str,
@@ -204,11 +293,43 @@ class UpstreamCaller:
         return response.model(model)
 
     async def _call(self, call: _UpstreamRequest) -> UpstreamResponse:
+        """The call, written into the request's access record; a failure logged."""
+        progress = _CallProgress()
+        started = time.perf_counter()
+        error: str | None = None
+        try:
+            response = await self._tries(call, progress)
+        except UpstreamError as failure:
+            error = failure.slug
+            _upstream_failure_logged(call, progress, failure)
+            raise
+        except asyncio.CancelledError:
+            error = "cancelled"
+            raise
+        finally:
+            record = current_access_record()
+            if record is not None:
+                record.add_upstream_call(
+                    UpstreamCall(
+                        service=call.service,
+                        method=call.method,
+                        instance=progress.instance,
+                        status=progress.status,
+                        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                        retries=progress.retries,
+                        error=error,
+                    )
+                )
+        return response
+
+    async def _tries(self, call: _UpstreamRequest, progress: _CallProgress) -> UpstreamResponse:
         """Attempts until one succeeds or the failure is final."""
         policy = call.config.policy.retries
         budget = self.budgets.budget(call.service, policy)
         budget.record_call()
-        repeatable = is_repeatable(call.method, call.headers)
+        repeatable = is_repeatable(call.method, call.headers) and not isinstance(
+            call.data, AsyncIterable
+        )
         per_try_s = _per_try_s(call)
         started_deadline = current_deadline()
         ends_at = (
@@ -232,8 +353,11 @@ class UpstreamCaller:
                     raise last_failure.error from last_failure.__cause__
                 raise
             tried.add(instance.url)
+            progress.instance = instance.url
             try:
-                return await self._attempt(call, instance, breaker, deadline, ends_at)
+                return await self._attempt(
+                    call, instance, breaker, deadline, ends_at, progress=progress
+                )
             except _AttemptFailed as failed:
                 if failed.kind == "timeout":
                     timed_out.add(instance.url)
@@ -249,7 +373,12 @@ class UpstreamCaller:
                     timed_out=timed_out,
                 )
                 if delay is None:
+                    if failed.response is not None:
+                        return failed.response
                     raise failed.error from failed.__cause__
+                if failed.response is not None:
+                    failed.response.release()
+            progress.retries = retry
             await asyncio.sleep(delay)
 
     def _some_circuit_closed(self, call: _UpstreamRequest) -> bool:
@@ -294,6 +423,8 @@ class UpstreamCaller:
         breaker: CircuitBreaker,
         deadline: Deadline | None,
         ends_at: float,
+        *,
+        progress: _CallProgress,
     ) -> UpstreamResponse:
         service, policy = call.service, call.config.policy
         per_try_s = _per_try_s(call)
@@ -322,7 +453,9 @@ class UpstreamCaller:
                 headers[DEADLINE_HEADER] = str(max(int(timeout_s * 1000), 1))
                 with self._registry.balancer(service).track(instance):
                     try:
-                        response = await self._send(call, instance, headers, timeout_s)
+                        response = await self._observed_send(
+                            call, instance, headers, timeout_s, progress=progress
+                        )
                     except _AttemptFailed as failed:
                         # A timeout only says something about the instance when it was the
                         # service's own; a short client deadline is not the instance's fault.
@@ -339,6 +472,7 @@ class UpstreamCaller:
                         retry_after=retry_after_s(response.headers.get("retry-after"))
                         if response.status == 503
                         else None,
+                        response=response if call.streamed else None,
                     )
                 return response
         finally:
@@ -353,6 +487,52 @@ class UpstreamCaller:
                     service, instance.url, ok=outcome, policy=policy.ejection
                 )
 
+    async def _observed_send(
+        self,
+        call: _UpstreamRequest,
+        instance: InstanceConfig,
+        headers: dict[str, str],
+        timeout_s: float,
+        *,
+        progress: _CallProgress,
+    ) -> UpstreamResponse:
+        """One try, as the request's trace (a client span, its `traceparent` sent upstream)
+        and `http_client_request_duration_seconds` see it."""
+        request_trace = current_trace()
+        client_try = None
+        if request_trace is not None:
+            client_try = request_trace.start_try(
+                service=call.service,
+                method=call.method,
+                url=instance.url + call.path,
+                resend_count=progress.retries,
+            )
+            headers["traceparent"] = client_try.traceparent
+            if request_trace.tracestate:
+                headers["tracestate"] = request_trace.tracestate
+        status: int | None = None
+        error_type: str | None = "cancelled"
+        started = time.perf_counter()
+        try:
+            response = await self._send(call, instance, headers, timeout_s)
+            status, error_type = response.status, None
+            return response
+        except _AttemptFailed as failed:
+            error_type = failed.kind
+            raise
+        finally:
+            progress.status = status
+            self.metrics.observe(
+                service=call.service,
+                instance=instance.url,
+                method=call.method,
+                status=status,
+                error_type=error_type or "",
+                seconds=time.perf_counter() - started,
+            )
+            if client_try is not None:
+                client_try.end(status=status, error_type=error_type)
+
     async def _send(
         self,
         call: _UpstreamRequest,
@@ -364,6 +544,8 @@ class UpstreamCaller:
         timeout = aiohttp.ClientTimeout(
             total=timeout_s, connect=min(self._settings.connect_timeout_s, timeout_s)
         )
+        if call.streamed:
+            return await self._send_streamed(call, instance, headers, timeout_s)
         try:
             async with self._session.request(
                 call.method,
@@ -407,6 +589,66 @@ class UpstreamCaller:
             ) from exc
         return UpstreamResponse(service, response.status, response.headers, body)
 
+    async def _send_streamed(
+        self,
+        call: _UpstreamRequest,
+        instance: InstanceConfig,
+        headers: dict[str, str],
+        timeout_s: float,
+    ) -> UpstreamResponse:
+        """One attempt whose response is handed over open: `timeout_s` bounds the wait for
+        its head (a streamed upload: the wait for each read instead, as the body is still
+        arriving from the client), and then each read of its body."""
+        service = call.service
+        connect_s = min(self._settings.connect_timeout_s, timeout_s)
+        uploading = isinstance(call.data, AsyncIterable)
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect_s, sock_connect=connect_s, sock_read=timeout_s
+        )
+        try:
+            async with asyncio.timeout(None if uploading else timeout_s):
+                response = await self._session.request(
+                    call.method,
+                    # As given: already encoded, never normalized again (yarl would resolve
+                    # an encoded `..` against the service's paths).
+                    URL(instance.url + call.path, encoded=True),
+                    params=call.params,
+                    data=call.data,
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    auto_decompress=False,
+                )
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise _AttemptFailed(
+                UpstreamUnavailable(
+                    f"{service} could not be reached within {connect_s:g} s.", service=service
+                ),
+                kind="connect",
+            ) from exc
+        except TimeoutError as exc:
+            raise _AttemptFailed(
+                UpstreamTimeout(
+                    f"{service} did not answer within {timeout_s:g} s.", service=service
+                ),
+                kind="timeout",
+            ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise _AttemptFailed(
+                UpstreamUnavailable(
+                    f"{service} could not be reached ({type(exc).__name__}).", service=service
+                ),
+                kind="connect",
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise _AttemptFailed(
+                UpstreamUnavailable(
+                    f"{service} could not be reached ({type(exc).__name__}).", service=service
+                ),
+                kind="broken",
+            ) from exc
+        return UpstreamResponse(service, response.status, response.headers, b"", stream=response)
+
     def _retry_delay(
         self,
         call: _UpstreamRequest,
@@ -420,7 +662,8 @@ class UpstreamCaller:
     ) -> float | None:
         """Seconds to wait before trying again, or None when this failure is final."""
         policy = call.config.policy.retries
-        if not repeatable or retry >= policy.attempts:
+        attempts = call.attempts if call.attempts is not None else policy.attempts
+        if not repeatable or retry >= attempts:
             return None
         if failed.kind == "status" and failed.status not in policy.retry_on:
             return None
@@ -440,7 +683,9 @@ class UpstreamCaller:
         if delay >= room:
             return None
         if not budget.try_spend():
+            retry_budget_refusals.labels(call.service).inc()
             return None
+        upstream_retries.labels(call.service).inc()
         return delay
 
     def _instance_left(self, service: str, timed_out: set[str]) -> bool:
@@ -455,6 +700,27 @@ def _per_try_s(call: "_UpstreamRequest") -> float:
         return call.timeout_s
     per_try_ms = call.config.policy.retries.per_try_timeout_ms
     return per_try_ms / 1000 if per_try_ms is not None else call.config.timeout_s
+
+
+def _upstream_failure_logged(
+    call: _UpstreamRequest, progress: _CallProgress, failure: UpstreamError
+) -> None:
+    """The `upstream_failure` event: a call the gateway gave up on (its ids added by the
+    log formatter)."""
+    _events.warning(
+        "upstream_failure",
+        extra={
+            "fields": {
+                "service": call.service,
+                "method": call.method,
+                "instance": progress.instance,
+                "status": progress.status,
+                "retries": progress.retries,
+                "error": failure.slug,
+                "detail": failure.detail,
+            }
+        },
+    )
 
 
 def _deadline_passed(service: str) -> UpstreamTimeout:
