@@ -298,6 +298,35 @@ class MetricsSettings(BaseModel):
     token: SecretStr | None = None
 
 
+# First path segments the pass-through prefix may never take: the BFF, admin, auth, docs
+# and health paths are the gateway's own.
+RESERVED_SEGMENTS = frozenset(
+    {"web", "mobile", "partner", "admin", "auth", "docs", "openapi", "healthz", "readyz", "metrics"}
+)
+
+
+class PassthroughSettings(BaseModel):
+    """Config-driven pass-through routes (`app.passthrough`)."""
+
+    # Where they are served: one path segment, never one of the gateway's own.
+    prefix: str = Field("/api/", pattern=r"^/[a-z0-9][a-z0-9._-]{0,62}/$")
+    # A streamed request body may be this large (the gateway's own routes: http.max_body_bytes).
+    max_body_bytes: int = Field(1_073_741_824, ge=1024)
+    # A body a route validates or maps is read whole: at most this large.
+    max_json_body_bytes: int = Field(1_000_000, ge=1024, le=100_000_000)
+    # The gateway's name in `Via`.
+    via: str = Field("stock-bot-gateway", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+
+    @model_validator(mode="after")
+    def _prefix_is_not_reserved(self) -> Self:
+        segment = self.prefix.strip("/")
+        if segment in RESERVED_SEGMENTS or segment.startswith("openapi"):
+            raise ValueError(
+                f"the pass-through prefix {self.prefix} would shadow the gateway's own"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GATEWAY_",
@@ -346,6 +375,7 @@ class Settings(BaseSettings):
     mcp: McpSettings = McpSettings()
     versions: VersionSettings = VersionSettings()
     batch: BatchSettings = BatchSettings()
+    passthrough: PassthroughSettings = PassthroughSettings()
     log_level: str = "info"
     # json: one JSON object per line (collectors); console: readable lines for development.
     log_format: Literal["json", "console"] = "json"
