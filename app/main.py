@@ -14,6 +14,7 @@ from app.discovery.registry import ServiceRegistry
 from app.errors import install_error_handlers, problem_responses
 from app.frontends.mobile.v1.router import router as mobile_v1
 from app.frontends.partner.v1.router import router as partner_v1
+from app.frontends.streams import router as streams_router
 from app.frontends.web.v1.router import router as web_v1
 from app.health import router as health_router
 from app.middleware.stack import install_middleware
@@ -32,6 +33,7 @@ from app.store.database import create_engine, session_factory
 from app.store.notices import ChangeNotices
 from app.store.snapshot import ConfigStore
 from app.store.snapshot_file import SnapshotFile
+from app.streams.hub import QuoteHub
 from app.upstreams.caller import UpstreamCaller, create_session
 
 DOCUMENTS = [
@@ -157,6 +159,12 @@ def create_app(settings: Settings | None = None, *, drain: Drain | None = None) 
                 redis, prefix=settings.redis_prefix, settings=settings.access
             ),
             drain=drain,
+            streams=QuoteHub(
+                caller=caller,
+                chain=chain,
+                settings=settings.streams,
+                draining=lambda: drain.draining,
+            ),
         )
         # What start-up built lives as long as the process: freezing it keeps the cyclic
         # collector from walking it on every full collection, which took a third of a
@@ -169,6 +177,7 @@ def create_app(settings: Settings | None = None, *, drain: Drain | None = None) 
             gc.unfreeze()
             # Each step is bounded: a shutdown that hangs on one dependency would keep the
             # process from exiting until the orchestrator kills it.
+            await _bounded("quote streams", state.streams.close())
             await _bounded("service registry", registry.stop())
             await _bounded("change notices", notices.stop())
             await _bounded("identity provider client", identity.aclose())
@@ -195,6 +204,9 @@ def create_app(settings: Settings | None = None, *, drain: Drain | None = None) 
     app.include_router(web_v1, tags=["web"], responses=frontend_errors)
     app.include_router(mobile_v1, tags=["mobile"], responses=frontend_errors)
     app.include_router(partner_v1, tags=["partner"], responses=frontend_errors)
+    # The WebSocket quote stream and the streams' AsyncAPI document (the SSE routes are on
+    # the web and mobile routers).
+    app.include_router(streams_router, tags=["streams"])
     app.include_router(admin_router, prefix="/admin/v1", tags=["admin"])
     app.include_router(health_router)
     app.include_router(auth_router, prefix="/auth", tags=["auth"])

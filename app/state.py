@@ -13,6 +13,7 @@ from app.settings import Settings
 from app.shared.redis import SharedRedis
 from app.store.notices import ChangeNotices
 from app.store.snapshot import ConfigStore
+from app.streams.hub import QuoteHub
 from app.upstreams.caller import UpstreamCaller
 
 
@@ -50,3 +51,5 @@ class GatewayState:
     idempotency: IdempotencyLedger
     # Set on SIGTERM under `app.serve`: /readyz answers 503 while the process still serves.
     drain: Drain
+    # The live quote streams: one upstream subscription per symbol, shared by every client.
+    streams: QuoteHub

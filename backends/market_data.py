@@ -10,6 +10,7 @@ from backends.catalog import INSTRUMENTS, Instrument
 from backends.clock import current_step
 from backends.price_walk import PriceWalk
 from backends.quotes import Quote, QuoteBoard
+from backends.quote_stream import install_quote_stream
 from backends.service_app import create_service_app, split_symbols
 
 SERVICE_NAME = "market-data"
@@ -75,6 +76,7 @@ def create_app(*, instance: str, seed: int) -> FastAPI:
     app = create_service_app(SERVICE_NAME, instance)
     walk = PriceWalk(seed)
     board = QuoteBoard(walk)
+    install_quote_stream(app, board)
     chart = CandleChart(walk)
 
     @app.get("/symbols", response_model=SymbolList)

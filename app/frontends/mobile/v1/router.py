@@ -25,12 +25,15 @@ from app.frontends.order_entry import (
 from app.frontends.paging import MAX_PAGE_LIMIT, Cursor
 from app.frontends.replay import mark_replayed
 from app.frontends.routing import FrontendRouter
+from app.frontends.streams import add_quote_stream
 from app.frontends.symbols import SymbolList
 
 # Signed-in users only; reads need "read", order entry also "orders".
 router = FrontendRouter(
     prefix="/mobile/v1", dependencies=[require_user("read")], responses=problem_responses(401, 403)
 )
+# Live quotes as Server-Sent Events (`app.frontends.streams`).
+add_quote_stream(router)
 
 
 @router.get(

@@ -26,6 +26,7 @@ from app.frontends.order_entry import PLACED_ORDER_RESPONSE, IdempotencyKey, Ord
 from app.frontends.paging import MAX_PAGE_LIMIT, Cursor, decode_cursor
 from app.frontends.replay import mark_replayed
 from app.frontends.routing import FrontendRouter
+from app.frontends.streams import add_quote_stream
 from app.frontends.symbols import SymbolPath, is_symbol
 from app.frontends.web.v1.compose import (
     WebServices,
@@ -54,6 +55,8 @@ from app.frontends.web.v1.views import (
 router = FrontendRouter(
     prefix="/web/v1", dependencies=[require_user("read")], responses=problem_responses(401, 403)
 )
+# Live quotes as Server-Sent Events (`app.frontends.streams`).
+add_quote_stream(router)
 
 ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
 

@@ -1,0 +1,113 @@
+"""A stream as Server-Sent Events: `text/event-stream`, one ASGI response per client.
+
+The response starts with the client's reconnect delay (`retry:`), then writes whatever the
+client's buffer holds each time it wakes: a status event, the quotes (`id:` the tick, so a
+reconnecting browser sends `Last-Event-ID` and gets the latest quote of each symbol newer
+than it), a heartbeat comment. A write that waits longer than `streams.write_stall_s` (the
+client stopped reading and the socket's buffers are full) drops the client. A closing
+stream ends with a `status` event naming why, and the response completes.
+"""
+
+import asyncio
+import contextlib
+import logging
+
+from starlette.background import BackgroundTask
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from app.streams.hub import QuoteHub, status_notice
+from app.streams.subscriber import Batch, Subscriber
+
+logger = logging.getLogger("gateway.streams")
+
+EVENT_STREAM = "text/event-stream"
+HEARTBEAT = b": heartbeat\n\n"
+_CLOSING_DETAIL = {
+    "credential-expired": "The credential expired; reconnect with a fresh one.",
+    "credential-revoked": "The credential is no longer valid; sign in again.",
+    "too-slow": "The client did not keep up.",
+    "draining": "This gateway process is restarting; reconnect.",
+    "shutdown": "The gateway is shutting down; reconnect.",
+    "disconnected": "",
+}
+
+
+def last_event_step(value: str | None) -> int | None:
+    """The tick a `Last-Event-ID` names; None when absent or not one of ours."""
+    if value is None:
+        return None
+    value = value.strip()
+    return int(value) if value.isdigit() and len(value) <= 12 else None
+
+
+def encode_batch(batch: Batch) -> bytes:
+    parts = []
+    if batch.status is not None:
+        parts.append(batch.status.sse)
+    parts.extend(event.sse for event in batch.quotes)
+    if batch.heartbeat and not parts:
+        parts.append(HEARTBEAT)
+    if batch.closing is not None:
+        notice = status_notice("closing", _CLOSING_DETAIL[batch.closing], batch.closing)
+        parts.append(notice.sse)
+    return b"".join(parts)
+
+
+class EventStreamResponse(Response):
+    """Serves one subscriber of `hub` until the client leaves or the hub closes it."""
+
+    media_type = EVENT_STREAM
+
+    def __init__(self, hub: QuoteHub, subscriber: Subscriber) -> None:
+        super().__init__(
+            content=None,
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        )
+        # Starlette would send a zero content-length for an empty body.
+        self.raw_headers = [(n, v) for n, v in self.raw_headers if n != b"content-length"]
+        self.background: BackgroundTask | None = None
+        self._hub = hub
+        self._subscriber = subscriber
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        subscriber = self._subscriber
+        listener = asyncio.create_task(_until_disconnect(receive, subscriber))
+        stall_s = self._hub.settings.write_stall_s
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            opening = b"retry: %d\n\n" % self._hub.settings.client_retry_ms
+            await send({"type": "http.response.body", "body": opening, "more_body": True})
+            while True:
+                await subscriber.wake.wait()
+                batch = subscriber.take()
+                if batch.closing == "disconnected":
+                    return
+                body = encode_batch(batch)
+                if body:
+                    try:
+                        async with asyncio.timeout(stall_s):
+                            await send(
+                                {"type": "http.response.body", "body": body, "more_body": True}
+                            )
+                    except TimeoutError:
+                        self._hub.record_drop()
+                        logger.info("stream client dropped: a write waited over %s s", stall_s)
+                        # Ends without completing the response: the server cuts the connection.
+                        return
+                if batch.closing is not None:
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+            await self._hub.leave(subscriber)
+
+
+async def _until_disconnect(receive: Receive, subscriber: Subscriber) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            subscriber.close("disconnected")
+            return

@@ -1,0 +1,290 @@
+"""Live quote streams end to end: gateway on a real socket, the market-data stream behind it."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from app.settings import Settings, StreamSettings
+from backends.launcher import Platform
+from tests.fixtures.gateway import RunningGateway, running_gateway
+from tests.fixtures.identity import bearer_headers, browser_login, dev_token
+from tests.streams.clients import (
+    eventually,
+    sse,
+    upstream_outage,
+    upstream_subscriptions,
+)
+
+# A short heartbeat and credential check, so tests see both within a tick or two.
+STREAMS = StreamSettings(
+    heartbeat_s=0.5,
+    credential_check_s=0.5,
+    max_per_principal=3,
+    reconnect_first_s=0.2,
+    reconnect_max_s=0.5,
+    write_stall_s=2.0,
+)
+
+
+@pytest.fixture
+def stream_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"streams": STREAMS})
+
+
+@pytest.fixture
+async def gateway(stream_settings: Settings) -> AsyncIterator[RunningGateway]:
+    async with running_gateway(stream_settings) as running:
+        yield running
+
+
+@pytest.fixture
+async def alice(platform: Platform) -> dict[str, str]:
+    return await bearer_headers(platform, username="alice")
+
+
+def ws_url(gateway: RunningGateway) -> str:
+    return gateway.url.replace("http://", "ws://") + "/web/v1/ws/quotes"
+
+
+async def receive(socket: ClientConnection, kind: str, timeout_s: float = 5.0) -> dict[str, Any]:
+    """The next message of type `kind` (others are skipped)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            message = orjson.loads(await socket.recv())
+            if message["type"] == kind:
+                return message
+
+
+@pytest.mark.parametrize("frontend", ["web", "mobile"])
+async def test_sse_clients_receive_quotes_that_move(
+    gateway: RunningGateway, alice: dict[str, str], frontend: str
+) -> None:
+    path = f"/{frontend}/v1/stream/quotes?symbols=AAPL,MSFT"
+    async with sse(gateway.client, path, **alice, **{"accept-encoding": "gzip"}) as stream:
+        quotes = await stream.quotes(8)
+        headers = stream.response.headers
+
+    assert headers["content-type"].startswith("text/event-stream")
+    assert "content-encoding" not in headers
+    assert headers["cache-control"] == "no-store"
+    assert stream.retry == STREAMS.client_retry_ms
+    assert {quote.data["symbol"] for quote in quotes} == {"AAPL", "MSFT"}
+    aapl = [quote for quote in quotes if quote.data["symbol"] == "AAPL"]
+    assert all(quote.id == str(_step(quote.data["timestamp"])) for quote in quotes)
+    ids = [int(quote.id or 0) for quote in aapl]
+    assert ids == sorted(ids) and len(set(ids)) >= 3, ids
+    first, last = aapl[0].data, aapl[-1].data
+    moved = {key for key in ("price", "bid", "ask", "volume") if first[key] != last[key]}
+    assert moved, f"AAPL did not move over {len(aapl)} ticks"
+    assert set(first) == {
+        "symbol",
+        "price",
+        "change",
+        "change_pct",
+        "bid",
+        "ask",
+        "volume",
+        "timestamp",
+    }
+
+
+async def test_heartbeat_comments_keep_the_stream_open(
+    gateway: RunningGateway, alice: dict[str, str]
+) -> None:
+    async with sse(gateway.client, "/web/v1/stream/quotes?symbols=KO", **alice) as stream:
+        await stream.quotes(3)
+
+    assert "heartbeat" in stream.comments
+
+
+async def test_last_event_id_resumes_with_the_latest_quote_per_symbol(
+    gateway: RunningGateway, alice: dict[str, str]
+) -> None:
+    path = "/web/v1/stream/quotes?symbols=JPM,XOM"
+    # Another client keeps the symbols followed, so the hub holds their latest quotes.
+    async with sse(gateway.client, path, **alice) as holder:
+        async with sse(gateway.client, path, **alice) as first:
+            seen = await first.quotes(2)
+        last_seen = max(int(quote.id or 0) for quote in seen)
+        # A newer tick arrives while the client is away.
+        while max(int(q.id or 0) for q in await holder.quotes(1)) <= last_seen:
+            pass
+        async with sse(gateway.client, path, **alice, **{"last-event-id": str(last_seen)}) as back:
+            resumed = await back.quotes(2, timeout_s=0.9)
+        latest = max(int(q.id or 0) for q in await holder.quotes(2))
+        async with sse(
+            gateway.client, path, **alice, **{"last-event-id": str(latest + 5)}
+        ) as ahead:
+            with pytest.raises(TimeoutError):
+                await ahead.quotes(1, timeout_s=0.3)
+
+    assert {quote.data["symbol"] for quote in resumed} == {"JPM", "XOM"}
+    assert all(int(quote.id or 0) > last_seen for quote in resumed)
+
+
+async def test_two_clients_on_one_symbol_share_one_upstream_subscription(
+    gateway: RunningGateway, alice: dict[str, str], platform: Platform
+) -> None:
+    symbol = "PFE"
+
+    async def active() -> int:
+        return (await upstream_subscriptions(platform))["active"].get(symbol, 0)
+
+    async with httpx.AsyncClient(timeout=5) as control:
+        for url in platform.urls["market-data"]:
+            await control.delete(f"{url}/stream/subscriptions")
+    async with (
+        sse(gateway.client, f"/web/v1/stream/quotes?symbols={symbol}", **alice) as sse_client,
+        connect(ws_url(gateway), additional_headers=alice) as socket,
+    ):
+        await socket.send(orjson.dumps({"type": "subscribe", "symbols": [symbol]}).decode())
+        subscribed = await receive(socket, "subscribed")
+        ws_quote = await receive(socket, "quote")
+        sse_quote = (await sse_client.quotes(1))[0]
+        during = await upstream_subscriptions(platform)
+    await eventually(lambda: _is(active(), 0))
+
+    assert subscribed["symbols"] == [symbol]
+    assert ws_quote["quote"]["symbol"] == sse_quote.data["symbol"] == symbol
+    assert during["subscribes"].get(symbol) == 1
+    assert during["active"].get(symbol) == 1
+
+
+async def test_websocket_subscribe_unsubscribe_and_typed_errors(
+    gateway: RunningGateway, alice: dict[str, str]
+) -> None:
+    async with connect(ws_url(gateway), additional_headers=alice) as socket:
+        await socket.send('{"type": "subscribe", "symbols": ["AAPL", "NVDA"]}')
+        subscribed = await receive(socket, "subscribed")
+        quotes = [await receive(socket, "quote") for _ in range(6)]
+        await socket.send('{"type": "unsubscribe", "symbols": ["AAPL"]}')
+        after = await receive(socket, "subscribed")
+        await socket.send('{"type": "subscribe", "symbols": ["not a ticker"]}')
+        bad_symbol = await receive(socket, "error")
+        await socket.send('{"type": "buy", "symbols": ["AAPL"]}')
+        bad_type = await receive(socket, "error")
+        later = [await receive(socket, "quote") for _ in range(3)]
+
+    assert subscribed["symbols"] == ["AAPL", "NVDA"]
+    assert {quote["quote"]["symbol"] for quote in quotes} == {"AAPL", "NVDA"}
+    nvda = [int(q["id"]) for q in quotes + later if q["quote"]["symbol"] == "NVDA"]
+    assert len(set(nvda)) >= 3 and nvda == sorted(nvda)
+    assert after["symbols"] == ["NVDA"]
+    assert {quote["quote"]["symbol"] for quote in later} == {"NVDA"}
+    assert "symbols.0" in bad_symbol["detail"]
+    assert "subscribe or unsubscribe" in bad_type["detail"]
+
+
+async def test_connects_need_a_signed_in_user(gateway: RunningGateway) -> None:
+    anonymous = await gateway.client.get("/web/v1/stream/quotes?symbols=AAPL")
+    bad_list = await gateway.client.get(
+        "/web/v1/stream/quotes?symbols=aapl", headers={"authorization": "Bearer x.y.z"}
+    )
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with connect(ws_url(gateway)):
+            pass
+
+    assert anonymous.status_code == 401
+    assert anonymous.headers["content-type"] == "application/problem+json"
+    assert bad_list.status_code in (401, 422)
+    assert refused.value.response.status_code == 401
+    assert orjson.loads(refused.value.response.body)["status"] == 401
+
+
+async def test_an_expired_token_closes_its_streams(
+    gateway: RunningGateway, platform: Platform
+) -> None:
+    token = await dev_token(platform.urls["identity"][0], username="alice", ttl_s=2)
+    headers = {"authorization": f"Bearer {token}"}
+    async with (
+        sse(gateway.client, "/web/v1/stream/quotes?symbols=AAPL", **headers) as stream,
+        connect(ws_url(gateway), additional_headers=headers) as socket,
+    ):
+        await socket.send('{"type": "subscribe", "symbols": ["AAPL"]}')
+        closing = await stream.until("status", timeout_s=8)
+        with pytest.raises(EOFError):
+            await stream.next_event(timeout_s=2)
+        with pytest.raises(websockets.ConnectionClosed):
+            async with asyncio.timeout(8):
+                while True:
+                    await socket.recv()
+        close_code = socket.close_code
+
+    assert closing.data == {
+        "status": "closing",
+        "detail": "The credential expired; reconnect with a fresh one.",
+        "reason": "credential-expired",
+    }
+    assert close_code == 4401
+
+
+async def test_a_revoked_session_closes_its_stream(gateway: RunningGateway) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url, follow_redirects=True) as browser:
+        session = (await browser_login(browser, username="carol")).response.json()
+        async with sse(browser, "/web/v1/stream/quotes?symbols=MSFT") as stream:
+            await stream.quotes(1)
+            logout = await browser.post(
+                "/auth/logout", headers={"X-CSRF-Token": session["csrf_token"]}
+            )
+            closing = await stream.until("status", timeout_s=5)
+            with pytest.raises(EOFError):
+                await stream.next_event(timeout_s=2)
+
+    assert logout.status_code == 204
+    assert closing.data["reason"] == "credential-revoked"
+
+
+async def test_streams_per_principal_are_capped(
+    gateway: RunningGateway, alice: dict[str, str], platform: Platform
+) -> None:
+    path = "/web/v1/stream/quotes?symbols=AAPL"
+    bob = await bearer_headers(platform, username="bob")
+    async with sse(gateway.client, path, **alice), sse(gateway.client, path, **alice):
+        async with sse(gateway.client, path, **alice):
+            refused = await gateway.client.get(path, headers=alice)
+            with pytest.raises(websockets.InvalidStatus) as socket_refused:
+                async with connect(ws_url(gateway), additional_headers=alice):
+                    pass
+            async with sse(gateway.client, path, **bob) as other:
+                other_quote = await other.quotes(1)
+        # One closed: room for one again.
+        async with sse(gateway.client, path, **alice) as again:
+            again_quote = await again.quotes(1)
+
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "5"
+    assert "At most 3 open streams" in refused.json()["detail"]
+    assert socket_refused.value.response.status_code == 429
+    assert other_quote and again_quote
+
+
+async def test_an_upstream_disconnect_is_a_status_event_then_recovery(
+    gateway: RunningGateway, alice: dict[str, str], platform: Platform
+) -> None:
+    async with sse(gateway.client, "/web/v1/stream/quotes?symbols=CVX", **alice) as stream:
+        before = await stream.quotes(1)
+        await upstream_outage(platform, seconds=1.0)
+        lost = await stream.until("status", timeout_s=5)
+        back = await stream.until("status", timeout_s=10)
+        after = await stream.quotes(2)
+
+    assert lost.data["status"] == "reconnecting"
+    assert back.data["status"] == "live"
+    assert int(after[-1].id or 0) > int(before[0].id or 0)
+    assert after[-1].data["symbol"] == "CVX"
+
+
+async def _is(value: Any, expected: object) -> bool:
+    return bool(await value == expected)
+
+
+def _step(timestamp: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp())
