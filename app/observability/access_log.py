@@ -69,6 +69,8 @@ class AccessRecord:
     rate_limit: str | None = None
     rate_limit_policy: str | None = None
     cache_status: CacheStatus | None = None
+    # The MCP tool a `/mcp` request called (`app.frontends.mcp`).
+    mcp_tool: str | None = None
     upstream: list[UpstreamCall] = field(default_factory=list)
 
     def set_cache_status(self, status: CacheStatus) -> None:
@@ -93,6 +95,15 @@ def set_cache_status(status: CacheStatus) -> None:
     record = access_record_var.get()
     if record is not None:
         record.cache_status = status
+
+
+def record_rate_limit_refusal(policy: str) -> None:
+    """Record on the request being handled that `policy` (a limit's name, `in-flight`,
+    `quota:daily`...) refused it."""
+    record = access_record_var.get()
+    if record is not None:
+        record.rate_limit = "refused"
+        record.rate_limit_policy = policy
 
 
 def access_logged() -> bool:
@@ -135,6 +146,8 @@ def write_access_record(
     }
     if key_prefix is not None:
         fields["key_prefix"] = key_prefix
+    if record.mcp_tool is not None:
+        fields["mcp_tool"] = record.mcp_tool
     if record.rate_limit_policy is not None:
         fields["rate_limit_policy"] = record.rate_limit_policy
     if record.route is None:

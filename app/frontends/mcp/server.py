@@ -168,6 +168,9 @@ class McpFrontend:
                 orjson.loads(problem_body(refused, instance=operation.path)), retry_after=None
             )
         request: Request = ctx.request
+        record = context_of(request).access
+        if record is not None:
+            record.mcp_tool = operation.tool.name
         answer = await call_in_process(
             self._gateway,
             parent=request.scope,

@@ -2,6 +2,8 @@
 gateway and the simulated platform: the same keys, scopes, limits, quotas and idempotency as
 the partner HTTP API."""
 
+import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,9 +14,10 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 
 from app.frontends.mcp.example import connect, run_example
 from app.frontends.partner.v1.views import PartnerOrderRequest, PartnerQuotes
+from app.settings import Settings
 from backends.launcher import Platform
 from tests.fixtures.consumers import ADMIN, create_partner, linked_client_partner
-from tests.fixtures.gateway import RunningGateway
+from tests.fixtures.gateway import RunningGateway, running_gateway
 from tests.fixtures.identity import bearer_headers
 from tests.fixtures.platform_control import PlatformControl, platform_control
 from tests.fixtures.problems import assert_problem
@@ -270,3 +273,82 @@ async def test_example_lists_tools_and_quotes(gateway: RunningGateway) -> None:
     ]
     assert [line.partition(":")[0] for line in lines[3:5]] == ["AAPL", "MSFT"]
     assert lines[5].startswith('usage: {"consumer": "' + partner.consumer)
+
+
+async def test_every_request_stands_alone(gateway: RunningGateway) -> None:
+    """Stateless: no session to keep in one process, so any worker answers any request, a
+    tool call included, with no initialize before it; an SSE answer is never compressed."""
+    partner = await create_partner(gateway.client)
+    call = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tools/call",
+        "params": {"name": "quotes", "arguments": {"symbols": "AAPL"}},
+    }
+
+    answer = await gateway.client.post(
+        "/mcp",
+        json=call,
+        headers={**MCP_POST, **partner.headers, "Accept-Encoding": "gzip, br, zstd"},
+    )
+
+    assert answer.status_code == 200, answer.text
+    assert "mcp-session-id" not in answer.headers
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    assert "content-encoding" not in answer.headers
+    event = next(line for line in answer.text.splitlines() if line.startswith("data: "))
+    result = json.loads(event.removeprefix("data: "))["result"]
+    assert result["isError"] is False
+    assert [quote["symbol"] for quote in result["structuredContent"]["quotes"]] == ["AAPL"]
+
+
+async def test_json_replies_when_configured(settings: Settings) -> None:
+    json_replies = settings.model_copy(
+        update={"mcp": settings.mcp.model_copy(update={"json_response": True})}
+    )
+    async with running_gateway(json_replies) as gateway:
+        partner = await create_partner(gateway.client, scopes=("candles:read",))
+        async with connect(mcp_url(gateway), partner.headers) as client:
+            candles = await client.call_tool(
+                "candles", {"symbol": "MSFT", "interval": "1d", "range": "5d"}
+            )
+        listed = await gateway.client.post(
+            "/mcp", json=LIST_TOOLS, headers={**MCP_POST, **HANDSHAKE_ERA, **partner.headers}
+        )
+
+    assert not candles.is_error, candles.content
+    assert candles.structured_content["symbol"] == "MSFT"
+    assert candles.structured_content["range"] == "5d"
+    assert listed.headers["content-type"] == "application/json"
+    assert [tool["name"] for tool in listed.json()["result"]["tools"]] == ["candles", "usage"]
+
+
+async def test_access_log_names_the_tool(settings: Settings) -> None:
+    logged: list[dict[str, Any]] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.append(dict(getattr(record, "fields", {})))
+
+    access = logging.getLogger("gateway.access")
+    handler = Collect()
+    access.addHandler(handler)
+    try:
+        async with running_gateway(settings.model_copy(update={"access_log": True})) as gateway:
+            partner = await create_partner(gateway.client)
+            async with connect(mcp_url(gateway), partner.headers) as client:
+                await client.call_tool("quotes", {"symbols": "AAPL"})
+    finally:
+        access.removeHandler(handler)
+
+    (tool_line,) = [line for line in logged if line.get("mcp_tool") == "quotes"]
+    assert tool_line["route"] == "/mcp" and tool_line["status"] == 200
+    assert tool_line["principal"] == f"consumer:{partner.consumer}"
+    # The partner call it made: its own line, under the same request id.
+    (partner_line,) = [
+        line
+        for line in logged
+        if line.get("route") == QUOTES and line["request_id"] == tool_line["request_id"]
+    ]
+    assert partner_line["status"] == 200
+    assert partner_line["upstream"][0]["service"] == "market-data"
