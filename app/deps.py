@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.types import Scope
 
 from app.errors import Forbidden, ServiceUnavailable, Unauthorized
 from app.policy.context import CONTEXT_SCOPE_KEY, RequestContext
@@ -32,6 +33,15 @@ from app.upstreams.market_data import MarketDataClient
 from app.upstreams.news import NewsClient
 from app.upstreams.orders import OrdersClient
 from app.upstreams.portfolio import PortfolioClient
+
+
+def context_of_scope(scope: Scope) -> RequestContext:
+    """The request's context, created by the edge, for a plain ASGI entry (pass-through
+    routes)."""
+    context = scope.get(CONTEXT_SCOPE_KEY)
+    if context is None:
+        raise ServiceUnavailable("The gateway's edge did not see this request.")
+    return context
 
 
 def context_of(request: Request) -> RequestContext:

@@ -49,6 +49,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "app.admin",
         "app.auth",
         "app.middleware",
+        "app.passthrough",
         "app.health",
         "app.metrics",
         "app.openapi",
@@ -84,6 +85,7 @@ CONSTRUCTORS: tuple[Constructor, ...] = (
     Constructor("from_url", "Redis.from_url( / from_url(", "app/shared/redis.py"),
     Constructor("from_pool", "from_pool(", "app/shared/redis.py"),
     Constructor("RedisCluster", "RedisCluster(", "app/shared/redis.py"),
+    Constructor("Sentinel", "Sentinel(", "app/shared/redis.py"),
     Constructor("create_async_engine", "create_async_engine(", "app/store/database.py"),
     Constructor("AsyncClient", "httpx.AsyncClient(", "app/security/web_identity.py"),
 )

@@ -61,6 +61,8 @@ from app.traffic.throttle import GatewayLoad
 
 _PROBLEM_TYPE = (b"content-type", PROBLEM_MEDIA_TYPE.encode())
 # The gateway's traffic: the admin API, health checks and docs stay reachable under overload.
+# Not `/mcp`: an MCP tool call is a partner request made in process through this edge
+# (`app.frontends.mcp`), which takes the slot, so the call holds one, not two.
 TRAFFIC_PREFIXES = ("/web/", "/mobile/", "/partner/", "/api/")
 
 # Headers every response carries, whatever produced it.
@@ -84,9 +86,21 @@ class EdgeMiddleware:
     """Request id, deadline, context, body limit, in-flight cap, response headers, access log,
     compression."""
 
-    def __init__(self, app: ASGIApp, *, settings: Settings, tracing: Tracing | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: Settings,
+        tracing: Tracing | None = None,
+        passthrough: ASGIApp | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = settings.http.max_body_bytes
+        # Requests under the pass-through prefix go to its plain ASGI handler, not FastAPI;
+        # their bodies stream, so they may be larger.
+        self.passthrough = passthrough
+        self.passthrough_prefix = settings.passthrough.prefix
+        self.passthrough_body_bytes = settings.passthrough.max_body_bytes
         compression = settings.compression
         self.codings = tuple(compression.codings) if compression.enabled else ()
         self.compression_minimum_bytes = compression.minimum_bytes
@@ -172,14 +186,18 @@ class EdgeMiddleware:
         try:
             try:
                 path = scope["path"]
+                passthrough = self.passthrough is not None and path.startswith(
+                    self.passthrough_prefix
+                )
+                body_limit = self.passthrough_body_bytes if passthrough else self.max_body_bytes
                 budget = route_budget_ms(
                     path, default_ms=self.default_deadline_ms, route_ms=self.route_deadlines_ms
                 )
                 if asked_deadline is not None:
                     budget = min(budget, client_budget_ms(asked_deadline))
                 if declared_length is not None:
-                    _check_declared_length(declared_length, limit=self.max_body_bytes)
-                if path.startswith(TRAFFIC_PREFIXES):
+                    _check_declared_length(declared_length, limit=body_limit)
+                if passthrough or path.startswith(TRAFFIC_PREFIXES):
                     if not self.load.enter():
                         raise _overloaded()
                     holds_slot = True
@@ -224,6 +242,9 @@ class EdgeMiddleware:
                 await send(message)
 
             app = self.app
+            if passthrough:
+                assert self.passthrough is not None
+                app = self.passthrough
             if coding is not None:
                 app = CompressionResponder(
                     app, coding=coding, minimum_bytes=self.compression_minimum_bytes
@@ -231,7 +252,7 @@ class EdgeMiddleware:
             try:
                 await app(
                     scope,
-                    _limited_receive(receive, limit=self.max_body_bytes, record=record),
+                    _limited_receive(receive, limit=body_limit, record=record),
                     send_edge,
                 )
             except Exception as exc:

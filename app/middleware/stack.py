@@ -5,6 +5,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from app.middleware.edge import EdgeMiddleware
 from app.observability.tracing import Tracing
+from app.passthrough.handler import PassthroughHandler
 from app.settings import Settings
 
 
@@ -18,7 +19,14 @@ def install_middleware(app: FastAPI, settings: Settings, *, tracing: Tracing | N
 
     Starlette wraps in reverse order of `add_middleware`, so they are added innermost first.
     """
-    app.add_middleware(EdgeMiddleware, settings=settings, tracing=tracing)
+    # The config-driven routes under `passthrough.prefix`: dispatched by the edge to their
+    # plain ASGI handler, past FastAPI's routing (`app.passthrough`).
+    app.add_middleware(
+        EdgeMiddleware,
+        settings=settings,
+        tracing=tracing,
+        passthrough=PassthroughHandler(settings),
+    )
     if settings.http.cors_origins:
         app.add_middleware(
             CORSMiddleware,

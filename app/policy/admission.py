@@ -28,7 +28,9 @@ from functools import partial
 from typing import Any
 
 from app.errors import ServiceUnavailable, TooManyRequests
-from app.policy.context import Admission
+from app.observability.access_log import record_rate_limit_refusal
+from app.observability.metrics import rate_limit_refusals
+from app.policy.context import Admission, RouteLimit
 from app.security.principal import Principal
 from app.settings import RateLimitSettings, Settings
 from app.shared.redis import SharedRedis
@@ -207,6 +209,27 @@ def _rule_discriminator(rule: _Rule, principal: Principal | None, address: str) 
     return None
 
 
+def _route_limit_discriminator(
+    key_by: str, principal: Principal | None, address: str
+) -> str | None:
+    """What a route's own limit counts separately, or None when it does not apply to the
+    caller (a consumer limit to a user, say)."""
+    match key_by:
+        case "route":
+            return ""
+        case "address":
+            return address
+        case "consumer":
+            if principal is None or principal.consumer_id is None:
+                return None
+            return str(principal.consumer_id)
+        case "user":
+            if principal is None or principal.kind != "user":
+                return None
+            return principal.subject
+    return None
+
+
 def rate_limit_headers(outcomes: Sequence[LimitOutcome]) -> list[tuple[bytes, bytes]]:
     """`RateLimit-Policy` naming every limit checked; `RateLimit` for the most restrictive."""
     tightest = min(outcomes, key=lambda o: (o.remaining, -o.reset_s))
@@ -216,9 +239,15 @@ def rate_limit_headers(outcomes: Sequence[LimitOutcome]) -> list[tuple[bytes, by
     ]
 
 
+def _refused(policy: str) -> None:
+    rate_limit_refusals.labels(policy).inc()
+    record_rate_limit_refusal(policy)
+
+
 def _refusal(outcomes: Sequence[LimitOutcome]) -> TooManyRequests:
     refused = max((o for o in outcomes if not o.admitted), key=lambda o: o.retry_after_s)
     limit = refused.limit
+    _refused(limit.name)
     headers = {name.decode(): value.decode() for name, value in rate_limit_headers(outcomes)}
     # The refusing limit is the restrictive one, whatever the others still allow.
     headers["ratelimit"] = refused.header_item
@@ -238,6 +267,7 @@ def _refusal(outcomes: Sequence[LimitOutcome]) -> TooManyRequests:
 
 
 def _too_many_in_flight(max_in_flight: int, waited_s: float) -> TooManyRequests:
+    _refused("in-flight")
     return TooManyRequests(
         f"Too many requests in flight: this consumer's plan allows {max_in_flight} at once.",
         headers={"Retry-After": str(max(1, math.ceil(waited_s)))},
@@ -278,6 +308,7 @@ class AdmissionControl:
         path: str,
         snapshot: ConfigSnapshot,
         membership: SetMembership | None = None,
+        route_limits: Sequence[RouteLimit] = (),
     ) -> tuple[Admission, bool | None]:
         """The request's admission, or 429 (a limit or cap is exhausted) or 503 (limits cannot
         be checked); and the answer to `membership`, asked in the same round trip to Redis
@@ -286,6 +317,10 @@ class AdmissionControl:
             answer = await self.is_member(membership) if membership is not None else None
             return Admission(), answer
         checks = self.policies.checks_for(snapshot, principal=principal, address=address, path=path)
+        for route_limit in route_limits:
+            discriminator = _route_limit_discriminator(route_limit.key_by, principal, address)
+            if discriminator is not None:
+                checks.append((f"{route_limit.key}:{discriminator}", route_limit.limit))
         consumer_id = principal.consumer_id if principal is not None else None
         max_in_flight = None
         if consumer_id is not None:

@@ -81,6 +81,19 @@ class PolicyChain:
         assert context.admission is not None
         return PolicyOutcome(principal=principal, admission=context.admission)
 
+    async def admit(self, context: RequestContext) -> Admission:
+        """Identify and admit, without authorizing: a route open to anyone (a pass-through
+        route with auth none). A credential that is presented and fails is still a 401."""
+        try:
+            principal = await self.identify(context)
+        except Unauthorized:
+            if context.admission is None:
+                await self._admit(context, None)
+            raise
+        await self._admit(context, principal)
+        assert context.admission is not None
+        return context.admission
+
     async def identify(self, context: RequestContext) -> Principal | None:
         """The caller, identified once per request; None when no credential was presented."""
         if not context.identified:
@@ -110,6 +123,7 @@ class PolicyChain:
             path=context.path,
             snapshot=self._config.current,
             membership=membership,
+            route_limits=context.route_limits,
         )
         context.admission = admission
         if membership is not None:

@@ -18,6 +18,7 @@ from starlette.types import Scope
 from app.observability.access_log import AccessRecord
 from app.security.principal import Principal
 from app.traffic.deadline import Deadline
+from app.traffic.gcra import RateLimit
 
 # The context's one place in the ASGI scope; only the edge and `app.deps` use it.
 CONTEXT_SCOPE_KEY = "gateway.context"
@@ -39,6 +40,16 @@ class Admission:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteLimit:
+    """A rate limit the matched route declares (a pass-through route): counted under `key`
+    per `key_by` (consumer, user, address, or route: once for every caller)."""
+
+    key: str
+    key_by: str
+    limit: RateLimit
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyOutcome:
     """What the chain returns for a request it lets through."""
 
@@ -56,6 +67,8 @@ class RequestContext:
     request_id: str = "-"
     # The matched route's template (e.g. `/web/v1/orders/{order_id}`), once known.
     route: str | None = None
+    # The matched route's own rate limits, admitted with the rest (pass-through routes).
+    route_limits: tuple[RouteLimit, ...] = ()
     # Set by the chain, each once per request.
     identified: bool = False
     principal: Principal | None = None

@@ -618,6 +618,8 @@ class UpstreamCaller:
                     timeout=timeout,
                     allow_redirects=False,
                     auto_decompress=False,
+                    # Only what the caller asked for: no Accept-Encoding the client did not send.
+                    skip_auto_headers=_NO_AUTO_HEADERS,
                 )
         except aiohttp.ConnectionTimeoutError as exc:
             raise _AttemptFailed(
@@ -691,6 +693,10 @@ class UpstreamCaller:
     def _instance_left(self, service: str, timed_out: set[str]) -> bool:
         """Whether the service has a routable instance that has not timed out on this call."""
         return any(i.url not in timed_out for i in self._registry.routable(service))
+
+
+# Headers aiohttp would add to a streamed call on its own.
+_NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent")
 
 
 def _per_try_s(call: "_UpstreamRequest") -> float:
