@@ -97,6 +97,7 @@ class ResponseCache:
         self.compression_minimum_bytes = compression.minimum_bytes
         self._flights: dict[str, _Flight] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._revalidating: set[str] = set()
         self._listener: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -227,9 +228,10 @@ class ResponseCache:
                 return None
             fresh = explicit_freshness(answered, dict(headers), now=now)
             if fresh is None:
-                if response.status not in HEURISTIC_STATUSES or policy.ttl_s <= 0:
-                    return None
-                fresh = policy.ttl_s
+                # The route's TTL as the heuristic freshness, for the statuses that allow it;
+                # otherwise only worth keeping to revalidate.
+                heuristic = response.status in HEURISTIC_STATUSES and policy.ttl_s > 0
+                fresh = policy.ttl_s if heuristic else 0.0
             if "no-cache" in answered and answered["no-cache"] is None:
                 fresh = 0.0
             if fresh <= 0 and etag is None and last_modified is None:
@@ -241,7 +243,7 @@ class ResponseCache:
                 headers=headers,
                 body=response.body,
                 stored_at=now,
-                initial_age=float(seconds(field.first("age")) or 0),
+                initial_age=float(seconds(_FieldReader(response.headers).first_any("age")) or 0),
                 fresh_s=fresh,
                 stale_while_revalidate_s=float(
                     swr if swr is not None else policy.stale_while_revalidate_s
@@ -364,6 +366,11 @@ class ResponseCache:
     async def serve(self, request: CacheRequest, policy: CachePolicy, fetch: Fetch) -> CacheAnswer:
         """The answer to `request` under `policy`, from the cache or from `fetch` (called at
         most once per key across the requests that miss together)."""
+        answer = await self._serve(request, policy, fetch)
+        _observe(answer.result)
+        return answer
+
+    async def _serve(self, request: CacheRequest, policy: CachePolicy, fetch: Fetch) -> CacheAnswer:
         key = self.key_for(request, policy)
         if key is None:
             response = await fetch({})
@@ -375,6 +382,7 @@ class ResponseCache:
         found = await self.lookup(request, policy, key, coding=coding)
         entry = found.entry
         now = time.time()
+        fwd = found.missing or "stale"
         if entry is not None and "no-cache" not in asked:
             if _fresh_enough(entry, asked, now):
                 return self._answer(
@@ -385,7 +393,10 @@ class ResponseCache:
                     "hit",
                 )
             stale_s = -entry.ttl(now)
-            if not entry.must_revalidate and (
+            if stale_s < 0:
+                # Fresh, but older than the client's max-age or min-fresh allow.
+                fwd = "request"
+            elif not entry.must_revalidate and (
                 stale_s <= entry.stale_while_revalidate_s
                 or stale_s <= (seconds(asked.get("max-stale")) or 0)
                 or ("max-stale" in asked and asked["max-stale"] is None)
@@ -400,7 +411,8 @@ class ResponseCache:
                 cache_status(fwd=found.missing or "stale"),
                 "miss",
             )
-        fwd = "request" if "no-cache" in asked else (found.missing or "stale")
+        if "no-cache" in asked:
+            fwd = "request"
         return await self._forward(request, policy, found, fetch, fwd=fwd)
 
     def _coding(self, request: CacheRequest) -> str | None:
@@ -567,14 +579,18 @@ class ResponseCache:
         self, request: CacheRequest, policy: CachePolicy, found: Lookup, fetch: Fetch
     ) -> None:
         """One background fetch refreshes a stale entry while it is served."""
-        if found.entry_key in self._flights:
+        key = found.entry_key
+        if key in self._flights or key in self._revalidating:
             return
+        self._revalidating.add(key)
 
         async def refresh() -> None:
             try:
                 await self._forward(request, policy, found, fetch, fwd="stale")
             except Exception as exc:
-                logger.info("background revalidation of %s failed: %s", found.entry_key, exc)
+                logger.info("background revalidation of %s failed: %s", key, exc)
+            finally:
+                self._revalidating.discard(key)
 
         task = asyncio.create_task(refresh(), name="cache-revalidate")
         self._background.add(task)
@@ -651,6 +667,13 @@ class _FieldReader:
                 return value
         return None
 
+    def first_any(self, name: str) -> str | None:
+        """The first value of `name`, whatever the case of the stored names."""
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
     def joined(self, name: str) -> str | None:
         values = [value for key, value in self.headers if key == name]
         return ", ".join(values) if values else None
@@ -700,6 +723,10 @@ def _fresh_enough(entry: CachedResponse, asked: dict[str, str | None], now: floa
 
 def _usable_on_error(entry: CachedResponse, now: float) -> bool:
     return not entry.must_revalidate and -entry.ttl(now) <= entry.stale_if_error_s
+
+
+def _observe(result: str) -> None:
+    """The lookup's result on the request's access record and in `gateway_cache_lookups`."""
 
 
 def _pass(response: OriginResponse, status: str, result: str) -> CacheAnswer:
