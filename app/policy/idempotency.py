@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from redis.asyncio import Redis
 
 from app.errors import Conflict, InvalidRequest, ServiceUnavailable
+from app.observability.metrics import idempotent_replays
 from app.settings import AccessSettings
-from app.shared.redis import RedisUnavailable, SharedRedis
+from app.shared.redis import RedisClient, RedisUnavailable, SharedRedis
 
 logger = logging.getLogger("gateway.idempotency")
 
@@ -177,7 +177,7 @@ def _records_unavailable() -> ServiceUnavailable:
 
 
 @contextlib.asynccontextmanager
-async def _redis_needed(redis: SharedRedis) -> AsyncIterator[Redis]:
+async def _redis_needed(redis: SharedRedis) -> AsyncIterator[RedisClient]:
     """Fail closed: while Redis is known to be down, at once; otherwise within its timeout."""
     try:
         async with redis.answering() as client:
@@ -235,6 +235,7 @@ class IdempotencyLedger:
                     extra={"errors": [_REUSED_KEY]},
                 )
             if record.get("state") == "done":
+                idempotent_replays.inc()
                 return Outcome(status=record["status"], body=record["body"]), True
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -21,14 +21,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import orjson
-from redis.asyncio import Redis
 
 from app.errors import Forbidden, ServiceUnavailable, Unauthorized
 from app.security.authenticate import Presented
 from app.security.jwt import principal_from_claims
 from app.security.principal import Principal
 from app.settings import IdentitySettings
-from app.shared.redis import RedisUnavailable, SharedRedis
+from app.shared.redis import RedisClient, RedisUnavailable, SharedRedis
 
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -162,7 +161,7 @@ class RedisDocuments:
 
 
 @asynccontextmanager
-async def _store_needed(redis: SharedRedis) -> AsyncIterator[Redis]:
+async def _store_needed(redis: SharedRedis) -> AsyncIterator[RedisClient]:
     try:
         async with redis.answering() as client:
             yield client

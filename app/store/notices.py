@@ -1,12 +1,13 @@
 """Change notices: after a committed change, every gateway process reloads its snapshot.
 
-The process that made the change reloads at once; with Redis configured it also publishes
-on `{redis_prefix}config-changed`, and each process's listener reloads on notices that
-other processes sent. Every `config_refresh_s` each process also reloads on its own: the
-fallback for a notice that was lost, and the only way processes sharing a database but no
-Redis learn of each other's changes. A reload that finds nothing changed keeps the snapshot
-(and its version). A process serving the snapshot file because its database was unavailable
-at start-up tries every `_STALE_RETRY_S` until the database answers.
+The process that made the change reloads at once; with Redis configured it also publishes on
+`{redis_prefix}config-changed` (sharded pub/sub, `SPUBLISH`/`SSUBSCRIBE`, on a Redis
+Cluster), and each process's listener reloads on notices that other processes sent. Every
+`config_refresh_s` each process also reloads on its own: the fallback for a notice that was
+lost, and the only way processes sharing a database but no Redis learn of each other's
+changes. A reload that finds nothing changed keeps the snapshot (and its version). A process
+serving the snapshot file because its database was unavailable at start-up tries every
+`_STALE_RETRY_S` until the database answers.
 """
 
 import asyncio
@@ -16,6 +17,8 @@ import uuid
 from typing import Any
 
 import orjson
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterPubSub
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.shared.redis import REDIS_ERRORS, RedisUnavailable, SharedRedis
@@ -84,8 +87,7 @@ class ChangeNotices:
         if self._redis is not None:
             notice = orjson.dumps({"origin": self.origin, "version": snapshot.version})
             try:
-                async with self._redis.answering() as client:
-                    await client.publish(self.channel, notice)
+                await self._redis.publish(self.channel, notice)
             except RedisUnavailable as exc:
                 # The change is committed and live here; the others catch up when their
                 # listener resubscribes (it reloads then) or on the next notice.
@@ -95,9 +97,14 @@ class ChangeNotices:
     async def _listen(self, redis: SharedRedis, attempted: asyncio.Event) -> None:
         delay = _FIRST_RETRY_S
         while True:
-            pubsub = redis.client.pubsub(ignore_subscribe_messages=True)
+            client = redis.client
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.channel)
+                if isinstance(pubsub, ClusterPubSub):
+                    # Sharded on a cluster: the channel lives on the shard that owns its slot.
+                    await pubsub.ssubscribe(self.channel)
+                else:
+                    await pubsub.subscribe(self.channel)
                 # Notices sent before we (re)subscribed are lost: at start-up, those since
                 # the lifespan's first load; after an outage, all of them. Catch up once.
                 await self._reload("subscription")
@@ -105,7 +112,7 @@ class ChangeNotices:
                 delay = _FIRST_RETRY_S
                 while True:
                     # Waits with its own timeout, not the client's short command timeout.
-                    message = await pubsub.get_message(timeout=_LISTEN_WAIT_S)
+                    message = await _next_message(pubsub)
                     if message is not None:
                         await self._on_message(message)
             except REDIS_ERRORS as exc:
@@ -152,3 +159,14 @@ class ChangeNotices:
             return
         if snapshot.version != before:
             logger.info("config reloaded on %s: version %d", reason, snapshot.version)
+
+
+async def _next_message(pubsub: PubSub) -> dict[str, Any] | None:
+    """The next notice, or None after `_LISTEN_WAIT_S`; a shard subscription that its node
+    dropped (its slot moved, a failover) raises, so the listener subscribes again."""
+    if isinstance(pubsub, ClusterPubSub):
+        message = await pubsub.get_sharded_message(timeout=_LISTEN_WAIT_S)
+        if not pubsub.shard_channels:
+            raise ConnectionError("the sharded subscription to config changes was dropped")
+        return message
+    return await pubsub.get_message(timeout=_LISTEN_WAIT_S)

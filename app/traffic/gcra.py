@@ -257,6 +257,7 @@ class RedisGcra:
         self._in_flight_prefix = prefix + "if:"
         # Fire-and-forget writes (refunds, releases), kept referenced until they finish.
         self._background: set[asyncio.Task[Any]] = set()
+        self._loading: asyncio.Future[None] | None = None
 
     async def admit(
         self,
@@ -318,6 +319,15 @@ class RedisGcra:
         return await self._pipeliner.execute(commands)
 
     async def _load(self) -> None:
+        """Load the scripts once for all the requests that found them missing at the same
+        moment (after a restart or a failover), not once per request: a burst would
+        otherwise open a connection per request (a cluster node refuses past its pool)."""
+        if self._loading is None or self._loading.done():
+            self._loading = asyncio.ensure_future(self._load_scripts())
+        await asyncio.shield(self._loading)
+
+    async def _load_scripts(self) -> None:
+        # On a cluster SCRIPT LOAD goes to every primary.
         for script in (_GCRA, _IN_FLIGHT):
             await self._redis.script_load(script.source)
 
