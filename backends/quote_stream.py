@@ -11,7 +11,10 @@ For tests and benchmarks:
 * ``GET /stream/subscriptions`` - open connections, subscribers per symbol now, and how many
   subscribe requests each symbol has had (``DELETE`` resets the totals);
 * ``POST /stream/outage`` ``{"seconds": s}`` - close every stream connection (code 1012) and
-  refuse new ones for ``s`` seconds, as a restarting service would.
+  refuse new ones for ``s`` seconds, as a restarting service would;
+* ``PUT /stream/tick`` ``{"interval_s": s}`` - publish every ``s`` seconds instead of on each
+  second (the current step's quotes again: a busy market's message rate, for backpressure
+  tests and benchmarks); ``DELETE`` goes back to once a second.
 """
 
 import asyncio
@@ -44,6 +47,10 @@ class Outage(BaseModel):
     seconds: float = Field(gt=0, le=300)
 
 
+class Tick(BaseModel):
+    interval_s: float = Field(ge=0.005, le=1.0)
+
+
 class SubscriptionCounts(BaseModel):
     connections: int
     active: dict[str, int]
@@ -66,6 +73,7 @@ class QuotePublisher:
         self._connections: set[_Connection] = set()
         self.subscribes: Counter[str] = Counter()
         self._down_until = 0.0
+        self.interval_s = 1.0
         self._ticker: asyncio.Task[None] | None = None
 
     def counts(self) -> SubscriptionCounts:
@@ -126,7 +134,8 @@ class QuotePublisher:
     async def _tick(self) -> None:
         while self._connections:
             # On the second: a quote's delay is measured from its step.
-            await asyncio.sleep(1.0 - time.time() % 1.0)
+            interval = self.interval_s
+            await asyncio.sleep(interval - time.time() % interval)
             step = current_step()
             encoded: dict[str, bytes] = {}
             for connection in list(self._connections):
@@ -162,6 +171,18 @@ def install_quote_stream(app: FastAPI, board: QuoteBoard) -> None:
         """Forget the subscribe totals (open subscriptions stay)."""
         publisher.subscribes.clear()
         return publisher.counts()
+
+    @app.put("/stream/tick", response_model=Tick)
+    async def set_tick(body: Tick) -> Tick:
+        """Publish every `interval_s` seconds."""
+        publisher.interval_s = body.interval_s
+        return body
+
+    @app.delete("/stream/tick", response_model=Tick)
+    async def reset_tick() -> Tick:
+        """Publish once a second again."""
+        publisher.interval_s = 1.0
+        return Tick(interval_s=1.0)
 
     @app.post("/stream/outage", status_code=204)
     async def outage(body: Outage) -> None:

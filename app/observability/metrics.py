@@ -152,6 +152,24 @@ idempotent_replays = Counter(
     "gateway_idempotent_replays",
     "Order requests answered from the idempotency ledger instead of placing an order again.",
 )
+stream_clients = Gauge(
+    "gateway_stream_clients",
+    "Open quote streams (SSE and WebSocket).",
+    multiprocess_mode="livesum",
+)
+stream_drops = Counter(
+    "gateway_stream_drops",
+    "Stream clients dropped because a write to them stalled past streams.write_stall_s.",
+)
+stream_conflated_quotes = Counter(
+    "gateway_stream_conflated_quotes",
+    "Quotes replaced in a stream client's buffer by a newer one before it took them.",
+)
+stream_upstream_connects = Counter(
+    "gateway_stream_upstream_connects",
+    "Attempts to open the market-data quote stream, by result (opened, failed).",
+    ["result"],
+)
 
 
 def method_label(method: str) -> str:

@@ -29,6 +29,12 @@ import aiohttp
 import orjson
 
 from app.errors import GatewayError, ServiceUnavailable, TooManyRequests, Unauthorized
+from app.observability.metrics import (
+    stream_clients,
+    stream_conflated_quotes,
+    stream_drops,
+    stream_upstream_connects,
+)
 from app.policy.chain import PolicyChain
 from app.settings import StreamSettings
 from app.streams.credentials import StreamCredential
@@ -121,6 +127,7 @@ class QuoteHub:
         subscriber = Subscriber(principal_key=principal_key)
         self._streams[subscriber] = credential
         self._per_principal[principal_key] += 1
+        stream_clients.inc()
         if self._housekeeper is None:
             self._housekeeper = asyncio.create_task(self._housekeep(), name="stream-housekeeping")
         if self._state == "reconnecting":
@@ -172,6 +179,9 @@ class QuoteHub:
         """The stream ended: its subscriptions and its place in the caps go."""
         if self._streams.pop(subscriber, None) is None:
             return
+        stream_clients.dec()
+        if subscriber.conflated:
+            stream_conflated_quotes.inc(subscriber.conflated)
         self._per_principal[subscriber.principal_key] -= 1
         if self._per_principal[subscriber.principal_key] <= 0:
             del self._per_principal[subscriber.principal_key]
@@ -179,6 +189,7 @@ class QuoteHub:
 
     def record_drop(self) -> None:
         self.dropped += 1
+        stream_drops.inc()
 
     async def close(self) -> None:
         """End every stream and the upstream connection (the lifespan's shutdown)."""
@@ -209,12 +220,14 @@ class QuoteHub:
                     SERVICE, UPSTREAM_PATH, heartbeat_s=_UPSTREAM_HEARTBEAT_S
                 )
             except GatewayError as exc:
+                stream_upstream_connects.labels("failed").inc()
                 failures += 1
                 self._set_state("reconnecting", f"The quote stream is unavailable: {exc.detail}")
                 await asyncio.sleep(self._backoff_s(failures))
                 continue
             self._upstream = upstream
             self.upstream_connects += 1
+            stream_upstream_connects.labels("opened").inc()
             try:
                 if self._followers:
                     await upstream.send_str(
