@@ -3,12 +3,13 @@ maps, applied on the request before it is forwarded and on the response before i
 
 Names change in one order everywhere: remove, rename, add (an added value replaces one the
 request or response had). A JSON body map: pick a subtree, remove fields, rename fields,
-add constants; a list (at the top, or the picked subtree) is mapped item by item. A body
+add constants; a list (at the top, or the picked subtree) is mapped item by item, and a
+list on a field's dotted path too (`articles.headline` renames every article's headline). A body
 that is not JSON passes unchanged: a map only says how to reshape JSON.
 """
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,13 +129,12 @@ class BodyTransform:
         if not isinstance(document, dict):
             return document
         for path in self.remove:
-            parent = _parent(document, path)
-            if isinstance(parent, dict):
+            for parent in _parents(document, path):
                 parent.pop(path[-1], None)
         for path, new in self.rename:
-            parent = _parent(document, path)
-            if isinstance(parent, dict) and path[-1] in parent:
-                parent[new] = parent.pop(path[-1])
+            for parent in _parents(document, path):
+                if path[-1] in parent:
+                    parent[new] = parent.pop(path[-1])
         for path, value in self.add:
             target: Any = document
             for name in path[:-1]:
@@ -155,5 +155,16 @@ def _get(document: Any, path: Sequence[str]) -> Any:
     return document
 
 
-def _parent(document: Any, path: Sequence[str]) -> Any:
-    return _get(document, path[:-1])
+def _parents(document: Any, path: Sequence[str]) -> Iterator[dict[str, Any]]:
+    """The objects holding the field at `path`; a list on the way is walked item by item
+    (`articles.headline`: the headline of every article)."""
+    if isinstance(document, list):
+        for item in document:
+            yield from _parents(item, path)
+        return
+    if not isinstance(document, dict):
+        return
+    if len(path) == 1:
+        yield document
+        return
+    yield from _parents(document.get(path[0]), path[1:])

@@ -1,0 +1,56 @@
+"""The example routes `make run` seeds, as the README calls them: partner quotes through a
+pass-through route (API key, scope, cached a second) and public news (anonymous rate limit,
+a field renamed by a transform)."""
+
+import asyncio
+
+import pytest
+
+from app.settings import Settings
+from app.store.demo import DEMO_ROUTES, seed_demo_routes
+from tests.fixtures.consumers import create_partner
+from tests.fixtures.gateway import RunningGateway, running_gateway
+from tests.fixtures.problems import assert_problem
+
+
+@pytest.fixture
+async def demo(settings: Settings) -> RunningGateway:  # type: ignore[misc]
+    assert await seed_demo_routes(settings.database_url) == [r.name for r in DEMO_ROUTES]
+    assert await seed_demo_routes(settings.database_url) == []
+    async with running_gateway(settings) as gateway:
+        yield gateway
+
+
+async def test_partner_quotes_route(demo: RunningGateway) -> None:
+    url = "/api/market-data/quotes?symbols=AAPL,MSFT"
+    assert_problem(await demo.client.get(url), 401)
+    partner = await create_partner(demo.client)
+    first = await demo.client.get(url, headers=partner.headers)
+    assert first.status_code == 200, first.text
+    quotes = first.json()["quotes"]
+    assert [q["symbol"] for q in quotes] == ["AAPL", "MSFT"]
+    assert "uri-miss" in first.headers["cache-status"]
+    second = await demo.client.get(url, headers=partner.headers)
+    assert second.status_code == 200
+    assert second.headers["cache-status"].startswith("gateway; hit")
+    assert second.json() == first.json()
+    # The route's query schema: nothing is forwarded for a bad symbol list.
+    bad = await demo.client.get("/api/market-data/quotes?symbols=aapl", headers=partner.headers)
+    assert assert_problem(bad, 422)["errors"][0]["field"] == "query.symbols"
+    reader = await create_partner(demo.client, scopes=("candles:read",))
+    problem = assert_problem(await demo.client.get(url, headers=reader.headers), 403)
+    assert problem["missing_scopes"] == ["quotes:read"]
+
+
+async def test_public_news_route(demo: RunningGateway) -> None:
+    response = await demo.client.get("/api/news/latest")
+    assert response.status_code == 200, response.text
+    articles = response.json()["articles"]
+    assert articles
+    assert all("title" in a and "headline" not in a for a in articles)
+    assert '"news-latest-address"' in response.headers["ratelimit-policy"]
+    # 10 a second with a burst of 20, per client address: 40 at once cannot all pass.
+    answers = await asyncio.gather(*(demo.client.get("/api/news/latest") for _ in range(40)))
+    refused = [a for a in answers if a.status_code == 429]
+    assert refused and all(a.status_code in {200, 429} for a in answers)
+    assert assert_problem(refused[0], 429)["limit"] == "news-latest-address"
