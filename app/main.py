@@ -15,7 +15,9 @@ from app.errors import install_error_handlers, problem_responses
 from app.frontends.mobile.v1.router import router as mobile_v1
 from app.frontends.partner.v1.router import router as partner_v1
 from app.frontends.streams import router as streams_router
+from app.frontends.versions import router as versions_router
 from app.frontends.web.v1.router import router as web_v1
+from app.frontends.web.v2.router import router as web_v2
 from app.health import router as health_router
 from app.middleware.stack import install_middleware
 from app.observability.logging import configure_logging
@@ -42,6 +44,17 @@ DOCUMENTS = [
         title="stock-bot web API",
         prefix="/web/v1",
         description="Backend for the trading dashboard: view-shaped, aggregated responses.",
+    ),
+    ApiDocument(
+        slug="web-v2",
+        title="stock-bot web API v2",
+        prefix="/web/v2",
+        version="2.0.0",
+        description=(
+            "Backend for the trading dashboard, version 2: the dashboard groups holdings by "
+            "sector with the sector allocation; lists are pages with a link to the next one. "
+            "Version 1 is deprecated (see `GET /versions` for its sunset date)."
+        ),
     ),
     ApiDocument(
         slug="mobile-v1",
@@ -202,6 +215,7 @@ def create_app(settings: Settings | None = None, *, drain: Drain | None = None) 
     # Every frontend route runs the policy chain through its access rule (`require_user`,
     # `require_partner`); 429 and 503 are in its documented responses.
     app.include_router(web_v1, tags=["web"], responses=frontend_errors)
+    app.include_router(web_v2, tags=["web"], responses=frontend_errors)
     app.include_router(mobile_v1, tags=["mobile"], responses=frontend_errors)
     app.include_router(partner_v1, tags=["partner"], responses=frontend_errors)
     # The WebSocket quote stream and the streams' AsyncAPI document (the SSE routes are on
@@ -209,6 +223,7 @@ def create_app(settings: Settings | None = None, *, drain: Drain | None = None) 
     app.include_router(streams_router, tags=["streams"])
     app.include_router(admin_router, prefix="/admin/v1", tags=["admin"])
     app.include_router(health_router)
+    app.include_router(versions_router)
     app.include_router(auth_router, prefix="/auth", tags=["auth"])
     install_docs(app, DOCUMENTS, public_admin_docs=settings.http.public_admin_docs)
     configure_logging(settings.log_level)

@@ -23,6 +23,7 @@ from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from app.admin.auth import require_admin
 from app.deps import RouteAccess
 from app.errors import PROBLEM_MEDIA_TYPE, NotFound, Problem, problem_responses
+from app.frontends.versions import DEPRECATION_HEADERS_DOC
 from app.policy.admission import RATE_LIMIT_HEADERS_DOC, RETRY_AFTER_DOC
 from app.security.rbac import AccessRule
 
@@ -64,6 +65,7 @@ def build_document(app: FastAPI, document: ApiDocument) -> dict[str, Any]:
     _body_problems(schema)
     _docstrings_as_summaries(schema)
     _rate_limit_headers(schema)
+    _deprecation_headers(schema)
     return schema
 
 
@@ -115,6 +117,16 @@ def _rate_limit_headers(schema: dict[str, Any]) -> None:
                     headers.update(RETRY_AFTER_DOC)
                 if not headers:
                     del response["headers"]
+
+
+def _deprecation_headers(schema: dict[str, Any]) -> None:
+    """A deprecated operation (its version has a successor) documents the headers saying so."""
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            if not operation.get("deprecated"):
+                continue
+            for response in operation.get("responses", {}).values():
+                response.setdefault("headers", {}).update(DEPRECATION_HEADERS_DOC)
 
 
 def _docstrings_as_summaries(schema: dict[str, Any]) -> None:

@@ -83,9 +83,15 @@ def create_app(*, instance: str, seed: int) -> FastAPI:
     async def list_symbols(
         q: Annotated[str, Query(max_length=64)] = "",
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        symbols: str | None = None,
     ) -> SymbolList:
-        """Search symbols by ticker prefix or company-name substring."""
-        matches = search_instruments(q, limit)
+        """Search symbols by ticker prefix or company-name substring; with `symbols` (up to
+        50, comma-separated), the reference data of exactly those, unknown ones omitted."""
+        if symbols is not None:
+            wanted = split_symbols(symbols, max_count=MAX_SYMBOLS_PER_REQUEST)
+            matches = [INSTRUMENTS[symbol] for symbol in wanted if symbol in INSTRUMENTS]
+        else:
+            matches = search_instruments(q, limit)
         return SymbolList(
             symbols=[
                 SymbolInfo(

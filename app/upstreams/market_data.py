@@ -75,6 +75,14 @@ class MarketDataClient:
         found = await self._caller.fetch(SERVICE, "GET", "/symbols", _Symbols, params=params)
         return found.symbols
 
+    async def symbol_info(self, symbols: Sequence[str]) -> list[SymbolInfo]:
+        """Reference data (name, exchange, sector) of up to 50 symbols; unknown ones left out."""
+        if not symbols:
+            return []
+        params = {"symbols": ",".join(symbols)}
+        found = await self._caller.fetch(SERVICE, "GET", "/symbols", _Symbols, params=params)
+        return found.symbols
+
     async def quotes(self, symbols: Sequence[str]) -> list[Quote]:
         """Quotes for many symbols in one call; unknown symbols are left out."""
         if not symbols:

@@ -281,8 +281,22 @@ async def _market_stage(
     return _MarketStage(quotes=quotes, sparklines=sparklines)
 
 
+@dataclass(frozen=True, slots=True)
+class ComposedDashboard:
+    """The dashboard, and every holding valued as its account summary counts it (the view
+    lists the first `SECTION_LIMIT`); later versions build their dashboards on it."""
+
+    view: DashboardView
+    positions: list[PositionView]
+
+
 async def compose_dashboard(services: WebServices, *, account_id: str) -> DashboardView:
     """The dashboard: portfolio is required, every other section may degrade."""
+    return (await assemble_dashboard(services, account_id=account_id)).view
+
+
+async def assemble_dashboard(services: WebServices, *, account_id: str) -> ComposedDashboard:
+    """The dashboard and every valued holding (see `ComposedDashboard`)."""
     portfolio = services.portfolio
     async with asyncio.TaskGroup() as group:
         # Tasks start in creation order; the two the second stage waits for go out first.
@@ -329,7 +343,7 @@ async def compose_dashboard(services: WebServices, *, account_id: str) -> Dashbo
     shown_positions, positions_cursor = page_after(
         position_views, key=lambda view: view.symbol, after=None, limit=SECTION_LIMIT
     )
-    return DashboardView(
+    view = DashboardView(
         account=account_summary(account, position_views),
         positions=shown_positions,
         positions_total=len(position_views),
@@ -352,6 +366,7 @@ async def compose_dashboard(services: WebServices, *, account_id: str) -> Dashbo
         news=None if news is None else [article_view(a) for a in news],
         degraded=sections.degraded,
     )
+    return ComposedDashboard(view=view, positions=position_views)
 
 
 def quote_view(quote: Quote) -> QuoteView:

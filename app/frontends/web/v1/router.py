@@ -5,6 +5,7 @@ see and act on its own account.
 """
 
 import re
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Response, status
@@ -22,12 +23,14 @@ from app.deps import (
 from app.domain import SYMBOL_PATTERN
 from app.errors import InvalidRequest, problem_responses
 from app.frontends import order_entry
+from app.frontends.batch import BATCH_RESPONSES, BatchResponse, batch_endpoint
 from app.frontends.order_entry import PLACED_ORDER_RESPONSE, IdempotencyKey, OrderRequest
 from app.frontends.paging import MAX_PAGE_LIMIT, Cursor, decode_cursor
 from app.frontends.replay import mark_replayed
 from app.frontends.routing import FrontendRouter
 from app.frontends.streams import add_quote_stream
 from app.frontends.symbols import SymbolPath, is_symbol
+from app.frontends.versions import WEB_V1, superseded_route
 from app.frontends.web.v1.compose import (
     WebServices,
     bot_view,
@@ -52,8 +55,12 @@ from app.frontends.web.v1.views import (
 )
 
 # Signed-in users only; reads need "read", writes also the scope of what they change.
+# Superseded by /web/v2: every answer names its successor (`app.frontends.versions`).
 router = FrontendRouter(
-    prefix="/web/v1", dependencies=[require_user("read")], responses=problem_responses(401, 403)
+    prefix="/web/v1",
+    dependencies=[require_user("read")],
+    responses=problem_responses(401, 403),
+    route_class=superseded_route(WEB_V1),
 )
 # Live quotes as Server-Sent Events (`app.frontends.streams`).
 add_quote_stream(router)
@@ -114,6 +121,16 @@ async def web_services(
 
 
 WebServicesDep = Annotated[WebServices, Depends(web_services)]
+
+
+router.add_api_route(
+    "/batch",
+    batch_endpoint("/web/v1", "/web/v2"),
+    methods=["POST"],
+    response_model=BatchResponse,
+    responses=BATCH_RESPONSES,
+    name="batch",
+)
 
 
 @router.get(
@@ -182,26 +199,44 @@ async def list_positions(
     return await positions_page(services, account_id=account_id, after=after, limit=limit)
 
 
-@router.get("/orders", response_model=OrdersView, responses=problem_responses(422, 502, 503, 504))
-async def list_orders(
-    orders: OrdersDep,
-    account_id: AccountIdDep,
+@dataclass(frozen=True, slots=True)
+class OrderListing:
+    """Which page of which orders a listing asks for."""
+
+    status: OrderStatusFilter
+    symbol: str | None
+    after: str | None
+    limit: int
+
+
+async def order_listing(
     order_status: Annotated[
         OrderStatusFilter, Query(alias="status", description="Which orders to list")
     ] = OrderStatusFilter.all,
     symbol: OrderSymbol = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_LIMIT, description="Orders per page")] = 20,
     cursor: Cursor = None,
+) -> OrderListing:
+    after = None if cursor is None else decode_cursor(cursor, is_key=_is_order_id)
+    return OrderListing(status=order_status, symbol=symbol, after=after, limit=limit)
+
+
+# The orders list's parameters, as every version of it takes them.
+OrderListingDep = Annotated[OrderListing, Depends(order_listing)]
+
+
+@router.get("/orders", response_model=OrdersView, responses=problem_responses(422, 502, 503, 504))
+async def list_orders(
+    orders: OrdersDep, account_id: AccountIdDep, listing: OrderListingDep
 ) -> OrdersView:
     """The user's orders, newest first, filtered by status and symbol, a page at a time."""
-    after = None if cursor is None else decode_cursor(cursor, is_key=_is_order_id)
     return await orders_page(
         orders,
         account_id=account_id,
-        status=order_status,
-        symbol=symbol,
-        after=after,
-        limit=limit,
+        status=listing.status,
+        symbol=listing.symbol,
+        after=listing.after,
+        limit=listing.limit,
     )
 
 
