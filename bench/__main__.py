@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from backends.launcher import start_platform
+from bench.batch import batch_against_separate
 from bench.instructions import measure_both
 from bench.load import print_result, run_load
 from bench.servers import Server, start_gateway, start_upstream
@@ -130,6 +131,8 @@ def main() -> None:
             upstream.stop()
     with tempfile.TemporaryDirectory() as directory:
         dashboard_latency(directory)
+    with tempfile.TemporaryDirectory() as directory:
+        batch_against_separate(migrated_database(directory))
 
 
 if __name__ == "__main__":
