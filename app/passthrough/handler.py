@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 from app.cache.policy import CacheRequest, OriginResponse
 from app.deps import context_of_scope
 from app.errors import Forbidden, NotFound
+from app.frontends.formats import CSV_MEDIA_TYPE, ListFormat, encode_csv, negotiate
 from app.passthrough.compiled import CompiledRoute, RouteCompiler
 from app.passthrough.matcher import MatchedPath
 from app.passthrough.openapi import routes_document
@@ -94,6 +95,12 @@ class PassthroughHandler:
         context.route = route.template
         context.route_limits = route.limits
         await self._authorize(state, context, route)
+        # A list route answers JSON or CSV; an Accept it cannot serve is a 406 before anything
+        # is forwarded.
+        wants_csv = (
+            route.declaration.list_rows is not None
+            and negotiate(headers.get("accept")) is ListFormat.csv
+        )
 
         query = scope.get("query_string", b"").decode("latin-1")
         if route.validation is not None or route.request_query is not None:
@@ -134,9 +141,11 @@ class PassthroughHandler:
                 [(k.encode("latin-1"), v.encode("latin-1")) for k, v in outgoing.items()]
             )
             outgoing = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw}
-        if route.response_body is not None:
+        if route.response_body is not None or wants_csv:
             # The body is mapped here: it has to arrive uncompressed.
             outgoing.pop("accept-encoding", None)
+        if wants_csv:
+            outgoing["accept"] = "application/json"
         target = upstream_path(
             route.declaration, parameters=matched.parameters, rest=matched.rest, path=relative
         )
@@ -144,11 +153,13 @@ class PassthroughHandler:
             target += "?" + query
 
         if route.cache_policy is not None and context.method in _CACHED_METHODS and body is None:
-            await self._cached(state, scope, send, context, route, matched, target, outgoing)
+            await self._cached(
+                state, scope, send, context, route, matched, target, outgoing, wants_csv=wants_csv
+            )
             return
         response = await self._call(state, route, context.method, target, body, outgoing)
         try:
-            await self._relay(state, scope, send, route, matched, response)
+            await self._relay(state, scope, send, route, matched, response, wants_csv=wants_csv)
         finally:
             response.release()
 
@@ -239,20 +250,26 @@ class PassthroughHandler:
         route: CompiledRoute,
         matched: MatchedPath,
         response: UpstreamResponse,
+        *,
+        wants_csv: bool,
     ) -> None:
         """Send the upstream's answer on: streamed as it arrives, or, for a route that maps
-        the JSON body, read whole, mapped and sent."""
+        the JSON body (or answers it as CSV), read whole, mapped and sent."""
         stream = response.stream
         assert stream is not None
         upstream_headers = [(k.lower(), v) for k, v in stream.raw_headers]
-        mapped = route.response_body is not None and _is_json(upstream_headers)
+        mapped = (route.response_body is not None or wants_csv) and _is_json(upstream_headers)
         headers = self._response_headers(
             state, scope, route, matched, response, keep_length=not mapped
         )
+        if route.declaration.list_rows is not None:
+            headers.append((b"vary", b"Accept"))
         if mapped:
-            assert route.response_body is not None
             body = await stream.read()
-            body = route.response_body.apply_bytes(body) or body
+            if route.response_body is not None:
+                body = route.response_body.apply_bytes(body) or body
+            if wants_csv and 200 <= response.status < 300:
+                headers, body = _as_csv(route, headers, body)
             headers.append((b"content-length", str(len(body)).encode()))
             await send(
                 {"type": "http.response.start", "status": response.status, "headers": headers}
@@ -274,6 +291,8 @@ class PassthroughHandler:
         matched: MatchedPath,
         target: str,
         headers: dict[str, str],
+        *,
+        wants_csv: bool,
     ) -> None:
         policy = route.cache_policy
         assert policy is not None
@@ -282,7 +301,12 @@ class PassthroughHandler:
             method=context.method,
             path=scope["path"],
             query=scope.get("query_string", b"").decode("latin-1"),
-            headers=context.headers,
+            # A CSV answer is made from the JSON entry, which has to come uncompressed.
+            headers=(
+                {k: v for k, v in context.headers.items() if k != "accept-encoding"}
+                if wants_csv
+                else context.headers
+            ),
             principal=principal.subject if principal is not None else None,
             # The route authorized the caller before the lookup: an entry is shared by the
             # callers the route admits (per caller for user routes, see `_cache_policy`).
@@ -323,9 +347,14 @@ class PassthroughHandler:
             for k, v in answer.headers
             if k.lower() != "content-length"
         ]
-        out.append((b"content-length", str(len(answer.body)).encode()))
+        body = answer.body
+        if route.declaration.list_rows is not None:
+            out.append((b"vary", b"Accept"))
+        if wants_csv and 200 <= answer.status < 300 and _is_json(out):
+            out, body = _as_csv(route, out, body)
+        out.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": answer.status, "headers": out})
-        await send({"type": "http.response.body", "body": answer.body})
+        await send({"type": "http.response.body", "body": body})
 
     async def _document(self, send: Send, routes: Any) -> None:
         body = orjson.dumps(routes_document(routes, prefix=self.prefix))
@@ -340,6 +369,23 @@ class PassthroughHandler:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _as_csv(route: CompiledRoute, headers: RawHeaders, body: bytes) -> tuple[RawHeaders, bytes]:
+    """A list answer's rows as CSV (`app.frontends.formats`); a body without a list where the
+    route says its rows are is sent as it is."""
+    try:
+        document: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return headers, body
+    rows_at = route.declaration.list_rows or ""
+    for name in rows_at.split(".") if rows_at else ():
+        document = document.get(name) if isinstance(document, dict) else None
+    if not isinstance(document, list) or not all(isinstance(row, dict) for row in document):
+        return headers, body
+    kept = [(k, v) for k, v in headers if k not in {b"content-type", b"etag", b"content-encoding"}]
+    kept.append((b"content-type", CSV_MEDIA_TYPE.encode()))
+    return kept, encode_csv(document)
 
 
 def _peer(scope: Scope) -> str:

@@ -40,6 +40,7 @@ DEMO_ROUTES = [
             "auth": "partner",
             "scopes": ["quotes:read"],
             "cache": {"mode": "ttl", "ttl_s": 1},
+            "list_rows": "quotes",
             "request_schema": {
                 "query": {
                     "type": "object",

@@ -297,6 +297,17 @@ class RouteDeclaration(_Declaration):
     )
     transforms: RouteTransforms = RouteTransforms()
     request_schema: RouteSchema = RouteSchema()
+    list_rows: (
+        Annotated[
+            StrictStr, Field(pattern=r"^(|[A-Za-z0-9_$-]{1,100}(\.[A-Za-z0-9_$-]{1,100}){0,15})$")
+        ]
+        | None
+    ) = Field(
+        None,
+        description="A list endpoint: where its JSON answer (after the response transforms) "
+        'holds the rows, e.g. `quotes`; `""` for a top-level list. It then also answers CSV '
+        "for `Accept: text/csv`, and 406 for an `Accept` it can produce neither way",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

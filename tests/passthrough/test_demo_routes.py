@@ -34,6 +34,16 @@ async def test_partner_quotes_route(demo: RunningGateway) -> None:
     assert second.status_code == 200
     assert second.headers["cache-status"].startswith("gateway; hit")
     assert second.json() == first.json()
+    # A list route: CSV when asked, 406 for what it cannot produce.
+    as_csv = await demo.client.get(url, headers={**partner.headers, "Accept": "text/csv"})
+    assert as_csv.status_code == 200, as_csv.text
+    assert as_csv.headers["content-type"].startswith("text/csv")
+    lines = as_csv.text.split("\r\n")
+    assert lines[0].split(",")[0] == "symbol"
+    assert [line.split(",")[0] for line in lines[1:3]] == ["AAPL", "MSFT"]
+    assert "Accept" in as_csv.headers["vary"]
+    refused = await demo.client.get(url, headers={**partner.headers, "Accept": "image/png"})
+    assert assert_problem(refused, 406)["available"] == ["application/json", "text/csv"]
     # The route's query schema: nothing is forwarded for a bad symbol list.
     bad = await demo.client.get("/api/market-data/quotes?symbols=aapl", headers=partner.headers)
     assert assert_problem(bad, 422)["errors"][0]["field"] == "query.symbols"

@@ -81,6 +81,7 @@ async def test_response_headers_and_body_are_transformed(gateway: RunningGateway
         match={"path": "/articles"},
         upstream={"service": "echo", "path": "/articles"},
         transforms={"response": {"body": {"remove": ["secret"], "add": {"kind": "article"}}}},
+        list_rows="",
     )
     response = await gateway.client.get("/api/article")
     assert response.status_code == 200
@@ -94,6 +95,12 @@ async def test_response_headers_and_body_are_transformed(gateway: RunningGateway
         {"headline": "One", "kind": "article"},
         {"headline": "Two", "kind": "article"},
     ]
+    as_csv = await gateway.client.get("/api/articles", headers={"Accept": "text/csv"})
+    assert as_csv.headers["content-type"].startswith("text/csv")
+    assert as_csv.text == "headline,kind\r\nOne,article\r\nTwo,article\r\n"
+    assert (
+        await gateway.client.get("/api/articles", headers={"Accept": "text/html"})
+    ).status_code == 406
 
 
 async def test_schema_validation_refuses_before_forwarding(
