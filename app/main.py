@@ -4,14 +4,18 @@ import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
+from starlette.routing import Route
 
 from app.admin.router import router as admin_router
 from app.auth.router import router as auth_router
+from app.cache.cache import ResponseCache
 from app.discovery.registry import ServiceRegistry
 from app.errors import install_error_handlers, problem_responses
+from app.frontends.mcp.server import MCP_PATH, McpFrontend
 from app.frontends.mobile.v1.router import router as mobile_v1
 from app.frontends.partner.v1.router import router as partner_v1
 from app.frontends.streams import router as streams_router
@@ -19,9 +23,11 @@ from app.frontends.versions import router as versions_router
 from app.frontends.web.v1.router import router as web_v1
 from app.frontends.web.v2.router import router as web_v2
 from app.health import router as health_router
+from app.metrics import router as metrics_router
 from app.middleware.stack import install_middleware
 from app.observability.logging import configure_logging
-from app.openapi import ApiDocument, install_docs, stable_operation_id
+from app.observability.tracing import Tracing, sdk_disabled
+from app.openapi import ApiDocument, build_document, install_docs, stable_operation_id
 from app.policy.admission import AdmissionControl
 from app.policy.chain import PolicyChain
 from app.policy.idempotency import IdempotencyLedger
@@ -102,14 +108,37 @@ async def _bounded(what: str, step: Awaitable[object]) -> None:
         )
 
 
-def create_app(settings: Settings | None = None, *, drain: Drain | None = None) -> FastAPI:
+def _mount_mcp(app: FastAPI, settings: Settings) -> McpFrontend:
+    """The MCP endpoint at `/mcp`, its tools made from the partner API's document."""
+    partner = next(document for document in DOCUMENTS if document.slug == "partner-v1")
+    mcp = McpFrontend(
+        gateway=app,
+        settings=settings.mcp,
+        partner_document=lambda: build_document(app, partner),
+        max_body_bytes=settings.http.max_body_bytes,
+        version=app.version,
+    )
+    app.router.routes.append(Route(MCP_PATH, mcp, include_in_schema=False))
+    return mcp
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    drain: Drain | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
     """The gateway; `drain` is the flag a server that drains before stopping (`app.serve`)
     sets on SIGTERM, a fresh one (never set) otherwise."""
     settings = settings or Settings()
     drain = drain or Drain()
+    # Spans recorded by `tracer_provider` (tests), else by OTLP when the OTEL_* variables
+    # ask for it (built in the lifespan); W3C trace context either way.
+    tracing = Tracing(tracer_provider, enabled=not sdk_disabled())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, GatewayState]]:
+        tracing.start()
         engine = create_engine(
             settings.database_url,
             connect_timeout_s=settings.db_connect_timeout_s,
@@ -156,6 +185,13 @@ def create_app(settings: Settings | None = None, *, drain: Drain | None = None) 
             redis_health=redis.health if redis is not None else None,
             introspection=identity.introspection,
         )
+        cache = ResponseCache(
+            settings.cache,
+            redis=redis,
+            prefix=settings.redis_prefix,
+            compression=settings.compression,
+        )
+        await cache.start()
         state = GatewayState(
             settings=settings,
             engine=engine,
@@ -171,6 +207,7 @@ def create_app(settings: Settings | None = None, *, drain: Drain | None = None) 
             idempotency=IdempotencyLedger(
                 redis, prefix=settings.redis_prefix, settings=settings.access
             ),
+            cache=cache,
             drain=drain,
             streams=QuoteHub(
                 caller=caller,
@@ -185,12 +222,15 @@ def create_app(settings: Settings | None = None, *, drain: Drain | None = None) 
         gc.collect()
         gc.freeze()
         try:
-            yield {"gateway": state}
+            # The MCP endpoint's SDK session manager runs inside the gateway's lifespan.
+            async with mcp.running() if mcp is not None else nullcontext():
+                yield {"gateway": state}
         finally:
             gc.unfreeze()
             # Each step is bounded: a shutdown that hangs on one dependency would keep the
             # process from exiting until the orchestrator kills it.
             await _bounded("quote streams", state.streams.close())
+            await _bounded("response cache", cache.stop())
             await _bounded("service registry", registry.stop())
             await _bounded("change notices", notices.stop())
             await _bounded("identity provider client", identity.aclose())
@@ -199,6 +239,7 @@ def create_app(settings: Settings | None = None, *, drain: Drain | None = None) 
                 await _bounded("Redis client", redis.close())
             await _bounded("upstream HTTP session", http.close())
             await _bounded("config database", engine.dispose())
+            await _bounded("trace exporter", asyncio.to_thread(tracing.shutdown))
 
     app = FastAPI(
         title="stock-bot API gateway",
@@ -208,9 +249,13 @@ def create_app(settings: Settings | None = None, *, drain: Drain | None = None) 
         redoc_url=None,
         openapi_url=None,
         generate_unique_id_function=stable_operation_id,
+        # The edge makes the one server span per request (`app.observability.tracing`) and
+        # the metrics: FastAPI's own telemetry stays off even where a global OpenTelemetry
+        # provider is configured, so nothing is produced twice.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_error_handlers(app)
-    install_middleware(app, settings)
+    install_middleware(app, settings, tracing=tracing)
     frontend_errors = problem_responses(404, 413, 422, 429, 502, 503, 504)
     # Every frontend route runs the policy chain through its access rule (`require_user`,
     # `require_partner`); 429 and 503 are in its documented responses.
@@ -223,8 +268,10 @@ def create_app(settings: Settings | None = None, *, drain: Drain | None = None) 
     app.include_router(streams_router, tags=["streams"])
     app.include_router(admin_router, prefix="/admin/v1", tags=["admin"])
     app.include_router(health_router)
+    app.include_router(metrics_router)
     app.include_router(versions_router)
     app.include_router(auth_router, prefix="/auth", tags=["auth"])
     install_docs(app, DOCUMENTS, public_admin_docs=settings.http.public_admin_docs)
-    configure_logging(settings.log_level)
+    mcp = _mount_mcp(app, settings) if settings.mcp.enabled else None
+    configure_logging(settings.log_level, settings.log_format)
     return app

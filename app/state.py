@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.cache.cache import ResponseCache
 from app.discovery.registry import ServiceRegistry
 from app.policy.chain import PolicyChain
 from app.policy.idempotency import IdempotencyLedger
@@ -49,6 +50,8 @@ class GatewayState:
     # Identify -> admit -> authorize -> quota, for every entry point.
     chain: PolicyChain
     idempotency: IdempotencyLedger
+    # Responses of cached routes: memory, then Redis when configured (`app.cache`).
+    cache: ResponseCache
     # Set on SIGTERM under `app.serve`: /readyz answers 503 while the process still serves.
     drain: Drain
     # The live quote streams: one upstream subscription per symbol, shared by every client.

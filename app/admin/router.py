@@ -3,6 +3,7 @@
 from fastapi import APIRouter, Depends
 
 from app.admin.auth import require_admin
+from app.admin.cache import router as cache_router
 from app.admin.config import router as config_router
 from app.admin.consumers import router as consumers_router
 from app.admin.plans import router as plans_router
@@ -20,6 +21,7 @@ router.include_router(services_router)
 router.include_router(plans_router)
 router.include_router(consumers_router)
 router.include_router(traffic_router)
+router.include_router(cache_router)
 router.include_router(rate_limits_router)
 router.include_router(routes_router)
 router.include_router(config_router)

@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import Query, Response, status
+from fastapi import Query, Request, Response, status
 
 from app.deps import (
     AccountIdDep,
@@ -14,8 +14,18 @@ from app.deps import (
     require_user,
 )
 from app.errors import problem_responses
+from app.frontends.batch import add_batch_route
+from app.frontends.caching import cached_json, policies
+from app.frontends.formats import ListFormatDep, csv_responses
 from app.frontends.mobile.v1 import compose
-from app.frontends.mobile.v1.views import HomeView, PlacedOrderView, PositionsPage, QuoteList
+from app.frontends.mobile.v1.views import (
+    CompactQuote,
+    HomeView,
+    PlacedOrderView,
+    PositionRow,
+    PositionsPage,
+    QuoteList,
+)
 from app.frontends.order_entry import (
     PLACED_ORDER_RESPONSE,
     IdempotencyKey,
@@ -34,6 +44,8 @@ router = FrontendRouter(
 )
 # Live quotes as Server-Sent Events (`app.frontends.streams`).
 add_quote_stream(router)
+# Several calls in one round trip (`app.frontends.batch`).
+add_batch_route(router, reach=("/mobile/v1",))
 
 
 @router.get(
@@ -61,34 +73,49 @@ async def mobile_home(
 @router.get(
     "/positions",
     response_model=PositionsPage,
-    responses=problem_responses(422, 502, 503, 504),
+    responses={**csv_responses(PositionRow), **problem_responses(406, 422, 502, 503, 504)},
 )
 async def mobile_positions(
     account_id: AccountIdDep,
     portfolio: PortfolioDep,
     market_data: MarketDataDep,
+    answer_format: ListFormatDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_LIMIT, description="Positions per page")] = 20,
     cursor: Cursor = None,
-) -> PositionsPage:
+) -> PositionsPage | Response:
     """Positions with price and unrealised P&L, a page at a time in symbol order."""
     after = compose.decode_position_cursor(cursor) if cursor is not None else None
-    return await compose.positions_page(
+    page = await compose.positions_page(
         account_id=account_id,
         after=after,
         limit=limit,
         portfolio=portfolio,
         market_data=market_data,
     )
+    if answer_format.csv:
+        return answer_format.table(page.items, PositionRow, next_cursor=page.next_cursor)
+    return page
 
 
 @router.get(
     "/quotes",
     response_model=QuoteList,
-    responses=problem_responses(422, 502, 503, 504),
+    responses={**csv_responses(CompactQuote), **problem_responses(406, 422, 502, 503, 504)},
 )
-async def mobile_quotes(symbols: SymbolList, market_data: MarketDataDep) -> QuoteList:
+async def mobile_quotes(
+    symbols: SymbolList, market_data: MarketDataDep, answer_format: ListFormatDep, request: Request
+) -> QuoteList | Response:
     """Price and change % of up to 50 symbols."""
-    return await compose.compact_quotes(market_data, symbols.split(","))
+    if answer_format.csv:
+        quotes = await compose.compact_quotes(market_data, symbols.split(","))
+        return answer_format.table(quotes.quotes, CompactQuote)
+
+    async def document() -> bytes:
+        quotes = await compose.compact_quotes(market_data, symbols.split(","))
+        return quotes.model_dump_json().encode()
+
+    # The same for every user: shared for `cache.quotes_ttl_s` (`app.frontends.caching`).
+    return await cached_json(request, policies(request.state.gateway.cache).quotes, document)
 
 
 @router.post(

@@ -13,14 +13,24 @@ from app.deps import (
     require_partner,
 )
 from app.errors import Forbidden, problem_responses
+from app.frontends.caching import cached_json, policies
+from app.frontends.formats import (
+    ListFormat,
+    csv_of_json,
+    csv_responses,
+    negotiate,
+    varies_by_accept,
+)
 from app.frontends.order_entry import PLACED_ORDER_RESPONSE, IdempotencyKey
 from app.frontends.partner.v1 import compose
 from app.frontends.partner.v1.views import (
     CandleInterval,
     CandleRange,
+    PartnerCandle,
     PartnerCandles,
     PartnerOrder,
     PartnerOrderRequest,
+    PartnerQuote,
     PartnerQuotes,
     UpstreamJSON,
     UsageView,
@@ -52,35 +62,56 @@ PartnerAccountsDep = Annotated[list[str], Depends(partner_accounts)]
     dependencies=[require_partner("quotes:read")],
     response_model=PartnerQuotes,
     response_class=UpstreamJSON,
-    responses=problem_responses(422, 502, 503, 504),
+    responses={**csv_responses(PartnerQuote), **problem_responses(406, 422, 502, 503, 504)},
 )
 async def partner_quotes(symbols: SymbolList, request: Request) -> Response:
     """Level-1 quotes of up to 50 symbols."""
-    # The partner traffic's bulk: the caller straight from the lifespan state rather than
-    # one more dependency to solve. market-data's document already has the documented
-    # shape: its bytes pass through.
-    caller: UpstreamCaller = request.state.gateway.caller
-    return UpstreamJSON(await compose.quote_document(caller, symbols))
+    # The partner traffic's bulk: the format and the caller straight from the request and
+    # the lifespan state rather than more dependencies to solve. market-data's document
+    # already has the documented shape: its bytes pass through, shared for
+    # `cache.quotes_ttl_s` (`app.frontends.caching`); CSV is made from them, uncached.
+    answer_format = negotiate(request.headers.get("accept"))
+    state = request.state.gateway
+    caller: UpstreamCaller = state.caller
+    if answer_format is ListFormat.csv:
+        document = await compose.quote_document(caller, symbols)
+        return csv_of_json(document, key="quotes", model=PartnerQuote)
+    answer = await cached_json(
+        request,
+        policies(state.cache).quotes,
+        lambda: compose.quote_document(caller, symbols),
+    )
+    return varies_by_accept(answer)
 
 
 @router.get(
     "/candles/{symbol}",
     dependencies=[require_partner("candles:read")],
     response_model=PartnerCandles,
-    responses=problem_responses(404, 422, 502, 503, 504),
+    responses={**csv_responses(PartnerCandle), **problem_responses(404, 406, 422, 502, 503, 504)},
 )
 async def partner_candles(
     symbol: SymbolPath,
     market_data: MarketDataDep,
+    request: Request,
     interval: Annotated[CandleInterval, Query(description="Width of one candle")] = (
         CandleInterval.five_minutes
     ),
     span: Annotated[
         CandleRange, Query(alias="range", description="How far back the series reaches")
     ] = CandleRange.one_day,
-) -> PartnerCandles:
+) -> Response:
     """OHLCV candles of one symbol."""
-    return await compose.candles(market_data, symbol=symbol, interval=interval, span=span)
+    answer_format = negotiate(request.headers.get("accept"))
+
+    async def document() -> bytes:
+        candles = await compose.candles(market_data, symbol=symbol, interval=interval, span=span)
+        return candles.model_dump_json(by_alias=True).encode()
+
+    if answer_format is ListFormat.csv:
+        return csv_of_json(await document(), key="candles", model=PartnerCandle)
+    answer = await cached_json(request, policies(request.state.gateway.cache).candles, document)
+    return varies_by_accept(answer)
 
 
 @router.post(

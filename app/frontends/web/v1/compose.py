@@ -13,8 +13,14 @@ page at a time, never all of them.
 import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from urllib.parse import urlencode
 
+from pydantic import TypeAdapter
+
+from app.cache.cache import ResponseCache
 from app.errors import NotFound
+from app.frontends.caching import cached_section, policies
 from app.frontends.paging import SECTION_LIMIT, encode_cursor, link, page_after, unknown_cursor
 from app.frontends.sections import Failed, Sections, settle, settle_optional
 from app.frontends.valuation import cents, day_change, equity, value_position
@@ -67,6 +73,45 @@ class WebServices:
     orders: OrdersClient
     news: NewsClient
     bots: BotsClient
+    # Shares the sections that are the same for every user (`app.frontends.caching`).
+    cache: ResponseCache | None = None
+
+
+_SPARKLINES = TypeAdapter(list[Sparkline])
+_ARTICLES = TypeAdapter(list[Article])
+
+
+async def _sparklines(
+    market_data: MarketDataClient, symbols: Sequence[str], *, cache: ResponseCache | None
+) -> list[Sparkline]:
+    """The symbols' sparklines, shared by every user for `cache.sparklines_ttl_s`."""
+    produce = partial(market_data.sparklines, symbols, points=SPARKLINE_POINTS)
+    if cache is None or not symbols:
+        return await produce()
+    query = urlencode({"symbols": ",".join(symbols), "points": SPARKLINE_POINTS})
+    return await cached_section(
+        cache,
+        policies(cache).sparklines,
+        path="/upstream/market-data/sparklines",
+        query=query,
+        adapter=_SPARKLINES,
+        produce=produce,
+    )
+
+
+async def _latest_news(services: WebServices) -> list[Article]:
+    """The latest headlines, shared by every user for `cache.news_ttl_s`."""
+    produce = partial(services.news.latest, limit=DASHBOARD_NEWS)
+    if services.cache is None:
+        return await produce()
+    return await cached_section(
+        services.cache,
+        policies(services.cache).news,
+        path="/upstream/news/latest",
+        query=f"limit={DASHBOARD_NEWS}",
+        adapter=_ARTICLES,
+        produce=produce,
+    )
 
 
 async def quotes_for(market_data: MarketDataClient, symbols: Sequence[str]) -> list[Quote]:
@@ -261,6 +306,7 @@ async def _market_stage(
     *,
     positions: asyncio.Task[list[Position] | Failed],
     watchlists: asyncio.Task[list[Watchlist] | Failed],
+    cache: ResponseCache | None = None,
 ) -> _MarketStage:
     held, watched = await positions, await watchlists
     held_symbols = [] if isinstance(held, Failed) else [p.symbol for p in held]
@@ -276,7 +322,7 @@ async def _market_stage(
         return _MarketStage(quotes=await quotes_call, sparklines=None)
     quotes, sparklines = await asyncio.gather(
         quotes_call,
-        settle_optional(market_data.sparklines(watched_symbols, points=SPARKLINE_POINTS)),
+        settle_optional(_sparklines(market_data, watched_symbols, cache=cache)),
     )
     return _MarketStage(quotes=quotes, sparklines=sparklines)
 
@@ -307,10 +353,13 @@ async def assemble_dashboard(services: WebServices, *, account_id: str) -> Compo
             settle_optional(services.orders.page(account_id, status="open", limit=SECTION_LIMIT))
         )
         bots_task = group.create_task(settle_optional(services.bots.bots(account_id)))
-        news_task = group.create_task(settle_optional(services.news.latest(limit=DASHBOARD_NEWS)))
+        news_task = group.create_task(settle_optional(_latest_news(services)))
         market_task = group.create_task(
             _market_stage(
-                services.market_data, positions=positions_task, watchlists=watchlists_task
+                services.market_data,
+                positions=positions_task,
+                watchlists=watchlists_task,
+                cache=services.cache,
             )
         )
         critical = (await account_task, await positions_task)

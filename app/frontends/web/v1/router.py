@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Path, Query, Response, status
+from fastapi import Depends, Path, Query, Request, Response, status
 
 from app.deps import (
     AccountIdDep,
@@ -23,7 +23,8 @@ from app.deps import (
 from app.domain import SYMBOL_PATTERN
 from app.errors import InvalidRequest, problem_responses
 from app.frontends import order_entry
-from app.frontends.batch import BATCH_RESPONSES, BatchResponse, batch_endpoint
+from app.frontends.batch import add_batch_route
+from app.frontends.formats import ListFormatDep, csv_responses
 from app.frontends.order_entry import PLACED_ORDER_RESPONSE, IdempotencyKey, OrderRequest
 from app.frontends.paging import MAX_PAGE_LIMIT, Cursor, decode_cursor
 from app.frontends.replay import mark_replayed
@@ -51,6 +52,7 @@ from app.frontends.web.v1.views import (
     OrdersView,
     OrderView,
     PositionsPage,
+    PositionView,
     SymbolDetailView,
 )
 
@@ -114,23 +116,23 @@ async def web_services(
     orders: OrdersDep,
     news: NewsDep,
     bots: BotsDep,
+    request: Request,
 ) -> WebServices:
     return WebServices(
-        market_data=market_data, portfolio=portfolio, orders=orders, news=news, bots=bots
+        market_data=market_data,
+        portfolio=portfolio,
+        orders=orders,
+        news=news,
+        bots=bots,
+        cache=request.state.gateway.cache,
     )
 
 
 WebServicesDep = Annotated[WebServices, Depends(web_services)]
 
 
-router.add_api_route(
-    "/batch",
-    batch_endpoint("/web/v1", "/web/v2"),
-    methods=["POST"],
-    response_model=BatchResponse,
-    responses=BATCH_RESPONSES,
-    name="batch",
-)
+# Several calls in one round trip, to either version (`app.frontends.batch`).
+add_batch_route(router, reach=("/web/v1", "/web/v2"))
 
 
 @router.get(
@@ -186,17 +188,25 @@ async def get_symbol_detail(
 
 
 @router.get(
-    "/positions", response_model=PositionsPage, responses=problem_responses(422, 502, 503, 504)
+    "/positions",
+    response_model=PositionsPage,
+    responses={**csv_responses(PositionView), **problem_responses(406, 422, 502, 503, 504)},
 )
 async def list_positions(
     services: WebServicesDep,
     account_id: AccountIdDep,
+    answer_format: ListFormatDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_LIMIT, description="Holdings per page")] = 20,
     cursor: Cursor = None,
-) -> PositionsPage:
+) -> PositionsPage | Response:
     """The user's holdings, valued at live quotes, a page at a time in symbol order."""
     after = None if cursor is None else decode_cursor(cursor, is_key=is_symbol)
-    return await positions_page(services, account_id=account_id, after=after, limit=limit)
+    page = await positions_page(services, account_id=account_id, after=after, limit=limit)
+    if answer_format.csv:
+        return answer_format.table(
+            page.items, PositionView, next_cursor=page.next_cursor, total=page.total
+        )
+    return page
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,12 +235,19 @@ async def order_listing(
 OrderListingDep = Annotated[OrderListing, Depends(order_listing)]
 
 
-@router.get("/orders", response_model=OrdersView, responses=problem_responses(422, 502, 503, 504))
+@router.get(
+    "/orders",
+    response_model=OrdersView,
+    responses={**csv_responses(OrderView), **problem_responses(406, 422, 502, 503, 504)},
+)
 async def list_orders(
-    orders: OrdersDep, account_id: AccountIdDep, listing: OrderListingDep
-) -> OrdersView:
+    orders: OrdersDep,
+    account_id: AccountIdDep,
+    listing: OrderListingDep,
+    answer_format: ListFormatDep,
+) -> OrdersView | Response:
     """The user's orders, newest first, filtered by status and symbol, a page at a time."""
-    return await orders_page(
+    page = await orders_page(
         orders,
         account_id=account_id,
         status=listing.status,
@@ -238,6 +255,11 @@ async def list_orders(
         after=listing.after,
         limit=listing.limit,
     )
+    if answer_format.csv:
+        return answer_format.table(
+            page.orders, OrderView, next_cursor=page.next_cursor, total=page.total
+        )
+    return page
 
 
 @router.post(
