@@ -18,10 +18,10 @@ refused as a whole with a 422 naming the sub-request, before any of them runs.
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
-from fastapi import Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pydantic.config import JsonDict
 from starlette.types import ASGIApp, Message, Scope
@@ -139,9 +139,6 @@ class BatchResponse(BaseModel):
     """Every sub-request's answer, in the order they were asked."""
 
     responses: list[SubResponse] = Field(description="One per sub-request, in order")
-
-
-BATCH_RESPONSES = problem_responses(422)
 
 
 def _refused(index: int, field: str, message: str) -> InvalidRequest:
@@ -325,11 +322,19 @@ async def run_batch(
     return BatchResponse(responses=[task.result() for task in tasks])
 
 
-def batch_endpoint(*prefixes: str) -> Callable[[Request, BatchRequest], Awaitable[BatchResponse]]:
-    """The batch route of a frontend whose sub-requests may reach the routes under `prefixes`."""
+def add_batch_route(router: APIRouter, *, reach: Sequence[str]) -> None:
+    """`POST <prefix>/batch` on a frontend's router; its sub-requests may reach the routes
+    under the prefixes in `reach` (e.g. `/web/v1`, `/web/v2`)."""
 
     async def batch(request: Request, requests: BatchRequest) -> BatchResponse:
         """Several GET calls and orders in one round trip, each run as a request of its own."""
-        return await run_batch(request, requests, prefixes=prefixes)
+        return await run_batch(request, requests, prefixes=reach)
 
-    return batch
+    router.add_api_route(
+        "/batch",
+        batch,
+        methods=["POST"],
+        response_model=BatchResponse,
+        responses=problem_responses(422),
+        name="batch",
+    )

@@ -97,9 +97,9 @@ RouteHandler = Callable[[Request], Coroutine[Any, Any, Response]]
 def superseded_route(version: ApiVersion) -> type[APIRoute]:
     """The route class of a superseded version: its operations are deprecated, and each answer
     (a problem too) names its successor and carries the version's dates."""
-    successor = version.successor_prefix
-    if successor is None:
+    if version.successor_prefix is None:
         raise ValueError(f"{version.key} has no successor")
+    successor: str = version.successor_prefix
     own = len(version.prefix)
 
     class SupersededRoute(APIRoute):
@@ -152,7 +152,7 @@ def carry_over(
         if not isinstance(route, APIRoute):
             continue
         path = route.path.removeprefix(source.prefix)
-        if all((method, path) in changed for method in route.methods):
+        if all((method, path) in changed for method in route.methods or ()):
             continue
         target.add_api_route(
             path,

@@ -176,3 +176,30 @@ async def test_a_batch_needs_credentials(gateway: RunningGateway) -> None:
     response = await gateway.client.post(BATCH, json={"requests": [get("/web/v1/bots")]})
 
     assert_problem(response, 401)
+
+
+async def test_the_mobile_app_batches_its_own_routes(alice: RunningGateway) -> None:
+    batch = {"requests": [get("/mobile/v1/home"), get("/mobile/v1/quotes?symbols=AAPL,MSFT")]}
+
+    response = await alice.client.post("/mobile/v1/batch", json=batch)
+
+    assert response.status_code == 200, response.text
+    answers = response.json()["responses"]
+    assert [a["status"] for a in answers] == [200, 200]
+    assert {q["symbol"] for q in answers[1]["body"]["quotes"]} == {"AAPL", "MSFT"}
+    # The web routes are the web batch's.
+    web = await alice.client.post("/mobile/v1/batch", json={"requests": [get("/web/v2/bots")]})
+    assert field_errors(assert_problem(web, 422)) == {"body.requests.0.path"}
+
+
+async def test_credentials_are_the_batch_s_never_a_sub_request_s(
+    alice: RunningGateway, platform: Platform
+) -> None:
+    bob = await bearer_headers(platform, username="bob")
+    batch = {"requests": [get("/web/v2/orders?limit=1", Authorization=bob["Authorization"])]}
+
+    answers = (await alice.client.post(BATCH, json=batch)).json()["responses"]
+    alices = (await alice.client.get("/web/v2/orders", params={"limit": 1})).json()
+
+    assert answers[0]["status"] == 200
+    assert answers[0]["body"]["items"] == alices["items"]

@@ -85,21 +85,18 @@ async def compose_dashboard(services: WebServices, *, account_id: str) -> Dashbo
     holdings_value, allocation = sector_views(
         composed.positions, shown=v1.positions, sectors=sectors
     )
+    links = {
+        "positions_next": in_v2(v1.positions_next),
+        "open_orders_next": in_v2(v1.open_orders_next),
+        "bots_next": in_v2(v1.bots_next),
+    }
+    # Every other section is version 1's as it is.
+    kept = DashboardView.model_fields.keys() & type(v1).model_fields.keys() - {*links, "degraded"}
     return DashboardView(
-        account=v1.account,
+        **{name: getattr(v1, name) for name in kept},
+        **links,
         holdings_value=holdings_value,
         sectors=allocation,
-        positions_total=v1.positions_total,
-        positions_next=in_v2(v1.positions_next),
-        watchlists=v1.watchlists,
-        watchlists_total=v1.watchlists_total,
-        open_orders=v1.open_orders,
-        open_orders_total=v1.open_orders_total,
-        open_orders_next=in_v2(v1.open_orders_next),
-        bots=v1.bots,
-        bots_total=v1.bots_total,
-        bots_next=in_v2(v1.bots_next),
-        news=v1.news,
         degraded=[*v1.degraded, *sections.degraded],
     )
 

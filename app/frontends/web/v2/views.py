@@ -7,10 +7,10 @@ and every section these views share with version 1, keeps version 1's models
 """
 
 from copy import copy
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
-from pydantic.fields import FieldInfo
 
 from app.frontends.paging import SECTION_LIMIT
 from app.frontends.web.v1 import views as v1
@@ -27,10 +27,10 @@ from app.frontends.web.v1.views import (
 UNCLASSIFIED = "Unclassified"
 
 
-def _as_in_v1(name: str) -> FieldInfo:
-    """A field of version 1's dashboard, unchanged: its type is restated, its description
-    and example are version 1's."""
-    return copy(v1.DashboardView.model_fields[name])
+def _as_in_v1(name: str, *, of: type[BaseModel] = v1.DashboardView) -> Any:
+    """A field of a version 1 view (the dashboard by default), unchanged: its type is
+    restated, its description is version 1's."""
+    return copy(of.model_fields[name])
 
 
 _SECTOR_EXAMPLE: JsonDict = {
@@ -147,16 +147,11 @@ class OrdersPage(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [_ORDERS_PAGE_EXAMPLE]})
 
-    status: OrderStatusFilter = Field(description="The status filter that was applied")
-    symbol: str | None = Field(description="The symbol filter that was applied; null for all")
-    items: list[OrderView] = Field(description="Up to `limit` matching orders, newest first")
-    total: int = Field(description="How many orders match the filters, on every page")
-    next_cursor: str | None = Field(
-        description=(
-            "Pass as `cursor` for the next page; null on the last page. Orders placed while "
-            "paging appear on the first page, never twice."
-        )
-    )
+    status: OrderStatusFilter = _as_in_v1("status", of=v1.OrdersView)
+    symbol: str | None = _as_in_v1("symbol", of=v1.OrdersView)
+    items: list[OrderView] = _as_in_v1("orders", of=v1.OrdersView)
+    total: int = _as_in_v1("total", of=v1.OrdersView)
+    next_cursor: str | None = _as_in_v1("next_cursor", of=v1.OrdersView)
     next: str | None = Field(
         description="The next page, with the same filters and limit; null on the last page"
     )
