@@ -190,6 +190,7 @@ def create_app(
             redis=redis,
             prefix=settings.redis_prefix,
             compression=settings.compression,
+            metrics=settings.metrics.enabled,
         )
         await cache.start()
         state = GatewayState(

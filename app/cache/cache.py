@@ -43,6 +43,8 @@ from app.cache.http import (
 )
 from app.cache.policy import CacheAnswer, CachePolicy, CacheRequest, OriginResponse
 from app.cache.stores import CODING_SEPARATOR, MemoryCache, RedisCache
+from app.observability.access_log import set_cache_status
+from app.observability.metrics import count_cache_lookup
 from app.settings import CacheSettings, CompressionSettings
 from app.shared.redis import REDIS_ERRORS, RedisUnavailable, SharedRedis
 
@@ -86,8 +88,10 @@ class ResponseCache:
         redis: SharedRedis | None,
         prefix: str,
         compression: CompressionSettings,
+        metrics: bool = True,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.memory = MemoryCache(max_bytes=settings.memory_max_bytes)
         self.shared = RedisCache(redis, prefix=prefix) if redis is not None else None
         # Stored bodies are encoded under the same rules as any response (`compression`).
@@ -363,11 +367,18 @@ class ResponseCache:
 
     # -- the one call a route makes ----------------------------------------------------------
 
-    async def serve(self, request: CacheRequest, policy: CachePolicy, fetch: Fetch) -> CacheAnswer:
+    async def serve(
+        self, request: CacheRequest, policy: CachePolicy, fetch: Fetch, *, section: bool = False
+    ) -> CacheAnswer:
         """The answer to `request` under `policy`, from the cache or from `fetch` (called at
-        most once per key across the requests that miss together)."""
+        most once per key across the requests that miss together). The result is counted in
+        `gateway_cache_lookups` and, unless this is a `section` of a larger answer, named in
+        the request's access record."""
         answer = await self._serve(request, policy, fetch)
-        _observe(answer.result)
+        if self.metrics:
+            count_cache_lookup(answer.result)
+        if not section:
+            set_cache_status(answer.result)
         return answer
 
     async def _serve(self, request: CacheRequest, policy: CachePolicy, fetch: Fetch) -> CacheAnswer:
@@ -723,10 +734,6 @@ def _fresh_enough(entry: CachedResponse, asked: dict[str, str | None], now: floa
 
 def _usable_on_error(entry: CachedResponse, now: float) -> bool:
     return not entry.must_revalidate and -entry.ttl(now) <= entry.stale_if_error_s
-
-
-def _observe(result: str) -> None:
-    """The lookup's result on the request's access record and in `gateway_cache_lookups`."""
 
 
 def _pass(response: OriginResponse, status: str, result: str) -> CacheAnswer:

@@ -107,5 +107,5 @@ async def cached_section(
     async def fetch(_validators: dict[str, str]) -> OriginResponse:
         return OriginResponse(200, list(_JSON), adapter.dump_json(await produce()))
 
-    answer = await cache.serve(request, policy, fetch)
+    answer = await cache.serve(request, policy, fetch, section=True)
     return adapter.validate_json(answer.body)

@@ -224,3 +224,20 @@ async def test_cache_switched_off_bypasses(settings: Settings, backends: Platfor
             )
             assert answer.headers["cache-status"] == "gateway; fwd=bypass"
     assert await backends.requests("market-data") == {"GET /quotes": 2}
+
+
+def _lookups(metrics_text: str, result: str) -> float:
+    for line in metrics_text.splitlines():
+        if line.startswith(f'gateway_cache_lookups_total{{result="{result}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_lookups_are_counted_by_result(gateway: RunningGateway, partner: PartnerKey) -> None:
+    before = (await gateway.client.get("/metrics")).text
+    params = {"symbols": "META"}
+    for _ in range(3):
+        await gateway.client.get(QUOTES, params=params, headers=partner.headers)
+    after = (await gateway.client.get("/metrics")).text
+    assert _lookups(after, "miss") - _lookups(before, "miss") == 1
+    assert _lookups(after, "hit") - _lookups(before, "hit") == 2
