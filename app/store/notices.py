@@ -5,7 +5,10 @@ The process that made the change reloads at once; with Redis configured it also 
 Cluster), and each process's listener reloads on notices that other processes sent. Every
 `config_refresh_s` each process also reloads on its own: the fallback for a notice that was
 lost, and the only way processes sharing a database but no Redis learn of each other's
-changes. A reload that finds nothing changed keeps the snapshot (and its version). A process
+changes. Every `REVISION_CHECK_S` each process also compares the store's revision (one row,
+raised by every committed change) with its snapshot's and reloads when they differ: a
+process that missed notices catches up by version within that, with or without Redis. A
+reload that finds nothing changed keeps the snapshot (and its version). A process
 serving the snapshot file because its database was unavailable at start-up tries every
 `_STALE_RETRY_S` until the database answers.
 """
@@ -33,6 +36,10 @@ _LAST_RETRY_S = 5.0
 # but a Redis outage does not hold the process back.
 _SUBSCRIBE_WAIT_S = 2.0
 _LISTEN_WAIT_S = 5.0
+# How often each process compares its snapshot's revision with the store's; the bound of the
+# revision query.
+REVISION_CHECK_S = 0.5
+_REVISION_QUERY_S = 2.0
 # How often a process serving a stale snapshot from disk asks the database again.
 _STALE_RETRY_S = 1.0
 
@@ -41,11 +48,19 @@ class ChangeNotices:
     """Publishes config changes and reloads on changes other processes published."""
 
     def __init__(
-        self, config: ConfigStore, redis: SharedRedis | None, *, prefix: str, refresh_s: float
+        self,
+        config: ConfigStore,
+        redis: SharedRedis | None,
+        *,
+        prefix: str,
+        refresh_s: float,
+        revision_check_s: float = REVISION_CHECK_S,
     ) -> None:
         self._config = config
         self._redis = redis
         self._refresh_s = refresh_s
+        self._revision_check_s = revision_check_s
+        self._watcher: asyncio.Task[None] | None = None
         self.channel = f"{prefix}config-changed"
         # Lets the listener skip this process's own notices: it has reloaded already.
         self.origin = uuid.uuid4().hex
@@ -56,6 +71,8 @@ class ChangeNotices:
         """Start the periodic reload and, with Redis, subscribe to other processes' notices."""
         if (self._refresh_s > 0 or self._config.stale) and self._refresher is None:
             self._refresher = asyncio.create_task(self._refresh(), name="config-refresh")
+        if self._revision_check_s > 0 and self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch_revision(), name="config-revision")
         if self._redis is None or self._listener is not None:
             return
         attempted = asyncio.Event()
@@ -66,12 +83,12 @@ class ChangeNotices:
             await asyncio.wait_for(attempted.wait(), _SUBSCRIBE_WAIT_S)
 
     async def stop(self) -> None:
-        for task in (self._listener, self._refresher):
+        for task in (self._listener, self._refresher, self._watcher):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._listener = self._refresher = None
+        self._listener = self._refresher = self._watcher = None
 
     async def changed(self) -> ConfigSnapshot:
         """The store has a committed change: reload here, then tell the other processes."""
@@ -85,7 +102,9 @@ class ChangeNotices:
             logger.warning("config reload after a committed change failed: %s", exc)
             snapshot = self._config.current
         if self._redis is not None:
-            notice = orjson.dumps({"origin": self.origin, "version": snapshot.version})
+            notice = orjson.dumps(
+                {"origin": self.origin, "version": snapshot.version, "revision": snapshot.revision}
+            )
             try:
                 await self._redis.publish(self.channel, notice)
             except RedisUnavailable as exc:
@@ -134,6 +153,22 @@ class ChangeNotices:
                 await self._reload("periodic refresh")
             else:
                 return
+
+    async def _watch_revision(self) -> None:
+        """Catch up by version: every `revision_check_s`, one small query for the store's
+        revision; a snapshot read at an older one (a notice missed, Redis down or absent)
+        is reloaded."""
+        while True:
+            await asyncio.sleep(self._revision_check_s)
+            try:
+                async with asyncio.timeout(_REVISION_QUERY_S):
+                    stored = await self._config.stored_revision()
+            except Exception as exc:
+                if not (isinstance(exc, SQLAlchemyError | TimeoutError) or is_unavailable(exc)):
+                    logger.exception("config revision check failed")
+                continue
+            if stored != self._config.current.revision:
+                await self._reload(f"revision {stored} (serving {self._config.current.revision})")
 
     async def _on_message(self, message: dict[str, Any]) -> None:
         try:

@@ -23,6 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import raiseload
 
+from app.observability.metrics import config_refused_rows, config_reloads, config_version
 from app.store import servable
 from app.store.database import is_unavailable, stored_utc
 from app.store.models import (
@@ -371,6 +372,12 @@ async def _load(session: AsyncSession, *, version: int) -> ConfigSnapshot:
     )
 
 
+def _publish_figures(snapshot: ConfigSnapshot) -> None:
+    """The served snapshot's version and refused rows, as metrics."""
+    config_version.set(snapshot.version)
+    config_refused_rows.set(len(snapshot.refused))
+
+
 def _content(snapshot: ConfigSnapshot) -> ConfigSnapshot:
     """What a snapshot says, without when it was read or its place in the sequence."""
     return replace(snapshot, version=0, loaded_at=None)
@@ -432,6 +439,7 @@ class ConfigStore:
             logger.critical("%s", message)
             raise ConfigUnavailable(message)
         self.current = snapshot
+        _publish_figures(snapshot)
         logger.warning(
             "config database (%s) unavailable (%s: %s): serving the snapshot from %s, "
             "version %d, loaded %s, until it answers",
@@ -470,6 +478,11 @@ class ConfigStore:
         url = getattr(engine, "url", None)
         return url.render_as_string(hide_password=True) if url is not None else "unknown"
 
+    async def stored_revision(self) -> int:
+        """The store's revision now (one small query): whether this snapshot is behind."""
+        async with self._sessions() as session:
+            return await RevisionRepository(session).current()
+
     async def seed_services(self, services: dict[str, list[str]], *, timeout_ms: int) -> None:
         """Register the services named in settings that the store does not know yet."""
         async with self._sessions() as session, session.begin():
@@ -494,12 +507,24 @@ class ConfigStore:
                 services, timeout_ms = self._seed
                 await self.seed_services(services, timeout_ms=timeout_ms)
                 self._seed = None
-            async with self._sessions() as session:
-                snapshot = await _load(session, version=self.current.version + 1)
+            try:
+                async with self._sessions() as session:
+                    snapshot = await _load(session, version=self.current.version + 1)
+            except Exception:
+                config_reloads.labels("failed").inc()
+                raise
+            config_reloads.labels("loaded").inc()
             if _content(snapshot) == _content(self.current):
                 return self.current
             self._log_refusals(snapshot)
             self.current = snapshot
+            _publish_figures(snapshot)
+            logger.info(
+                "config_reloaded",
+                extra={
+                    "fields": {"version": snapshot.version, "refused_rows": len(snapshot.refused)}
+                },
+            )
             await self._write_file(snapshot)
             return snapshot
 
@@ -509,10 +534,10 @@ class ConfigStore:
         for row in snapshot.refused:
             if row not in known:
                 logger.error(
-                    "config row refused, left out of the snapshot: table %s, id %d: %s",
-                    row.table,
-                    row.row_id,
-                    row.reason,
+                    "config_row_refused",
+                    extra={
+                        "fields": {"table": row.table, "row_id": row.row_id, "reason": row.reason}
+                    },
                 )
 
     async def _write_file(self, snapshot: ConfigSnapshot) -> None:

@@ -91,6 +91,11 @@ async def _articles(request: web.Request) -> web.Response:
     )
 
 
+async def _slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(float(request.query.get("s", "0.5")))
+    return web.json_response({"headline": "late", "id": 1})
+
+
 async def _hop(request: web.Request) -> web.Response:
     return web.Response(
         text="ok",
@@ -121,6 +126,7 @@ def _app(upstream: EchoUpstream) -> web.Application:
     app.router.add_get("/article", _article)
     app.router.add_get("/articles", _articles)
     app.router.add_get("/hop", _hop)
+    app.router.add_get("/slow", _slow)
     app.router.add_route("*", "/{tail:.*}", _echo)
     return app
 
