@@ -20,7 +20,10 @@ the two, passed explicitly: no global, no lookup through the app. (`uvicorn app.
 still serves the gateway, stopping at once.)
 
 With `--workers N` the parent binds the socket, runs N worker processes on it, each serving
-as above, passes SIGTERM on to them and waits. A worker that exits on its own stops the
+as above, passes SIGTERM on to them and waits. The workers share one Prometheus metrics
+directory (`PROMETHEUS_MULTIPROC_DIR`, or a temporary one the parent creates and removes), so
+`/metrics` answers the sum of them all whichever worker it reaches; a stopped worker's live
+gauges are dropped from it. A worker that exits on its own stops the
 others, and the parent exits with an error for its supervisor (Kubernetes, systemd) to
 restart: it does not respawn workers.
 """
@@ -41,6 +44,7 @@ from types import FrameType
 import uvicorn
 
 from app.main import create_app
+from app.observability.metrics import forget_worker, share_between_workers
 from app.settings import Settings
 from app.state import Drain
 
@@ -114,6 +118,8 @@ def serve(options: ServeOptions, sockets: list[socket.socket] | None = None) -> 
 def serve_workers(options: ServeOptions) -> None:
     """`options.workers` processes serving on one socket; SIGTERM or SIGINT stops them all."""
     sock = uvicorn.Config("app.asgi:app", host=options.host, port=options.port).bind_socket()
+    # Before the workers start (they read it at import): one metrics directory for all.
+    remove_metrics = share_between_workers()
     spawn = multiprocessing.get_context("spawn")
     workers = [
         spawn.Process(target=serve, args=(options, [sock]), name=f"gateway-worker-{n}")
@@ -139,7 +145,10 @@ def serve_workers(options: ServeOptions) -> None:
         stop(signal.SIGTERM, None)
     for worker in workers:
         worker.join()
+        if worker.pid is not None:
+            forget_worker(worker.pid)
     sock.close()
+    remove_metrics()
     if failed:
         sys.exit(1)
 

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import aiohttp
 
+from app.observability.metrics import instance_ejections, instance_healthy
 from app.store.snapshot import InstanceConfig, ServiceConfig
 from app.traffic.service_policy import EjectionPolicy, HealthCheckPolicy
 
@@ -76,7 +77,18 @@ class HealthTable:
             health.ejected_until = self._clock() + policy.ejection_ms / 1000
             health.ejections += 1
             health.calls_failed = 0
-            logger.warning("ejected %s %s after failed calls", service, url)
+            instance_ejections.labels(service, url, "passive").inc()
+            logger.warning(
+                "instance_ejected",
+                extra={
+                    "fields": {
+                        "service": service,
+                        "instance": url,
+                        "cause": "failed calls",
+                        "for_s": policy.ejection_ms / 1000,
+                    }
+                },
+            )
 
     def record_check(
         self, service: str, url: str, *, error: str | None, policy: HealthCheckPolicy
@@ -92,13 +104,20 @@ class HealthTable:
                 # It came back (restarted, redeployed): earlier call failures are history.
                 health.ejected_until = 0.0
                 health.calls_failed = 0
-                logger.info("%s %s is healthy again", service, url)
+                logger.info(
+                    "instance_healthy", extra={"fields": {"service": service, "instance": url}}
+                )
         else:
             health.checks_passed = 0
             health.checks_failed += 1
             if health.healthy and health.checks_failed >= policy.unhealthy_threshold:
                 health.healthy = False
-                logger.warning("%s %s is unhealthy: %s", service, url, error)
+                instance_ejections.labels(service, url, "check").inc()
+                logger.warning(
+                    "instance_unhealthy",
+                    extra={"fields": {"service": service, "instance": url, "error": error}},
+                )
+        instance_healthy.labels(service, url).set(1 if health.healthy else 0)
 
     def forget_except(self, service: str, urls: Iterable[str]) -> None:
         """Drop instances of `service` that are no longer registered anywhere."""

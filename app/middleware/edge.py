@@ -354,8 +354,11 @@ def _route_template(scope: Scope, context: RequestContext | None) -> str | None:
     matched."""
     if context is not None and context.route is not None:
         return context.route
-    route = scope.get("route")
-    template = getattr(route, "path", None)
+    # FastAPI keeps the matched route's full template (its routers' prefixes included) in
+    # its own part of the scope; the route object alone knows only its path in its router.
+    selected = scope.get("fastapi")
+    effective = selected.get("effective_route_context") if isinstance(selected, dict) else None
+    template = getattr(effective, "path_format", None) or getattr(scope.get("route"), "path", None)
     return template if isinstance(template, str) else None
 
 

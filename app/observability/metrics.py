@@ -13,7 +13,10 @@ Gauges say how: `livesum` (in-flight requests), `livemax` (breaker state: the wo
 worker sees), `livemin` (health, config version: the least any live worker has).
 """
 
+import glob
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 
 from prometheus_client import REGISTRY as PROCESS_REGISTRY
@@ -25,7 +28,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 # No `*_created` series: a timestamp per label set that no dashboard reads.
@@ -103,7 +106,7 @@ breaker_transitions = Counter(
 )
 instance_healthy = Gauge(
     "gateway_instance_healthy",
-    "Whether an upstream instance is in rotation (1) or ejected / failing checks (0).",
+    "Whether an upstream instance passes its health checks (1) or not (0).",
     ["service", "instance"],
     multiprocess_mode="livemin",
 )
@@ -232,6 +235,30 @@ class ClientMetrics:
             )
             observe = self._durations[key] = child.observe
         observe(seconds)
+
+
+def share_between_workers() -> Callable[[], None]:
+    """Before worker processes start: give them one metrics directory (the one
+    `PROMETHEUS_MULTIPROC_DIR` names, emptied of an earlier run's files, or a new temporary
+    one). Returns what removes the temporary one once every worker has exited."""
+    directory = multiprocess_directory()
+    if directory is None:
+        directory = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ[MULTIPROC_DIR_VARIABLE] = directory
+        return lambda: shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory, exist_ok=True)
+    # An earlier run's counters would be added to this one's.
+    for stale in glob.glob(os.path.join(directory, "*.db")):
+        os.remove(stale)
+    return lambda: None
+
+
+def forget_worker(pid: int) -> None:
+    """A worker exited: its live gauges (in-flight requests, breaker state, health, config
+    version) stop counting; its counters and histograms stay, as Prometheus expects."""
+    directory = multiprocess_directory()
+    if directory is not None:
+        mark_process_dead(pid, directory)
 
 
 def multiprocess_directory() -> str | None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from app.errors import ServiceUnavailable, TooManyRequests
+from app.observability.access_log import record_rate_limit_refusal
+from app.observability.metrics import quota_refusals
 from app.shared.redis import RedisUnavailable, SharedRedis, delete_keys
 from app.store.snapshot import PlanConfig
 
@@ -123,6 +125,8 @@ class QuotaCounter:
                 if exhausted == 2
                 else ("daily", periods.day_resets_at, day_limit)
             )
+            quota_refusals.labels(plan.name).inc()
+            record_rate_limit_refusal(f"quota:{period}")
             raise TooManyRequests(
                 f"The {period} quota of {limit} requests of plan {plan.name!r} is used up.",
                 headers={"Retry-After": _retry_after(resets_at, now)},

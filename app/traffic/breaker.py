@@ -6,6 +6,7 @@ until its cool-down has passed; then it is half-open and lets a few probes throu
 that succeeds closes the circuit; one that fails opens it again for another cool-down.
 """
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,9 +14,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from app.errors import UpstreamUnavailable
+from app.observability.metrics import breaker_state, breaker_transitions
 from app.traffic.service_policy import BreakerPolicy
 
 Clock = Callable[[], float]
+logger = logging.getLogger("gateway.breaker")
 # The rolling window is kept as this many buckets, so old calls leave it in steps.
 _BUCKETS = 10
 
@@ -67,8 +70,18 @@ class _RollingWindow:
 
 
 class CircuitBreaker:
-    def __init__(self, policy: BreakerPolicy, *, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        policy: BreakerPolicy,
+        *,
+        clock: Clock = time.monotonic,
+        service: str = "",
+        url: str = "",
+    ) -> None:
         self.policy = policy
+        # Who it guards, as its events and metrics name it.
+        self.service = service
+        self.url = url
         self._clock = clock
         self._state = CircuitState.closed
         self._window = _RollingWindow(policy.window_s, clock)
@@ -142,14 +155,39 @@ class CircuitBreaker:
     def _move(self, state: CircuitState) -> None:
         if state is self._state:
             return
-        self._state = state
+        previous, self._state = self._state, state
         self.since = datetime.now(UTC)
+        _announce(self, previous)
         if state is not CircuitState.half_open:
             self._probes_in_flight = 0
         if state is CircuitState.closed:
             # A fresh start: the failures that opened the circuit are history.
             self._window.clear()
             self.consecutive_failures = 0
+
+
+_STATE_VALUES = {CircuitState.closed: 0, CircuitState.half_open: 1, CircuitState.open: 2}
+
+
+def _announce(breaker: CircuitBreaker, previous: CircuitState) -> None:
+    """A state change: the `breaker_state` event (with the ids of the request whose call
+    caused it) and the breaker metrics."""
+    state = breaker._state
+    breaker_state.labels(breaker.service, breaker.url).set(_STATE_VALUES[state])
+    breaker_transitions.labels(breaker.service, breaker.url, state.value).inc()
+    log = logger.info if state is CircuitState.closed else logger.warning
+    log(
+        "breaker_state",
+        extra={
+            "fields": {
+                "service": breaker.service,
+                "instance": breaker.url,
+                "from": previous.value,
+                "to": state.value,
+                "consecutive_failures": breaker.consecutive_failures,
+            }
+        },
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +208,9 @@ class BreakerBoard:
         key = (service, url)
         breaker = self._breakers.get(key)
         if breaker is None:
-            breaker = self._breakers[key] = CircuitBreaker(policy, clock=self._clock)
+            breaker = self._breakers[key] = CircuitBreaker(
+                policy, clock=self._clock, service=service, url=url
+            )
         elif breaker.policy is not policy:
             # A new snapshot (the policy may have changed): its thresholds apply from the next
             # call. Kept by identity, so the hot path compares no fields.

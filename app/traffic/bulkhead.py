@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from app.errors import UpstreamUnavailable
+from app.observability.metrics import bulkhead_rejections
 from app.traffic.service_policy import BulkheadPolicy
 
 
@@ -61,6 +62,7 @@ class Bulkhead:
 
     def _reject(self) -> None:
         self.rejected += 1
+        bulkhead_rejections.labels(self.service).inc()
         raise BulkheadFull(self.service, self.policy.max_concurrent)
 
 
