@@ -24,9 +24,10 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pydantic.config import JsonDict
-from starlette.types import ASGIApp, Message, Scope
+from starlette.types import ASGIApp
 
 from app.errors import GatewayError, InvalidRequest, problem_body, problem_responses
+from app.frontends.mcp.gateway_call import call_in_process
 from app.observability.request_id import request_id_var
 from app.settings import Settings
 from app.traffic.deadline import DEADLINE_HEADER, current_deadline
@@ -171,35 +172,12 @@ def check_batch(batch: BatchRequest, *, prefixes: Sequence[str], max_requests: i
             raise _refused(index, "body", "a GET has no body")
 
 
-def _sub_scope(
-    parent: Scope,
-    sub: SubRequest,
-    *,
-    inherited: list[tuple[bytes, bytes]],
-    extra: list[tuple[bytes, bytes]],
-) -> Scope:
-    path, _, query = sub.path.partition("?")
-    own = [
+def _own_headers(sub: SubRequest) -> list[tuple[bytes, bytes]]:
+    return [
         (name.lower().encode("latin-1"), value.encode("latin-1"))
         for name, value in sub.headers.items()
         if name.lower() not in _DROPPED_HEADERS
     ]
-    return {
-        "type": "http",
-        "asgi": parent.get("asgi", {"version": "3.0"}),
-        "http_version": parent.get("http_version", "1.1"),
-        "method": sub.method,
-        "scheme": parent.get("scheme", "http"),
-        "server": parent.get("server"),
-        "client": parent.get("client"),
-        "root_path": "",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query.encode(),
-        "headers": [*own, *inherited, *extra],
-        # The lifespan's state, as the server hands every request its own copy.
-        "state": dict(parent.get("state", {})),
-    }
 
 
 def _response_headers(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -227,46 +205,6 @@ def _decoded_body(body: bytes, content_type: str) -> JsonValue:
 
 class _Unstarted(GatewayError):
     status, slug, title = 504, "batch-deadline", "Not run before the batch's deadline"
-
-
-async def _dispatch(app: ASGIApp, scope: Scope, body: bytes) -> SubResponse:
-    """One sub-request through the whole app; its answer gathered in memory."""
-    status = 500
-    raw_headers: list[tuple[bytes, bytes]] = []
-    chunks: list[bytes] = []
-    delivered = False
-    finished = asyncio.Event()
-
-    async def receive() -> Message:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        # Nobody disconnects: a streaming route waits here until its answer is complete.
-        await finished.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        nonlocal status, raw_headers
-        if message["type"] == "http.response.start":
-            status = message["status"]
-            raw_headers = list(message.get("headers", ()))
-        elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                finished.set()
-
-    try:
-        await app(scope, receive, send)
-    finally:
-        finished.set()
-    headers = _response_headers(raw_headers)
-    body_bytes = b"".join(chunks)
-    return SubResponse(
-        status=status,
-        headers=headers,
-        body=_decoded_body(body_bytes, headers.get("content-type", "")),
-    )
 
 
 def _problem_answer(error: GatewayError, *, path: str) -> SubResponse:
@@ -312,8 +250,22 @@ async def run_batch(
             body = b"" if sub.body is None else json.dumps(sub.body).encode()
             if sub.body is not None:
                 extra.append((b"content-type", b"application/json"))
-            scope = _sub_scope(request.scope, sub, inherited=inherited, extra=extra)
-            return await _dispatch(app, scope, body)
+            path, _, query = sub.path.partition("?")
+            answer = await call_in_process(
+                app,
+                parent=request.scope,
+                method=sub.method,
+                raw_path=path,
+                query=query.encode(),
+                headers=[*_own_headers(sub), *inherited, *extra],
+                body=body,
+            )
+            headers = _response_headers(answer.headers.raw)
+            return SubResponse(
+                status=answer.status,
+                headers=headers,
+                body=_decoded_body(answer.body, headers.get("content-type", "")),
+            )
         finally:
             limit.release()
 
