@@ -66,8 +66,11 @@ async def cached_json(
     request: Request, policy: CachePolicy, produce: Callable[[], Awaitable[bytes]]
 ) -> Response:
     """The route's JSON answer from the cache, or from `produce` (once per key however many
-    requests miss together); its errors propagate as they are."""
+    requests miss together); its errors propagate as they are. With the cache switched off
+    (`cache.enabled`), `produce`'s answer as it is, without `Cache-Status`."""
     cache: ResponseCache = request.state.gateway.cache
+    if not cache.settings.enabled:
+        return Response(await produce(), media_type="application/json")
     context = context_of(request)
     principal = context.principal
     headers = request.headers

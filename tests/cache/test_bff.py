@@ -222,7 +222,8 @@ async def test_cache_switched_off_bypasses(settings: Settings, backends: Platfor
             answer = await gateway.client.get(
                 QUOTES, params={"symbols": "AAPL"}, headers=partner.headers
             )
-            assert answer.headers["cache-status"] == "gateway; fwd=bypass"
+            assert answer.status_code == 200
+            assert "cache-status" not in answer.headers
     assert await backends.requests("market-data") == {"GET /quotes": 2}
 
 
