@@ -53,6 +53,7 @@ from app.store.consumers import ApiKeyRepository, ConsumerRepository
 from app.store.database import create_engine, is_unavailable, session_factory, transaction
 from app.store.models import ApiKey
 from app.store.notices import ChangeNotices
+from app.store.routes import RevisionRepository
 from app.store.snapshot import ConfigStore
 
 
@@ -271,13 +272,40 @@ def _check(args: argparse.Namespace) -> int:
     print(
         f"{args.file}: valid: {len(document.services)} service(s), {len(document.plans)} "
         f"plan(s), {len(document.consumers)} consumer(s), "
-        f"{len(document.rate_limit_rules)} rate limit rule(s)"
+        f"{len(document.rate_limit_rules)} rate limit rule(s), {len(document.routes)} route(s)"
     )
     return 0
 
 
 def _routes_list(args: argparse.Namespace) -> int:
-    raise CommandFailed("config-driven routes are not in this gateway's config store yet")
+    settings = _settings(args)
+    prefix = settings.passthrough.prefix.rstrip("/")
+
+    async def work(store: Store) -> int:
+        routes = (await _current(store)).routes
+        rows = [("NAME", "ENABLED", "METHODS", "PATH", "SERVICE", "UPSTREAM PATH", "AUTH")]
+        for route in routes:
+            match = route.match
+            path = prefix + (match.path if match.path is not None else f"{match.path_prefix}/*")
+            rows.append(
+                (
+                    route.name,
+                    "yes" if route.enabled else "no",
+                    ",".join(match.methods) or "*",
+                    path + (f" (host {match.host})" if match.host else ""),
+                    route.upstream.service,
+                    route.upstream.path or "(the request's)",
+                    route.auth + (f" {' '.join(route.scopes)}" if route.scopes else ""),
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            print("  ".join(cells).rstrip())
+        print(f"{len(routes)} route(s)", file=sys.stderr)
+        return 0
+
+    return asyncio.run(_with_store(args, work))
 
 
 def _keys_issue(args: argparse.Namespace) -> int:
@@ -303,6 +331,7 @@ def _keys_issue(args: argparse.Namespace) -> int:
                     expires_at=body.expires_at,
                 )
             )
+            await RevisionRepository(session).advance()
         await store.announce()
         expires = key.expires_at.astimezone(UTC).isoformat() if key.expires_at else "never"
         print(
@@ -333,7 +362,7 @@ def _parser() -> argparse.ArgumentParser:
         "config",
         help="export, compare and apply the whole configuration",
         description="The whole configuration (services and instances, plans, consumers, rate "
-        "limit rules) as one YAML document. API keys are never part of it.",
+        "limit rules, pass-through routes) as one YAML document. API keys are never part of it.",
     )
     config_verbs = config.add_subparsers(dest="config_verb", required=True, metavar="COMMAND")
     export = config_verbs.add_parser(
@@ -387,7 +416,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     routes_verbs = routes.add_subparsers(dest="routes_verb", required=True, metavar="COMMAND")
     routes_list = routes_verbs.add_parser(
-        "list", help="list the stored routes", description="List the stored routes."
+        "list",
+        help="list the stored pass-through routes",
+        description="List the stored pass-through routes: name, switch, methods, the path "
+        "served (under the pass-through prefix), service and upstream path, authentication.",
     )
     routes_list.set_defaults(run=_routes_list)
 

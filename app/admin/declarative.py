@@ -2,9 +2,10 @@
 is exported, compared with the store, and applied to it.
 
 The document's entries are the admin API's own request models (`ServiceCreate`,
-`PlanCreate`, `ConsumerCreate`, `RateLimitRuleCreate`), so a file accepts exactly what the
-admin API accepts; what the admin API checks against the store (a consumer's plan exists,
-a rule's plan exists, an OAuth client is linked once) is checked here across the document.
+`PlanCreate`, `ConsumerCreate`, `RateLimitRuleCreate`, `RouteDeclaration`), so a file
+accepts exactly what the admin API accepts; what the admin API checks against the store (a
+consumer's or rule's plan exists, a route's service exists, an OAuth client is linked once)
+is checked here across the document.
 Entries are matched by name (instances by URL); ids, timestamps and API keys are never in a
 document (keys are issued by `gateway keys issue`, a consumer kept by name keeps its keys).
 
@@ -14,7 +15,7 @@ changes, the caller commits or rolls back), so it applies all or changes nothing
 """
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,6 +36,8 @@ from app.admin.services import InstanceCreate, ServiceCreate
 from app.store.consumers import ApiKeyRepository, ConsumerRepository, PlanRepository
 from app.store.models import Consumer, Plan, RateLimitRule, Service, ServiceInstance
 from app.store.rate_limit_rules import RateLimitRuleRepository
+from app.store.route_declarations import RouteDeclaration
+from app.store.routes import RevisionRepository, RouteRepository, declaration_of
 from app.store.service_repository import ServiceRepository
 from app.traffic.service_policy import ServicePolicy
 
@@ -80,8 +83,15 @@ class RateLimitRuleEntry(RateLimitRuleCreate):
         return self
 
 
+class RouteEntry(RouteDeclaration):
+    """A pass-through route, as the admin API takes it."""
+
+    model_config = ConfigDict(title="Route")
+
+
 class GatewayConfig(BaseModel):
-    """The gateway's configuration: services, plans, consumers and rate limit rules."""
+    """The gateway's configuration: services, plans, consumers, rate limit rules and
+    pass-through routes."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -96,6 +106,12 @@ class GatewayConfig(BaseModel):
     plans: list[PlanEntry] = Field(default_factory=list)
     consumers: list[ConsumerEntry] = Field(default_factory=list)
     rate_limit_rules: list[RateLimitRuleEntry] = Field(default_factory=list)
+    routes: list[RouteEntry] = Field(default_factory=list)
+
+    @field_serializer("routes")
+    def _declared(self, routes: list[RouteEntry]) -> list[dict[str, Any]]:
+        # What differs from the defaults, as the routes table keeps it.
+        return [route.model_dump(mode="json", exclude_defaults=True) for route in routes]
 
 
 Location = tuple[int | str, ...]
@@ -171,6 +187,16 @@ def cross_references(document: GatewayConfig) -> list[Fault]:
     faults += _duplicates(("plans",), [p.name for p in document.plans])
     faults += _duplicates(("consumers",), [c.name for c in document.consumers])
     faults += _duplicates(("rate_limit_rules",), [r.name for r in document.rate_limit_rules])
+    faults += _duplicates(("routes",), [r.name for r in document.routes])
+    services = {s.name for s in document.services}
+    for index, route in enumerate(document.routes):
+        if route.upstream.service not in services:
+            faults.append(
+                Fault(
+                    ("routes", index, "upstream", "service"),
+                    f"no service named {route.upstream.service!r} in services",
+                )
+            )
     plans = {p.name for p in document.plans}
     for index, consumer in enumerate(document.consumers):
         if consumer.plan is not None and consumer.plan not in plans:
@@ -255,8 +281,15 @@ async def export_document(session: AsyncSession) -> GatewayConfig:
         _entry(RateLimitRuleEntry, f"rate limit rule {rule.name!r}", _rule_fields(rule))
         for rule in sorted(await RateLimitRuleRepository(session).all(), key=lambda r: r.name)
     ]
+    routes = []
+    for route in sorted(await RouteRepository(session).all(), key=lambda r: r.name):
+        try:
+            declaration = declaration_of(route)
+        except ValidationError as exc:
+            raise UnexportableRow(f"route {route.name!r}: {exc}") from None
+        routes.append(RouteEntry.model_validate(declaration.model_dump()))
     return GatewayConfig(
-        services=services, plans=plans, consumers=consumers, rate_limit_rules=rules
+        services=services, plans=plans, consumers=consumers, rate_limit_rules=rules, routes=routes
     )
 
 
@@ -307,7 +340,7 @@ class Change:
     """One row to create, update or delete; `fields`: (name, before, after) of an update."""
 
     action: Action
-    kind: Literal["service", "instance", "plan", "consumer", "rate limit rule"]
+    kind: Literal["service", "instance", "plan", "consumer", "rate limit rule", "route"]
     name: str
     fields: tuple[tuple[str, Any, Any], ...] = field(default=())
 
@@ -330,24 +363,35 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def _by_name(entries: Iterable[BaseModel], key: str = "name") -> dict[str, dict[str, Any]]:
-    return {getattr(e, key): e.model_dump(mode="json") for e in entries}
+Entry = ServiceEntry | PlanEntry | ConsumerEntry | RateLimitRuleEntry | RouteEntry
+
+
+def _by_name(entries: Iterable[Entry]) -> dict[str, Entry]:
+    return {entry.name: entry for entry in entries}
 
 
 def _field_changes(
-    before: dict[str, Any], after: dict[str, Any], *, skip: frozenset[str] = frozenset()
+    before: BaseModel, after: BaseModel, *, skip: frozenset[str] = frozenset()
 ) -> tuple[tuple[str, Any, Any], ...]:
+    """The fields that differ; a nested value shown by what differs from its defaults."""
+    full_before, full_after = before.model_dump(mode="json"), after.model_dump(mode="json")
+    shown_before = before.model_dump(mode="json", exclude_defaults=True)
+    shown_after = after.model_dump(mode="json", exclude_defaults=True)
     return tuple(
-        (name, before.get(name), after.get(name))
-        for name in after
-        if name not in skip and before.get(name) != after.get(name)
+        (
+            name,
+            shown_before.get(name, full_before[name]),
+            shown_after.get(name, full_after[name]),
+        )
+        for name in full_after
+        if name not in skip and full_before[name] != full_after[name]
     )
 
 
 def _section(
     kind: Any,
-    current: dict[str, dict[str, Any]],
-    desired: dict[str, dict[str, Any]],
+    current: Mapping[str, BaseModel],
+    desired: Mapping[str, BaseModel],
     *,
     skip: frozenset[str] = frozenset(),
 ) -> tuple[list[Change], list[Change], list[Change]]:
@@ -379,6 +423,7 @@ def diff(current: GatewayConfig, desired: GatewayConfig) -> list[Change]:
     rules = _section(
         "rate limit rule", _by_name(current.rate_limit_rules), _by_name(desired.rate_limit_rules)
     )
+    routes = _section("route", _by_name(current.routes), _by_name(desired.routes))
     # A deleted service takes its instances with it.
     gone = {c.name for c in services[2]}
     instance_deletes = [c for c in instances[2] if c.name.split(" ", 1)[0] not in gone]
@@ -386,6 +431,7 @@ def diff(current: GatewayConfig, desired: GatewayConfig) -> list[Change]:
     new = {c.name for c in services[0]}
     instance_creates = [c for c in instances[0] if c.name.split(" ", 1)[0] not in new]
     return [
+        *routes[2],
         *rules[2],
         *consumers[2],
         *plans[0],
@@ -399,14 +445,16 @@ def diff(current: GatewayConfig, desired: GatewayConfig) -> list[Change]:
         *consumers[1],
         *rules[0],
         *rules[1],
+        *routes[0],
+        *routes[1],
         *services[2],
         *plans[2],
     ]
 
 
-def _instances(services: Iterable[ServiceEntry]) -> dict[str, dict[str, Any]]:
+def _instances(services: Iterable[ServiceEntry]) -> dict[str, InstanceCreate]:
     return {
-        f"{service.name} {instance.url}": instance.model_dump(mode="json")
+        f"{service.name} {instance.url}": instance
         for service in services
         for instance in service.instances
     }
@@ -434,6 +482,8 @@ async def apply(session: AsyncSession, desired: GatewayConfig) -> Applied:
     plans_wanted = {p.name: p for p in desired.plans}
     consumers_wanted = {c.name: c for c in desired.consumers}
     rules_wanted = {r.name: r for r in desired.rate_limit_rules}
+    routes_wanted = {r.name: r for r in desired.routes}
+    route_repo = RouteRepository(session)
     service_repo = ServiceRepository(session)
     plan_repo = PlanRepository(session)
     consumer_repo = ConsumerRepository(session)
@@ -468,10 +518,29 @@ async def apply(session: AsyncSession, desired: GatewayConfig) -> Applied:
                 await _apply_consumer(
                     consumer_repo, plan_repo, change, consumers_wanted[change.name]
                 )
+        elif change.kind == "route":
+            await _apply_route(route_repo, change, routes_wanted.get(change.name))
         else:
             await _apply_rule(rule_repo, change, rules_wanted.get(change.name))
     await session.flush()
+    if changes:
+        # In the same transaction: every process can tell by the number that it is behind.
+        await RevisionRepository(session).advance()
     return Applied(changes=changes, revoked_prefixes=revoked)
+
+
+async def _apply_route(repo: RouteRepository, change: Change, wanted: RouteEntry | None) -> None:
+    route = await repo.by_name(change.name)
+    if change.action == "delete":
+        assert route is not None
+        await repo.delete(route)
+        return
+    assert wanted is not None
+    declaration = RouteDeclaration.model_validate(wanted.model_dump())
+    if route is None:
+        await repo.add(declaration)
+    else:
+        await repo.replace(route, declaration)
 
 
 async def _apply_service(
