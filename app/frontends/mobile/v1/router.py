@@ -16,7 +16,7 @@ from app.deps import (
 from app.errors import problem_responses
 from app.frontends.batch import add_batch_route
 from app.frontends.caching import cached_json, policies
-from app.frontends.formats import ListFormatDep, csv_responses
+from app.frontends.formats import ListFormatDep, csv_responses, varies_by_accept
 from app.frontends.mobile.v1 import compose
 from app.frontends.mobile.v1.views import (
     CompactQuote,
@@ -115,7 +115,8 @@ async def mobile_quotes(
         return quotes.model_dump_json().encode()
 
     # The same for every user: shared for `cache.quotes_ttl_s` (`app.frontends.caching`).
-    return await cached_json(request, policies(request.state.gateway.cache).quotes, document)
+    answer = await cached_json(request, policies(request.state.gateway.cache).quotes, document)
+    return varies_by_accept(answer)
 
 
 @router.post(
