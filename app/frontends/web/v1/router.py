@@ -55,6 +55,7 @@ from app.frontends.web.v1.views import (
     PositionView,
     SymbolDetailView,
 )
+from app.upstreams.orders import OrdersClient
 
 # Signed-in users only; reads need "read", writes also the scope of what they change.
 # Superseded by /web/v2: every answer names its successor (`app.frontends.versions`).
@@ -218,6 +219,17 @@ class OrderListing:
     after: str | None
     limit: int
 
+    async def page(self, orders: OrdersClient, *, account_id: str) -> OrdersView:
+        """The page of the account's orders this listing asks for."""
+        return await orders_page(
+            orders,
+            account_id=account_id,
+            status=self.status,
+            symbol=self.symbol,
+            after=self.after,
+            limit=self.limit,
+        )
+
 
 async def order_listing(
     order_status: Annotated[
@@ -247,14 +259,7 @@ async def list_orders(
     answer_format: ListFormatDep,
 ) -> OrdersView | Response:
     """The user's orders, newest first, filtered by status and symbol, a page at a time."""
-    page = await orders_page(
-        orders,
-        account_id=account_id,
-        status=listing.status,
-        symbol=listing.symbol,
-        after=listing.after,
-        limit=listing.limit,
-    )
+    page = await listing.page(orders, account_id=account_id)
     if answer_format.csv:
         return answer_format.table(
             page.orders, OrderView, next_cursor=page.next_cursor, total=page.total

@@ -3,7 +3,7 @@
 The dashboard is version 1's (`assemble_dashboard`: the same upstream calls, sections and
 valuation) with its holdings grouped by sector; the sectors come from the market-data
 catalogue in one more call, an optional section. The orders page is version 1's page
-(`orders_page`) in version 2's page shape.
+(`orders_page`) in version 2's page shape, with the link to the next page.
 """
 
 from collections import defaultdict
@@ -12,16 +12,10 @@ from collections.abc import Sequence
 from app.frontends.paging import link
 from app.frontends.sections import Sections, settle_optional
 from app.frontends.valuation import cents, percent
-from app.frontends.web.v1.compose import (
-    QUOTE_BATCH,
-    WebServices,
-    assemble_dashboard,
-    orders_page,
-)
-from app.frontends.web.v1.views import OrderStatusFilter, PositionView
+from app.frontends.web.v1.compose import QUOTE_BATCH, WebServices, assemble_dashboard
+from app.frontends.web.v1.views import OrdersView, PositionView
 from app.frontends.web.v2.views import UNCLASSIFIED, DashboardView, OrdersPage, SectorView
 from app.upstreams.market_data import MarketDataClient
-from app.upstreams.orders import OrdersClient
 
 V1_PREFIX = "/web/v1/"
 V2_PREFIX = "/web/v2/"
@@ -101,25 +95,14 @@ async def compose_dashboard(services: WebServices, *, account_id: str) -> Dashbo
     )
 
 
-async def compose_orders_page(
-    orders: OrdersClient,
-    *,
-    account_id: str,
-    status: OrderStatusFilter,
-    symbol: str | None,
-    after: str | None,
-    limit: int,
-) -> OrdersPage:
-    """Version 1's page of orders, with the link to the next one."""
-    page = await orders_page(
-        orders, account_id=account_id, status=status, symbol=symbol, after=after, limit=limit
-    )
+def orders_page_with_link(page: OrdersView, limit: int) -> OrdersPage:
+    """Version 1's page of orders (of `limit` at most), with the link to the next one."""
     next_page = None
     if page.next_cursor is not None:
         next_page = link(
             ORDERS_LIST,
-            status=status.value,
-            symbol=symbol,
+            status=page.status.value,
+            symbol=page.symbol,
             limit=str(limit),
             cursor=page.next_cursor,
         )

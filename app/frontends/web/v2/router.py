@@ -12,7 +12,7 @@ from app.frontends.routing import FrontendRouter
 from app.frontends.versions import carry_over
 from app.frontends.web.v1 import router as v1
 from app.frontends.web.v1.router import OrderListingDep, WebServicesDep
-from app.frontends.web.v2.compose import compose_dashboard, compose_orders_page
+from app.frontends.web.v2.compose import compose_dashboard, orders_page_with_link
 from app.frontends.web.v2.views import DashboardView, OrdersPage
 
 # Signed-in users only; reads need "read", writes also the scope of what they change.
@@ -39,14 +39,7 @@ async def list_orders(
     orders: OrdersDep, account_id: AccountIdDep, listing: OrderListingDep
 ) -> OrdersPage:
     """The user's orders, newest first, filtered by status and symbol, a page at a time."""
-    return await compose_orders_page(
-        orders,
-        account_id=account_id,
-        status=listing.status,
-        symbol=listing.symbol,
-        after=listing.after,
-        limit=listing.limit,
-    )
+    return orders_page_with_link(await listing.page(orders, account_id=account_id), listing.limit)
 
 
 carry_over(v1.router, router, changed=CHANGED)

@@ -70,21 +70,10 @@ class SectorView(BaseModel):
 
 
 _DASHBOARD_EXAMPLE: JsonDict = {
-    "account": v1._ACCOUNT_EXAMPLE,
+    **{name: value for name, value in v1._DASHBOARD_EXAMPLE.items() if name != "positions"},
     "holdings_value": 28_690.5,
     "sectors": [_SECTOR_EXAMPLE],
-    "positions_total": 1,
-    "positions_next": None,
-    "watchlists": [v1._WATCHLIST_EXAMPLE],
-    "watchlists_total": 1,
-    "open_orders": [v1._ORDER_EXAMPLE],
-    "open_orders_total": 10_777,
     "open_orders_next": "/web/v2/orders?status=open&cursor=b3JkXzNmOWExYzJiN2Q0ZQ",
-    "bots": v1._BOTS_EXAMPLE,
-    "bots_total": 1,
-    "bots_next": None,
-    "news": None,
-    "degraded": ["news"],
 }
 
 _REST = "null when every one is shown"
