@@ -118,7 +118,8 @@ def _mount_mcp(app: FastAPI, settings: Settings) -> McpFrontend:
         max_body_bytes=settings.http.max_body_bytes,
         version=app.version,
     )
-    app.router.routes.append(Route(MCP_PATH, mcp, include_in_schema=False))
+    # First: FastAPI would otherwise try every other route before it on each MCP request.
+    app.router.routes.insert(0, Route(MCP_PATH, mcp, include_in_schema=False))
     return mcp
 
 

@@ -21,6 +21,7 @@ from backends.launcher import start_platform
 from bench.batch import batch_against_separate
 from bench.instructions import measure_both
 from bench.load import print_result, run_load
+from bench.mcp import mcp_tool_calls
 from bench.servers import Server, start_gateway, start_upstream
 from bench.throughput import partner_quotes
 
@@ -133,6 +134,12 @@ def main() -> None:
         dashboard_latency(directory)
     with tempfile.TemporaryDirectory() as directory:
         batch_against_separate(migrated_database(directory))
+    with tempfile.TemporaryDirectory() as directory:
+        upstream = start_upstream()
+        try:
+            mcp_tool_calls(upstream, migrated_database(directory))
+        finally:
+            upstream.stop()
 
 
 if __name__ == "__main__":
