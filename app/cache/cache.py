@@ -46,7 +46,7 @@ from app.cache.stores import CODING_SEPARATOR, MemoryCache, RedisCache
 from app.observability.access_log import set_cache_status
 from app.observability.metrics import count_cache_lookup
 from app.settings import CacheSettings, CompressionSettings
-from app.shared.redis import REDIS_ERRORS, RedisUnavailable, SharedRedis
+from app.shared.redis import REDIS_ERRORS, RedisUnavailable, SharedRedis, receive
 
 logger = logging.getLogger("gateway.cache")
 
@@ -344,11 +344,11 @@ class ResponseCache:
         assert self.shared is not None
         while True:
             try:
-                pubsub = self.shared.redis.client.pubsub(ignore_subscribe_messages=True)
+                # Sharded pub/sub on a cluster (`SharedRedis.subscribe`).
+                pubsub = await self.shared.redis.subscribe(self.shared.channel)
                 try:
-                    await pubsub.subscribe(self.shared.channel)
                     while True:
-                        message = await pubsub.get_message(timeout=5.0)
+                        message = await receive(pubsub, timeout_s=5.0)
                         if message is None:
                             continue
                         with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):

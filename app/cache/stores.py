@@ -161,8 +161,8 @@ class RedisCache:
             await self._release(keys=[self._lock(key)], args=[token], client=client)
 
     async def announce(self, message: bytes) -> None:
-        async with self.redis.answering() as client:
-            await client.publish(self.channel, message)
+        # Sharded (SPUBLISH) on a cluster, as the listeners subscribe.
+        await self.redis.publish(self.channel, message)
 
 
 # Release a fetch lock only if it is still ours (its lease may have passed to another).

@@ -36,6 +36,7 @@ that never saw a script gets it on its first `NOSCRIPT`.
 """
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -46,7 +47,8 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
-from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterNode, ClusterPubSub
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -244,6 +246,24 @@ class SharedRedis:
         await asyncio.shield(self._discovered)
         self._unmapped = False
 
+    async def subscribe(self, channel: str) -> PubSub:
+        """A subscription to `channel` on a connection of its own: sharded (`SSUBSCRIBE`) on
+        a cluster, to the shard that owns the channel's slot. Read it with `receive`; close
+        it with `aclose()`. Not under the command timeout: a subscription waits by nature."""
+        if self._unmapped:
+            await self._discover()
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            if isinstance(pubsub, ClusterPubSub):
+                await pubsub.ssubscribe(channel)
+            else:
+                await pubsub.subscribe(channel)
+        except BaseException:
+            with contextlib.suppress(*REDIS_ERRORS):
+                await pubsub.aclose()
+            raise
+        return pubsub
+
     async def publish(self, channel: str, message: bytes) -> None:
         """Send `message` on `channel`: sharded (`SPUBLISH`) on a cluster, so it reaches the
         shard that owns the channel instead of every node."""
@@ -258,6 +278,18 @@ class SharedRedis:
         await self.client.aclose()
         for close in self._closers:
             await close()
+
+
+async def receive(pubsub: PubSub, *, timeout_s: float) -> dict[str, Any] | None:
+    """The next message of a `SharedRedis.subscribe` subscription, None after `timeout_s`.
+    A shard subscription that its node dropped (the channel's slot moved, a failover)
+    raises `ConnectionError`, so the subscriber subscribes again."""
+    if isinstance(pubsub, ClusterPubSub):
+        message = await pubsub.get_sharded_message(timeout=timeout_s)
+        if not pubsub.shard_channels:
+            raise ConnectionError("the sharded subscription was dropped by its node")
+        return message
+    return await pubsub.get_message(timeout=timeout_s)
 
 
 # How many keys one SCAN step looks at.

@@ -21,10 +21,9 @@ from typing import Any
 
 import orjson
 from redis.asyncio.client import PubSub
-from redis.asyncio.cluster import ClusterPubSub
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.shared.redis import REDIS_ERRORS, RedisUnavailable, SharedRedis
+from app.shared.redis import REDIS_ERRORS, RedisUnavailable, SharedRedis, receive
 from app.store.database import is_unavailable
 from app.store.snapshot import ConfigSnapshot, ConfigStore
 
@@ -116,14 +115,9 @@ class ChangeNotices:
     async def _listen(self, redis: SharedRedis, attempted: asyncio.Event) -> None:
         delay = _FIRST_RETRY_S
         while True:
-            client = redis.client
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub: PubSub | None = None
             try:
-                if isinstance(pubsub, ClusterPubSub):
-                    # Sharded on a cluster: the channel lives on the shard that owns its slot.
-                    await pubsub.ssubscribe(self.channel)
-                else:
-                    await pubsub.subscribe(self.channel)
+                pubsub = await redis.subscribe(self.channel)
                 # Notices sent before we (re)subscribed are lost: at start-up, those since
                 # the lifespan's first load; after an outage, all of them. Catch up once.
                 await self._reload("subscription")
@@ -131,15 +125,16 @@ class ChangeNotices:
                 delay = _FIRST_RETRY_S
                 while True:
                     # Waits with its own timeout, not the client's short command timeout.
-                    message = await _next_message(pubsub)
+                    message = await receive(pubsub, timeout_s=_LISTEN_WAIT_S)
                     if message is not None:
                         await self._on_message(message)
             except REDIS_ERRORS as exc:
                 logger.warning("config change listener lost Redis, retrying: %s", exc)
             finally:
                 attempted.set()
-                with contextlib.suppress(*REDIS_ERRORS):
-                    await pubsub.aclose()
+                if pubsub is not None:
+                    with contextlib.suppress(*REDIS_ERRORS):
+                        await pubsub.aclose()
             await asyncio.sleep(delay)
             delay = min(delay * 2, _LAST_RETRY_S)
 
@@ -194,14 +189,3 @@ class ChangeNotices:
             return
         if snapshot.version != before:
             logger.info("config reloaded on %s: version %d", reason, snapshot.version)
-
-
-async def _next_message(pubsub: PubSub) -> dict[str, Any] | None:
-    """The next notice, or None after `_LISTEN_WAIT_S`; a shard subscription that its node
-    dropped (its slot moved, a failover) raises, so the listener subscribes again."""
-    if isinstance(pubsub, ClusterPubSub):
-        message = await pubsub.get_sharded_message(timeout=_LISTEN_WAIT_S)
-        if not pubsub.shard_channels:
-            raise ConnectionError("the sharded subscription to config changes was dropped")
-        return message
-    return await pubsub.get_message(timeout=_LISTEN_WAIT_S)

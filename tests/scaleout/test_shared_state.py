@@ -8,14 +8,17 @@ import asyncio
 import uuid
 
 import pytest
+from redis.asyncio.cluster import ClusterPubSub
 from redis.crc import key_slot
 
+from app.cache.stores import RedisCache
 from app.discovery.selfreg import SelfRegistry
 from app.errors import TooManyRequests
 from app.policy.idempotency import RedisRecords
 from app.security.quotas import QuotaCounter
 from app.security.sessions import RedisDocuments
-from app.shared.redis import RedisCluster, delete_keys
+from app.settings import Settings
+from app.shared.redis import RedisCluster, connect_redis, delete_keys, receive
 from app.store.snapshot import PlanConfig
 from app.traffic.gcra import RateLimit, RedisGcra, SetMembership, SlotClaim
 from tests.scaleout.conftest import Deployment
@@ -217,3 +220,41 @@ def _all_servers(deployment: Deployment) -> list:
         return list(deployment.cluster.nodes)
     assert deployment.sentinel is not None
     return [deployment.sentinel.primary, deployment.sentinel.replica]
+
+
+async def test_notices_reach_another_client_over_sharded_pub_sub(deployment: Deployment) -> None:
+    """What change notices and cache invalidations use: SPUBLISH/SSUBSCRIBE on a cluster."""
+    listener = connect_redis(Settings(redis_url=deployment.url))
+    assert listener is not None
+    channel = deployment.prefix + "config-changed"
+    try:
+        pubsub = await listener.subscribe(channel)
+        try:
+            if deployment.cluster is not None:
+                assert isinstance(pubsub, ClusterPubSub) and pubsub.shard_channels
+            await deployment.shared.publish(channel, b'{"origin": "x"}')
+            message = None
+            for _ in range(20):
+                message = await receive(pubsub, timeout_s=0.1)
+                if message is not None:
+                    break
+            assert message is not None and message["data"] == b'{"origin": "x"}'
+        finally:
+            await pubsub.aclose()
+    finally:
+        await listener.close()
+
+
+async def test_response_cache_locks_and_invalidation_on_every_node(
+    deployment: Deployment,
+) -> None:
+    store = RedisCache(deployment.shared, prefix=deployment.prefix)
+    token = await store.lock("GET /a?x=1", lease_ms=5000)
+    assert token is not None
+    assert await store.lock("GET /a?x=1", lease_ms=5000) is None
+    await store.unlock("GET /a?x=1", token)
+    assert await store.lock("GET /a?x=1", lease_ms=5000) is not None
+    client = deployment.shared.client
+    for n in range(30):
+        await client.set(store.entries + "{GET /quotes/" + str(n) + "}", b"x")
+    assert await store.delete_matching(["GET /quotes/*"]) == 30
