@@ -137,6 +137,8 @@ async def test_each_sub_request_counts_against_the_limits(
         ("GET", "/web/v1/openapi.json", "path"),
         ("POST", "/web/v1/batch", "path"),
         ("GET", "/web/v2/batch", "path"),
+        ("GET", "/web/v1/stream/quotes?symbols=AAPL", "path"),
+        ("GET", "/mobile/v1/home", "path"),
         ("GET", "/web/v1/../../admin/v1/services", "path"),
         ("GET", "/partner/v1/quotes?symbols=AAPL", "path"),
         ("POST", "/web/v1/bots/bot-momentum-1/start", "method"),
