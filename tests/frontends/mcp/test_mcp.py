@@ -2,13 +2,17 @@
 gateway and the simulated platform: the same keys, scopes, limits, quotas and idempotency as
 the partner HTTP API."""
 
+import itertools
 import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx2
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
@@ -352,3 +356,46 @@ async def test_access_log_names_the_tool(settings: Settings) -> None:
     ]
     assert partner_line["status"] == 200
     assert partner_line["upstream"][0]["service"] == "market-data"
+
+
+class RoundRobin(httpx2.AsyncBaseTransport):
+    """Each request to the next gateway in turn, as a load balancer in front of several
+    gateway processes would send them."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self._ports = itertools.cycle(ports)
+        self._inner = httpx2.AsyncHTTPTransport()
+        self.served: list[tuple[int, str]] = []
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        port = next(self._ports)
+        request.url = request.url.copy_with(port=port)
+        self.served.append((port, request.method))
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def test_requests_spread_over_gateway_processes(settings: Settings) -> None:
+    async with running_gateway(settings) as first:
+        partner = await create_partner(first.client)
+        # Started after the key exists, so its snapshot holds it without a change notice.
+        async with running_gateway(settings) as second:
+            ports = [httpx2.URL(gateway.url).port for gateway in (first, second)]
+            transport = RoundRobin([port for port in ports if port is not None])
+            async with (
+                httpx2.AsyncClient(transport=transport, headers=partner.headers) as http,
+                Client(
+                    streamable_http_client(mcp_url(first), http_client=http), mode="legacy"
+                ) as client,
+            ):
+                listed = await client.list_tools()
+                quotes = await client.call_tool("quotes", {"symbols": "AAPL"})
+                usage = await client.call_tool("usage", {})
+
+    assert {tool.name for tool in listed.tools} >= {"quotes", "usage"}
+    assert not quotes.is_error and not usage.is_error, (quotes.content, usage.content)
+    posts = [port for port, method in transport.served if method == "POST"]
+    # initialize, initialized, tools/list, two tool calls: each gateway answered some.
+    assert len(posts) >= 5 and set(posts) == set(ports)
