@@ -39,6 +39,8 @@ class ListFormat(StrEnum):
 LIST_FORMATS = (ListFormat.json, ListFormat.csv)
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8; header=present"
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# What most clients send, settled without parsing the header.
+_JSON_AT_ONCE = frozenset({"", "*/*", "application/json"})
 
 
 class NotAcceptable(GatewayError):
@@ -86,7 +88,7 @@ def _weight(offered: str, ranges: list[tuple[str, str, float]]) -> float:
 def negotiate(accept: str | None, offered: Sequence[ListFormat] = LIST_FORMATS) -> ListFormat:
     """The format to answer in: the offered one the client weighs highest, the first offered
     on a tie or without `Accept`; `NotAcceptable` when the client accepts none of them."""
-    if accept is None or not accept.strip():
+    if accept is None or (accept in _JSON_AT_ONCE and offered[0] is ListFormat.json):
         return offered[0]
     ranges = _media_ranges(accept)
     if not ranges:

@@ -60,6 +60,13 @@ def test_nothing_acceptable_is_a_406_naming_what_is_served(accept: str) -> None:
     assert refused.value.extra == {"available": ["application/json", "text/csv"]}
 
 
+def test_a_route_offering_only_csv_refuses_json() -> None:
+    assert negotiate(None, (ListFormat.csv,)) is ListFormat.csv
+    assert negotiate("*/*", (ListFormat.csv,)) is ListFormat.csv
+    with pytest.raises(NotAcceptable):
+        negotiate("application/json", (ListFormat.csv,))
+
+
 class _Row(BaseModel):
     symbol: str
     price: float | None
