@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format migrate openapi bench lock clean
+.PHONY: install run run-prod test lint format migrate openapi bench lock clean
 
 # The locked dependencies, then the project itself (editable, no dependencies): that puts
 # the `gateway` command (app/cli.py) in .venv/bin.
@@ -33,6 +33,17 @@ run: migrate
 	@trap 'kill $$platform 2>/dev/null; wait $$platform 2>/dev/null' EXIT; \
 	$(PY) -m backends run-all & platform=$$!; \
 	GATEWAY_DRAIN_S=$${GATEWAY_DRAIN_S:-0} $(PY) -m app.serve --host $(HOST) --port $(PORT)
+
+# WORKERS processes on one socket, on PostgreSQL and Redis (a node, a cluster or Sentinel;
+# see the README's Deployment section), after the migrations; SIGTERM drains, then stops:
+#   DATABASE_URL=postgresql+asyncpg://... REDIS_URL=redis+cluster://h1:6379,h2:6379 \
+#     make run-prod WORKERS=4 HOST=0.0.0.0
+WORKERS ?= 2
+run-prod: $(STAMP)
+	@case "$$DATABASE_URL" in postgresql*) ;; *) echo "run-prod needs DATABASE_URL=postgresql+asyncpg://..."; exit 2;; esac
+	@test -n "$$REDIS_URL$$GATEWAY_REDIS__CLUSTER_NODES$$GATEWAY_REDIS__SENTINELS" || { echo "run-prod needs REDIS_URL (or GATEWAY_REDIS__CLUSTER_NODES / GATEWAY_REDIS__SENTINELS)"; exit 2; }
+	$(PY) -m alembic upgrade head
+	$(PY) -m app.serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Literal, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import raiseload
 
@@ -484,7 +485,16 @@ class ConfigStore:
             return await RevisionRepository(session).current()
 
     async def seed_services(self, services: dict[str, list[str]], *, timeout_ms: int) -> None:
-        """Register the services named in settings that the store does not know yet."""
+        """Register the services named in settings that the store does not know yet.
+
+        Processes starting together on a fresh database (`--workers N`, a new deployment's
+        pods) race to seed: the one whose insert collides finds them seeded by another."""
+        try:
+            await self._seed_missing(services, timeout_ms=timeout_ms)
+        except IntegrityError:
+            logger.info("services seeded meanwhile by another gateway process")
+
+    async def _seed_missing(self, services: dict[str, list[str]], *, timeout_ms: int) -> None:
         async with self._sessions() as session, session.begin():
             repo = ServiceRepository(session)
             for name, urls in services.items():

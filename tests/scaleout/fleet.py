@@ -135,12 +135,9 @@ def gateway_processes(
     """`count` gateway processes, each on its own port, started together; healthy on return."""
     started: list[GatewayProcess] = []
     try:
+        # All at once on the fresh database, as a new deployment's pods start: they race to
+        # seed the services, and every one of them must come up.
         for index in range(count):
-            if index == 1:
-                # The first process seeds the services into the fresh database; processes
-                # racing it there would collide on the seed's rows (the loser exits, to be
-                # restarted by its supervisor), so the others start once it is up.
-                _wait_ready(started[:1])
             port = free_port()
             workdir = directory / f"gateway-{index}"
             workdir.mkdir(parents=True, exist_ok=True)
