@@ -170,11 +170,12 @@ async def test_request_id_reaches_the_upstream(
     await linked_client_partner(gateway.client)
     token = await partner_token(platform, control)
     auth = {"Authorization": f"Bearer {token}"}
-    for sent in ["quote-trace-7", None]:
+    # A symbol each: the second answer must not come from the response cache.
+    for sent, symbol in [("quote-trace-7", "AAPL"), (None, "MSFT")]:
         await reset_stats(platform, control, "market-data")
         headers = dict(auth) if sent is None else {**auth, "X-Request-ID": sent}
         response = await gateway.client.get(
-            "/partner/v1/quotes", params={"symbols": "AAPL"}, headers=headers
+            "/partner/v1/quotes", params={"symbols": symbol}, headers=headers
         )
         assert response.status_code == 200, response.text
         request_id = response.headers["x-request-id"]
