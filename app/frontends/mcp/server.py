@@ -33,13 +33,13 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.deps import context_of
-from app.errors import PROBLEM_BASE, GatewayError, ServiceUnavailable, problem_body
+from app.errors import PROBLEM_BASE, GatewayError, ServiceUnavailable, Unauthorized, problem_body
 from app.frontends.mcp.gateway_call import InProcessAnswer, call_in_process
 from app.frontends.mcp.tools import ToolCatalogue, ToolOperation, tool_catalogue
 from app.security.apikeys import API_KEY_HEADER
 from app.security.jwt import confirm_linked_client
 from app.security.principal import Principal
-from app.security.rbac import PARTNERS, authorize, granted_scopes
+from app.security.rbac import PARTNERS, authorize, granted_scopes, partner_rule
 from app.settings import McpSettings
 
 MCP_PATH = "/mcp"
@@ -66,6 +66,8 @@ _FORWARDED_HEADERS = frozenset(
     }
 )
 _JSON_ACCEPT = (b"accept", b"application/json")
+# Only for a request without a valid credential, which it refuses after admission.
+_PARTNER_CALLER = partner_rule(metered=False)
 
 
 class McpFrontend:
@@ -135,7 +137,16 @@ class McpFrontend:
         request = Request(scope)
         context = context_of(request)
         context.route = MCP_PATH
-        principal = await request.state.gateway.chain.confirmed_principal(context)
+        chain = request.state.gateway.chain
+        try:
+            principal = await chain.confirmed_principal(context)
+        except Unauthorized:
+            principal = None
+        if principal is None:
+            # No credential, or one that failed: the chain counts it against the client
+            # address's limits, as a partner route does (guessing keys is rate limited), and
+            # answers its 401 (or 429).
+            principal = (await chain.run(context, _PARTNER_CALLER)).principal
         confirm_linked_client(authorize(principal, PARTNERS, ()))
         await sessions.handle_request(scope, receive, send)
 

@@ -399,3 +399,15 @@ async def test_requests_spread_over_gateway_processes(settings: Settings) -> Non
     posts = [port for port, method in transport.served if method == "POST"]
     # initialize, initialized, tools/list, two tool calls: each gateway answered some.
     assert len(posts) >= 5 and set(posts) == set(ports)
+
+
+async def test_guessed_keys_are_limited_per_address(gateway: RunningGateway) -> None:
+    rule = {"name": "per-address", "key_by": "address", "limit": 3, "period_s": 60}
+    created = await gateway.client.post("/admin/v1/rate-limits", json=rule, headers=ADMIN)
+    assert created.status_code == 201, created.text
+    guess = {**MCP_POST, **HANDSHAKE_ERA, "X-API-Key": "sbk_000000000000_" + "x" * 43}
+
+    answers = [await gateway.client.post("/mcp", json=LIST_TOOLS, headers=guess) for _ in range(4)]
+
+    assert [answer.status_code for answer in answers] == [401, 401, 401, 429]
+    assert assert_problem(answers[3], 429)["limit"] == "per-address"
