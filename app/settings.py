@@ -276,7 +276,7 @@ class StreamSettings(BaseModel):
     # How often each stream's credential is confirmed again (expired or revoked: closed).
     credential_check_s: float = Field(2.0, gt=0, le=300)
     # Open streams per principal (in this process) and per process; 429 / 503 beyond.
-    max_per_principal: int = Field(10, ge=1, le=10_000)
+    max_per_principal: int = Field(10, ge=1, le=1_000_000)
     max_per_process: int = Field(20_000, ge=1, le=1_000_000)
     # A client whose one write waits longer than this (it stopped reading) is dropped;
     # until then it gets the latest quote per symbol (conflation).

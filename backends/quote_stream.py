@@ -133,9 +133,10 @@ class QuotePublisher:
 
     async def _tick(self) -> None:
         while self._connections:
-            # On the second: a quote's delay is measured from its step.
+            # Just after the second (a timer may fire a little early): a quote's delivery
+            # delay is measured from its step.
             interval = self.interval_s
-            await asyncio.sleep(interval - time.time() % interval)
+            await asyncio.sleep(interval - time.time() % interval + 0.001)
             step = current_step()
             encoded: dict[str, bytes] = {}
             for connection in list(self._connections):

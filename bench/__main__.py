@@ -23,6 +23,7 @@ from bench.instructions import measure_both
 from bench.load import print_result, run_load
 from bench.mcp import mcp_tool_calls
 from bench.servers import Server, start_gateway, start_upstream
+from bench.streams import stream_capacity
 from bench.throughput import partner_quotes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,6 +135,8 @@ def main() -> None:
         dashboard_latency(directory)
     with tempfile.TemporaryDirectory() as directory:
         batch_against_separate(migrated_database(directory))
+    with tempfile.TemporaryDirectory() as directory:
+        stream_capacity(migrated_database(directory))
     with tempfile.TemporaryDirectory() as directory:
         upstream = start_upstream()
         try:

@@ -140,6 +140,7 @@ async def quote_socket(websocket: WebSocket) -> None:
         deadline=Deadline.after_ms(_CONNECT_DEADLINE_MS),
         request_id=request_id,
     )
+    context.route = SOCKET_PATH
     try:
         try:
             outcome = await state.chain.run(context, STREAM_RULE)
