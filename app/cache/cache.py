@@ -428,7 +428,7 @@ class ResponseCache:
 
     def _coding(self, request: CacheRequest) -> str | None:
         accepted = request.headers.get("accept-encoding")
-        return codings.negotiate(accepted, self.codings) if accepted else None
+        return codings.preferred(accepted, self.codings) if accepted else None
 
     async def _forward(
         self,
@@ -620,7 +620,7 @@ class ResponseCache:
         now = time.time()
         headers = [*entry.headers, ("age", str(int(entry.age(now)))), ("cache-status", status)]
         if not _has(headers, "date"):
-            headers.append(("date", format_http_date(now)))
+            headers.append(("date", _date_now(now)))
         coding = self._coding(request)
         if entry.status == 200 and (
             not_modified(request.headers, etag=entry.etag, last_modified=entry.last_modified)
@@ -635,10 +635,9 @@ class ResponseCache:
             kept = [(n, v) for n, v in headers if n in NOT_MODIFIED_HEADERS]
             kept += [("age", str(int(entry.age(now)))), ("cache-status", status)]
             return CacheAnswer(304, kept, b"", result, status)
-        raw = [(n.encode(), v.encode()) for n, v in entry.headers]
         if coding is not None and codings.encodable(
             status=entry.status,
-            headers=raw,
+            headers=[(n.encode(), v.encode()) for n, v in entry.headers],
             size=len(entry.body),
             minimum=self.compression_minimum_bytes,
         ):
@@ -696,6 +695,18 @@ class _FieldReader:
                 names += [part.strip().lower() for part in value.split(",") if part.strip()]
         # The cache encodes per client itself; the identity body does not vary on it.
         return tuple(sorted(set(names) - {"accept-encoding"}))
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _date_now(now: float) -> str:
+    """`Date` for this second, formatted once per second."""
+    global _date_cache
+    second = int(now)
+    if _date_cache[0] != second:
+        _date_cache = (second, format_http_date(second))
+    return _date_cache[1]
 
 
 def _has(headers: Sequence[tuple[str, str]], name: str) -> bool:

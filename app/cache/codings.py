@@ -9,6 +9,7 @@ client that accepts it.
 import gzip
 import zlib
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Literal, Protocol
 
 import brotli
@@ -69,6 +70,13 @@ def negotiate(accept_encoding: str, offered: Iterable[Coding] = CODINGS) -> Codi
         if q > best_q:
             best, best_q = coding, q
     return best
+
+
+@lru_cache(maxsize=256)
+def preferred(accept_encoding: str, offered: tuple[Coding, ...] = CODINGS) -> Coding | None:
+    """`negotiate`, each of the few distinct `Accept-Encoding` values clients send parsed
+    once."""
+    return negotiate(accept_encoding, offered)
 
 
 def encodable(

@@ -4,7 +4,6 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
-from urllib.parse import parse_qsl, urlencode
 
 CacheScope = Literal["shared", "per-caller"]
 
@@ -73,15 +72,18 @@ class CacheRequest:
     credentialed: bool = False
 
     def url(self, policy: CachePolicy) -> str:
-        """The path and the query parameters that make the key, sorted."""
+        """The path and the query parameters that make the key, sorted; parameters are
+        compared as sent (not decoded), so `a=1&b=2` and `b=2&a=1` share an entry."""
         if not self.query:
             return self.path
-        pairs = parse_qsl(self.query, keep_blank_values=True)
+        pairs = [pair for pair in self.query.split("&") if pair]
         if policy.vary_query is not None:
-            pairs = [(name, value) for name, value in pairs if name in policy.vary_query]
+            pairs = [pair for pair in pairs if pair.partition("=")[0] in policy.vary_query]
         if not pairs:
             return self.path
-        return self.path + "?" + urlencode(sorted(pairs))
+        if len(pairs) > 1:
+            pairs.sort()
+        return self.path + "?" + "&".join(pairs)
 
 
 @dataclass(slots=True)
