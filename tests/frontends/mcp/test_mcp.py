@@ -411,3 +411,34 @@ async def test_guessed_keys_are_limited_per_address(gateway: RunningGateway) -> 
 
     assert [answer.status_code for answer in answers] == [401, 401, 401, 429]
     assert assert_problem(answers[3], 429)["limit"] == "per-address"
+
+
+async def test_tool_calls_count_once_against_the_quota(gateway: RunningGateway) -> None:
+    partner = await create_partner(gateway.client, plan={"quota_per_day": 3})
+
+    async with connect(mcp_url(gateway), partner.headers) as client:
+        calls = [await client.call_tool("quotes", {"symbols": "AAPL"}) for _ in range(4)]
+    usage = await gateway.client.get("/partner/v1/usage", headers=partner.headers)
+
+    assert [call.is_error for call in calls] == [False, False, False, True]
+    exhausted = calls[3].structured_content
+    assert exhausted["status"] == 429 and exhausted["quota"] == "daily"
+    assert exhausted["retry_after_s"] > 0
+    # Three tool calls, three partner calls: the MCP requests themselves are not metered.
+    assert usage.json()["day"]["used"] == 3
+
+
+async def test_place_order_without_an_idempotency_key_is_refused(
+    gateway: RunningGateway, backends: PlatformControl
+) -> None:
+    partner = await create_partner(gateway.client, scopes=("orders:write",))
+    await backends.reset_stats("orders")
+
+    async with connect(mcp_url(gateway), partner.headers) as client:
+        refused = await client.call_tool("place_order", an_order())
+
+    assert refused.is_error
+    problem = refused.structured_content
+    assert problem["status"] == 422
+    assert [error["field"] for error in problem["errors"]] == ["header.Idempotency-Key"]
+    assert await backends.requests("orders") == {}
