@@ -237,20 +237,22 @@ def _apply(args: argparse.Namespace) -> int:
         try:
             async with transaction(store.sessions) as session:
                 applied = await apply(session, desired)
-                if args.dry_run:
+                if args.dry_run or not applied.changes:
                     raise _DryRun
         except _DryRun:
             assert applied is not None
             _print_changes(applied.changes)
-            print(
-                f"dry run: {len(applied.changes)} change(s) would be applied; nothing changed",
-                file=sys.stderr,
-            )
+            if args.dry_run:
+                print(
+                    f"dry run: {len(applied.changes)} change(s) would be applied; nothing changed",
+                    file=sys.stderr,
+                )
+            else:
+                print("applied 0 change(s): the store already holds the file", file=sys.stderr)
             return 0
         assert applied is not None
         _print_changes(applied.changes)
-        if applied.changes:
-            await store.announce(applied.revoked_prefixes)
+        await store.announce(applied.revoked_prefixes)
         print(f"applied {len(applied.changes)} change(s)", file=sys.stderr)
         return 0
 

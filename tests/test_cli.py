@@ -16,7 +16,8 @@ import yaml
 
 from app.cli import main, schema_text
 from app.settings import Settings
-from app.store.database import create_engine
+from app.store.database import create_engine, session_factory
+from app.store.routes import RevisionRepository
 from tests.fixtures.gateway import RunningGateway, running_gateway
 from tests.fixtures.redis import PrefixedRedis, prefixed_redis
 from tests.store.store_backends import BACKENDS, migrated_store
@@ -286,6 +287,33 @@ def test_a_database_failure_part_way_applies_nothing(
     assert "refused by the test" in err
     assert out == ""
     assert export(capsys, store_url) == before
+
+
+async def _revision(url: str) -> int:
+    engine = create_engine(url)
+    try:
+        async with session_factory(engine)() as session:
+            return await RevisionRepository(session).current()
+    finally:
+        await engine.dispose()
+
+
+def test_the_store_revision_rises_once_per_applied_file(
+    capsys: pytest.CaptureFixture[str], store_url: str, tmp_path: Path
+) -> None:
+    """Running gateways that missed the notice see by the revision that they are behind."""
+    before = asyncio.run(_revision(store_url))
+    sample = write(tmp_path, SAMPLE)
+    assert gateway(capsys, store_url, "config", "apply", "--dry-run", sample)[0] == 0
+    assert asyncio.run(_revision(store_url)) == before
+    assert gateway(capsys, store_url, "config", "apply", sample)[0] == 0
+    assert asyncio.run(_revision(store_url)) == before + 1
+    status, out, err = gateway(capsys, store_url, "config", "apply", sample)
+    assert (status, out) == (0, "")
+    assert "applied 0 change(s)" in err
+    assert asyncio.run(_revision(store_url)) == before + 1
+    assert gateway(capsys, store_url, "keys", "issue", "beta-fund")[0] == 0
+    assert asyncio.run(_revision(store_url)) == before + 2
 
 
 def test_an_oauth_client_moves_between_consumers_in_one_apply(

@@ -474,8 +474,12 @@ async def apply(session: AsyncSession, desired: GatewayConfig) -> Applied:
     """Stage the changes that make the store hold `desired`, in the caller's transaction.
 
     Nothing is committed here: the caller commits, or rolls back on any exception (also a
-    dry run), so a failure part way leaves the store as it was.
+    dry run, or when nothing changes), so a failure part way leaves the store as it was.
     """
+    # The store's revision first: it rises in this transaction (every process can tell by
+    # the number that it is behind), and on PostgreSQL its row lock makes a change committed
+    # meanwhile wait, or this wait for it, so the diff is taken from what it is applied to.
+    await RevisionRepository(session).advance()
     current = await export_document(session)
     changes = diff(current, desired)
     services = {s.name: s for s in desired.services}
@@ -523,9 +527,6 @@ async def apply(session: AsyncSession, desired: GatewayConfig) -> Applied:
         else:
             await _apply_rule(rule_repo, change, rules_wanted.get(change.name))
     await session.flush()
-    if changes:
-        # In the same transaction: every process can tell by the number that it is behind.
-        await RevisionRepository(session).advance()
     return Applied(changes=changes, revoked_prefixes=revoked)
 
 
