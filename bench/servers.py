@@ -68,10 +68,12 @@ def start_uvicorn(
     extra_args: Sequence[str] = (),
     measured: bool = False,
     unset: Collection[str] = (),
+    quiet: bool = False,
 ) -> Server:
     """Serve `target` (module:app) with uvicorn on a free port, one worker; `measured` for
     the process whose throughput is compared (see `pinned`); `unset` names variables the
-    server must not see, whether from this environment or from `env`."""
+    server must not see, whether from this environment or from `env`; `quiet` sends its
+    output (an access log, say: still written, at its cost) to /dev/null."""
     port = free_port()
     command = [
         sys.executable,
@@ -97,7 +99,12 @@ def start_uvicorn(
     environment = {**os.environ, **(env or {})}
     for name in unset:
         environment.pop(name, None)
-    process = subprocess.Popen(pinned(command, measured=measured), env=environment)
+    process = subprocess.Popen(
+        pinned(command, measured=measured),
+        env=environment,
+        stdout=subprocess.DEVNULL if quiet else None,
+        stderr=subprocess.DEVNULL if quiet else None,
+    )
     url = f"http://127.0.0.1:{port}"
     wait_until_up(name, url + health_path, process)
     return Server(name, url, process)
@@ -110,9 +117,10 @@ def start_gateway(
     database_url: str,
     env: Mapping[str, str] = {},
     unset: Collection[str] = (),
+    quiet: bool = False,
 ) -> Server:
     """The gateway on the measured core, its services at `services`, its config in
-    `database_url` (migrated)."""
+    `database_url` (migrated); `quiet`: its output to /dev/null."""
     return start_uvicorn(
         name,
         "app.asgi:app",
@@ -127,6 +135,7 @@ def start_gateway(
         },
         measured=True,
         unset=unset,
+        quiet=quiet,
     )
 
 
