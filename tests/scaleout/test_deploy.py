@@ -5,6 +5,7 @@ ServiceMonitor (a CRD the bundle does not hold) against its structure; probes, p
 the drain period against the application's own routes and settings; the Dockerfile's
 essentials; the compose file's wiring."""
 
+import functools
 import re
 import shutil
 import subprocess
@@ -112,10 +113,11 @@ def _check_service_monitor(monitor: dict[str, Any], manifests: list[dict[str, An
         assert re.fullmatch(r"\d+[smh]", endpoint["interval"])
 
 
-def _app_paths() -> set[str]:
+@functools.cache
+def _app_paths() -> frozenset[str]:
     """Where the application serves its health checks and metrics (by their handlers)."""
     gateway = create_app(Settings())
-    return {gateway.url_path_for(name) for name in ("healthz", "readyz", "metrics")}
+    return frozenset(gateway.url_path_for(name) for name in ("healthz", "readyz", "metrics"))
 
 
 def test_probes_ports_and_drain_agree_with_the_application(
@@ -151,6 +153,7 @@ def test_probes_ports_and_drain_agree_with_the_application(
     assert pod["securityContext"]["runAsUser"] == _dockerfile_uid()
     mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
     assert "/srv/gateway/" + Path(settings.config_snapshot_path).parent.as_posix() in mounts
+    assert "/tmp" in mounts  # the read-only root leaves nothing else writable
     resources = container["resources"]
     assert {"cpu", "memory"} <= set(resources["requests"]) and "memory" in resources["limits"]
 
@@ -275,7 +278,8 @@ def test_compose_runs_the_gateway_with_its_parts() -> None:
     assert gateway["stop_signal"] == "SIGTERM"
     grace = int(gateway["stop_grace_period"].rstrip("s"))
     assert grace >= float(env["GATEWAY_DRAIN_S"]) + GRACEFUL_SHUTDOWN_S
-    assert gateway["tmpfs"] == ["/srv/gateway/var"]
+    assert gateway["read_only"] is True
+    assert set(gateway["tmpfs"]) == {"/srv/gateway/var", "/tmp"}
     ports = {int(p.rsplit(":", 1)[1]) for p in gateway["ports"]}
     assert ports == {_dockerfile_port()}
     services_env = yaml.safe_load(env["GATEWAY_SERVICES"])
