@@ -17,6 +17,7 @@ fault in the file, differences found, or a refused change, 2 a usage error.
 
 import argparse
 import asyncio
+import io
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -106,6 +107,13 @@ def _where(fault: Fault, lines: dict[Location, int]) -> str:
     return f"line {line}: {fault}" if line is not None else str(fault)
 
 
+def _named(text: str, path: str) -> io.StringIO:
+    """The text as a stream that YAML's errors name by its file."""
+    stream = io.StringIO(text)
+    stream.name = "<stdin>" if path == "-" else path
+    return stream
+
+
 def read_document(path: str) -> GatewayConfig:
     """The document in the YAML (or JSON) file at `path` ("-": stdin), every fault named
     with its place and line."""
@@ -114,7 +122,7 @@ def read_document(path: str) -> GatewayConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise CommandFailed(f"{path}: cannot read: {exc}") from None
     try:
-        data = yaml.load(text, Loader=_DocumentLoader)  # a SafeLoader
+        data = yaml.load(_named(text, path), Loader=_DocumentLoader)  # a SafeLoader
         lines = _lines(yaml.compose(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise CommandFailed(f"{path}: not valid YAML: {exc}") from None

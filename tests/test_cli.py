@@ -373,7 +373,7 @@ def test_check_validates_offline_and_names_each_fault(
     twice = "plans:\n  - name: basic\n    name: other\n"
     status, _, err = gateway(capsys, None, "check", write(tmp_path, twice))
     assert status == 1
-    assert "key 'name' is given twice" in err and "line 3" in err
+    assert "key 'name' is given twice" in err and '.yaml", line 3' in err
 
     status, _, err = gateway(capsys, None, "check", write(tmp_path, "services: [\n"))
     assert status == 1 and "not valid YAML" in err
