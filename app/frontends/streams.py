@@ -108,7 +108,10 @@ def add_quote_stream(router: FrontendRouter) -> None:
         "/stream/quotes",
         stream_quotes,
         methods=["GET"],
-        response_class=EventStreamResponse,
+        status_code=200,
+        # Plain `Response` for the documents: the 200 is described as an event stream
+        # below, and the problems stay problem+json.
+        response_class=Response,
         responses={
             200: {
                 "description": _SSE_DESCRIPTION,
