@@ -3,12 +3,16 @@ pass-through route (API key, scope, cached a second) and public news (anonymous 
 a field renamed by a transform)."""
 
 import asyncio
+import json
+import re
+from typing import Any
 
 import pytest
 
 from app.settings import Settings
 from app.store.demo import DEMO_ROUTES, seed_demo_routes
-from tests.fixtures.consumers import create_partner
+from tests.fixtures.consumers import ADMIN, create_partner
+from tests.fixtures.databases import ROOT
 from tests.fixtures.gateway import RunningGateway, running_gateway
 from tests.fixtures.problems import assert_problem
 
@@ -64,3 +68,31 @@ async def test_public_news_route(demo: RunningGateway) -> None:
     refused = [a for a in answers if a.status_code == 429]
     assert refused and all(a.status_code in {200, 429} for a in answers)
     assert assert_problem(refused[0], 429)["limit"] == "news-latest-address"
+
+
+def _readme_route() -> dict[str, Any]:
+    """The route the README's pass-through section creates, as printed there."""
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(
+        r"admin/v1/routes -H \"\$admin\" -H \"\$json\" -d '(\{.*?\})'\n", readme, re.S
+    )
+    assert found is not None
+    declaration: dict[str, Any] = json.loads(found.group(1))
+    return declaration
+
+
+async def test_the_readme_route_works_as_printed(demo: RunningGateway) -> None:
+    created = await demo.client.post("/admin/v1/routes", json=_readme_route(), headers=ADMIN)
+    assert created.status_code == 201, created.text
+    partner = await create_partner(demo.client)
+    response = await demo.client.get(
+        "/api/market-data/candles/MSFT?interval=1d&range=1mo", headers=partner.headers
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["x-served-by"] == "gateway"
+    candles = response.json()["candles"]
+    assert candles and all("v" not in c and "c" in c for c in candles)
+    bad = await demo.client.get(
+        "/api/market-data/candles/MSFT?interval=2d&range=1mo", headers=partner.headers
+    )
+    assert assert_problem(bad, 422)["errors"][0]["field"] == "query.interval"
