@@ -22,6 +22,10 @@ from bench.batch import batch_against_separate
 from bench.instructions import measure_both
 from bench.load import print_result, run_load
 from bench.mcp import mcp_tool_calls
+from bench.observability import instructions_on_against_off, observability_on_against_off
+from bench.passthrough import passthrough_rows
+from bench.rate_limited import REDIS_URL
+from bench.scaleout import scaleout
 from bench.servers import Server, start_gateway, start_upstream
 from bench.streams import stream_capacity
 from bench.throughput import partner_quotes
@@ -129,10 +133,23 @@ def main() -> None:
                 upstream, migrated_database(directory), connections=CONNECTIONS, seconds=SECONDS
             )
             instructions_per_request(upstream)
+            passthrough_rows(upstream, directory, connections=CONNECTIONS, seconds=SECONDS)
+        finally:
+            upstream.stop()
+    with tempfile.TemporaryDirectory() as directory:
+        upstream = start_upstream()
+        try:
+            observability_on_against_off(upstream, migrated_database(directory))
+            instructions_on_against_off(upstream)
         finally:
             upstream.stop()
     with tempfile.TemporaryDirectory() as directory:
         dashboard_latency(directory)
+    upstream = start_upstream()
+    try:
+        scaleout(upstream, REDIS_URL)
+    finally:
+        upstream.stop()
     with tempfile.TemporaryDirectory() as directory:
         batch_against_separate(migrated_database(directory))
     with tempfile.TemporaryDirectory() as directory:

@@ -94,7 +94,8 @@ def _run_in_process(target: str, requests: int, upstream: str, database_url: str
         services={"market-data": [upstream]},
         redis_url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
         redis_prefix=os.environ["BENCH_REDIS_PREFIX"],
-        access_log=False,
+        # Off as in `make bench`'s rows, unless a row measures it (`bench.observability`).
+        access_log=os.environ.get("BENCH_ACCESS_LOG") == "true",
     )
     settings.upstream.collapse_gets = False
     settings.resilience.health_checks = False

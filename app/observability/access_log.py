@@ -16,6 +16,8 @@ import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+from app.observability.logging import write_access_line
+
 logger = logging.getLogger("gateway.access")
 
 # Cache-Status outcomes (RFC 9211) the record takes, e.g. "hit", "miss", "stale", "bypass".
@@ -154,4 +156,5 @@ def write_access_record(
         # No template to name it by (a 404, or answered before routing): the path, without
         # its query, is all there is.
         fields["path"] = record.path
-    logger.info("access", extra={"fields": fields})
+    if not write_access_line(fields):
+        logger.info("access", extra={"fields": fields})

@@ -15,7 +15,7 @@ import logging
 import re
 import sys
 import time
-from typing import Literal
+from typing import Literal, TextIO
 
 import orjson
 
@@ -54,10 +54,15 @@ def _redacted(match: re.Match[str]) -> str:
     return _REDACTED
 
 
+_second: list[object] = [-1, ""]
+
+
 def _timestamp(created: float) -> str:
+    """ISO 8601 UTC with milliseconds; the part up to the second formatted once a second."""
     seconds = int(created)
-    millis = int((created - seconds) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    if _second[0] != seconds:
+        _second[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
+    return f"{_second[1]}.{int((created - seconds) * 1000):03d}Z"
 
 
 def _fields(record: logging.LogRecord) -> dict[str, object]:
@@ -108,18 +113,64 @@ class ConsoleFormatter(logging.Formatter):
         return f"{clock} {record.levelname:<7} {record.name} {event} {pairs}".rstrip()
 
 
+# The gateway's own stderr handler while it writes JSON: access lines may go to its stream
+# directly (`write_access_line`).
+_json_handler: logging.StreamHandler[TextIO] | None = None
+_gateway_logger = logging.getLogger("gateway")
+_access_logger = logging.getLogger("gateway.access")
+
+
+def write_access_line(fields: dict[str, object]) -> bool:
+    """Write an access record as the JSON formatter would, straight to the gateway's stream,
+    when that handler is the only one listening; False otherwise (the caller logs it).
+
+    The standard `logging` path (a record object, the caller's frame looked up, a formatter)
+    costs several times the JSON encoding itself, on every request: the one line every
+    request writes skips it, the rarer events keep it.
+    """
+    handler = _json_handler
+    handlers = _gateway_logger.handlers
+    if handler is None or len(handlers) != 1 or handlers[0] is not handler:
+        return False
+    if _access_logger.handlers or _access_logger.filters or _gateway_logger.filters:
+        return False
+    line = orjson.dumps(
+        {
+            "ts": _timestamp(time.time()),
+            "level": "info",
+            "logger": "gateway.access",
+            "event": "access",
+            **fields,
+        },
+        default=str,
+        option=orjson.OPT_APPEND_NEWLINE,
+    ).decode()
+    handler.acquire()
+    try:
+        handler.stream.write(line)
+        handler.stream.flush()
+    except (OSError, ValueError):
+        handler.handleError(logging.makeLogRecord({"msg": "access", "name": "gateway.access"}))
+    finally:
+        handler.release()
+    return True
+
+
 def configure_logging(level: str, log_format: LogFormat = "json") -> None:
     """Idempotent: calling it again (a second app in one process) adds no second handler;
     the format of the last call applies."""
     logger = logging.getLogger("gateway")
     logger.setLevel(level.upper())
     formatter = ConsoleFormatter() if log_format == "console" else JsonFormatter()
-    for handler in logger.handlers:
-        if handler.get_name() == _HANDLER_NAME:
-            handler.setFormatter(formatter)
+    global _json_handler
+    for existing in logger.handlers:
+        if existing.get_name() == _HANDLER_NAME and isinstance(existing, logging.StreamHandler):
+            existing.setFormatter(formatter)
+            _json_handler = existing if log_format == "json" else None
             return
     handler = logging.StreamHandler(sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(formatter)
     logger.addHandler(handler)
     logger.propagate = False
+    _json_handler = handler if log_format == "json" else None

@@ -22,6 +22,7 @@ import os
 import re
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
+from random import getrandbits
 from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
@@ -47,6 +48,15 @@ _INVALID_TRACE_ID = "0" * 32
 _INVALID_SPAN_ID = "0" * 16
 DEFAULT_SERVICE_NAME = "stock-bot-gateway"
 INSTRUMENTATION_NAME = "app.gateway"
+
+
+def _new_trace_id() -> str:
+    # As the SDK's own id generator: random, not secret (ids are sent in the clear anyway).
+    return f"{getrandbits(128) or 1:032x}"
+
+
+def _new_span_id() -> str:
+    return f"{getrandbits(64) or 1:016x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +138,7 @@ class RequestTrace:
         span = self.span
         tracer = self._tracer
         if span is None or tracer is None:
-            return ClientTry(f"00-{self.trace_id}-{os.urandom(8).hex()}-{self._flags:02x}", None)
+            return ClientTry(f"00-{self.trace_id}-{_new_span_id()}-{self._flags:02x}", None)
         parts = urlsplit(url)
         attributes: dict[str, str | int] = {
             "http.request.method": method,
@@ -235,14 +245,14 @@ class Tracing:
         if tracer is None:
             if parent is None:
                 return RequestTrace(
-                    trace_id=os.urandom(16).hex(),
-                    span_id=os.urandom(8).hex(),
+                    trace_id=_new_trace_id(),
+                    span_id=_new_span_id(),
                     flags=0,
                     tracestate=None,
                 )
             return RequestTrace(
                 trace_id=parent.trace_id,
-                span_id=os.urandom(8).hex(),
+                span_id=_new_span_id(),
                 flags=parent.flags,
                 tracestate=state,
             )

@@ -1,12 +1,14 @@
 """The access record: one JSON line per request with what an operator needs, and never a
 secret the client sent."""
 
+import io
 import json
 import logging
 
 import pytest
 
-from app.observability.logging import ConsoleFormatter, JsonFormatter, redact
+from app.observability.access_log import AccessRecord, write_access_record
+from app.observability.logging import ConsoleFormatter, JsonFormatter, configure_logging, redact
 from app.settings import RateLimitSettings, Settings
 from backends.launcher import Platform
 from tests.fixtures.consumers import create_partner
@@ -212,3 +214,43 @@ def test_the_console_format_is_one_readable_line() -> None:
         2,
     )
     assert document["level"] == "warning" and document["ts"].endswith("Z")
+
+
+def test_the_access_line_skips_logging_only_when_nothing_else_listens() -> None:
+    """With the gateway's own JSON handler alone on its logger, an access line goes straight
+    to its stream, the same document the formatter writes; with any other handler there it
+    goes through `logging`, so that handler sees it too."""
+    configure_logging("info", "json")
+    gateway = logging.getLogger("gateway")
+    (handler,) = [h for h in gateway.handlers if h.get_name() == "gateway-stderr"]
+    assert isinstance(handler, logging.StreamHandler)
+    stream = io.StringIO()
+    previous = handler.setStream(stream)
+    others = [h for h in gateway.handlers if h is not handler]
+    for other in others:
+        gateway.removeHandler(other)
+    try:
+        record = AccessRecord(request_id="direct", method="GET", path="/x", client="10.0.0.1")
+        record.set_cache_status("hit")
+        write_access_record(record, principal=None, key_prefix=None, duration_s=0.002)
+        (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
+        assert (line["logger"], line["event"], line["level"]) == (
+            "gateway.access",
+            "access",
+            "info",
+        )
+        assert (line["request_id"], line["path"], line["cache"]) == ("direct", "/x", "hit")
+        assert line["ts"].endswith("Z") and line["duration_ms"] == 2.0
+
+        listening = CapturedLog()
+        gateway.addHandler(listening.handler)
+        try:
+            write_access_record(record, principal=None, key_prefix=None, duration_s=0.001)
+        finally:
+            gateway.removeHandler(listening.handler)
+        assert listening.access_of("direct")["cache"] == "hit"
+        assert len(stream.getvalue().splitlines()) == 2
+    finally:
+        handler.setStream(previous)  # type: ignore[arg-type]
+        for other in others:
+            gateway.addHandler(other)
