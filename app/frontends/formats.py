@@ -220,7 +220,7 @@ def csv_responses(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
                     "example": ",".join(columns_of(model)) + "\r\n",
                 }
             },
-            "description": f"JSON by default; with `Accept: text/csv` the list as CSV, "
-            f"columns {columns} (a page's next page in `Link`, the total in `X-Total-Count`)",
+            "description": f"JSON by default; with `Accept: text/csv` the list as CSV: a "
+            f"header row, then a row per item, columns {columns}",
         },
     }
