@@ -146,6 +146,8 @@ async def partner(gateway: RunningGateway) -> dict[str, str]:
 ENDPOINTS = [
     ("/web/v1/positions", {}, "alice", "items", None),
     ("/web/v1/orders", {"limit": "50"}, "alice", "orders", None),
+    ("/web/v2/orders", {"limit": "50"}, "alice", "items", None),
+    ("/web/v2/positions", {}, "alice", "items", None),
     ("/mobile/v1/positions", {}, "alice", "items", None),
     ("/mobile/v1/quotes", {"symbols": "AAPL,MSFT,NVDA"}, "alice", "quotes", None),
     ("/partner/v1/quotes", {"symbols": "AAPL,MSFT,NVDA"}, "partner", "quotes", None),

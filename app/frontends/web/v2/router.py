@@ -6,12 +6,16 @@ carried over with its handler (`app.frontends.versions.carry_over`), so version 
 API and each version 1 route has its successor here at the same path.
 """
 
+from fastapi import Response
+
 from app.deps import AccountIdDep, OrdersDep, require_user
 from app.errors import problem_responses
+from app.frontends.formats import ListFormatDep, csv_responses
 from app.frontends.routing import FrontendRouter
 from app.frontends.versions import carry_over
 from app.frontends.web.v1 import router as v1
 from app.frontends.web.v1.router import OrderListingDep, WebServicesDep
+from app.frontends.web.v1.views import OrderView
 from app.frontends.web.v2.compose import compose_dashboard, orders_page_with_link
 from app.frontends.web.v2.views import DashboardView, OrdersPage
 
@@ -34,12 +38,24 @@ async def get_dashboard(services: WebServicesDep, account_id: AccountIdDep) -> D
     return await compose_dashboard(services, account_id=account_id)
 
 
-@router.get("/orders", response_model=OrdersPage, responses=problem_responses(422, 502, 503, 504))
+@router.get(
+    "/orders",
+    response_model=OrdersPage,
+    responses={**csv_responses(OrderView), **problem_responses(406, 422, 502, 503, 504)},
+)
 async def list_orders(
-    orders: OrdersDep, account_id: AccountIdDep, listing: OrderListingDep
-) -> OrdersPage:
+    orders: OrdersDep,
+    account_id: AccountIdDep,
+    listing: OrderListingDep,
+    answer_format: ListFormatDep,
+) -> OrdersPage | Response:
     """The user's orders, newest first, filtered by status and symbol, a page at a time."""
-    return orders_page_with_link(await listing.page(orders, account_id=account_id), listing.limit)
+    page = orders_page_with_link(await listing.page(orders, account_id=account_id), listing.limit)
+    if answer_format.csv:
+        return answer_format.table(
+            page.items, OrderView, next_cursor=page.next_cursor, total=page.total
+        )
+    return page
 
 
 carry_over(v1.router, router, changed=CHANGED)
