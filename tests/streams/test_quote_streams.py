@@ -11,6 +11,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from app.settings import Settings, StreamSettings
+from app.state import Drain
 from backends.launcher import Platform
 from tests.fixtures.gateway import RunningGateway, running_gateway
 from tests.fixtures.identity import bearer_headers, browser_login, dev_token
@@ -288,3 +289,30 @@ def _step(timestamp: str) -> int:
     from datetime import datetime
 
     return int(datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp())
+
+
+async def test_streams_end_cleanly_when_the_process_drains(
+    stream_settings: Settings, alice: dict[str, str]
+) -> None:
+    drain = Drain()
+    async with (
+        running_gateway(stream_settings, drain=drain) as gateway,
+        sse(gateway.client, "/web/v1/stream/quotes?symbols=AAPL", **alice) as stream,
+        connect(ws_url(gateway), additional_headers=alice) as socket,
+    ):
+        await socket.send('{"type": "subscribe", "symbols": ["AAPL"]}')
+        await stream.quotes(1)
+        drain.begin()
+        closing = await stream.until("status", timeout_s=5)
+        with pytest.raises(EOFError):
+            await stream.next_event(timeout_s=2)
+        with pytest.raises(websockets.ConnectionClosed):
+            async with asyncio.timeout(5):
+                while True:
+                    await socket.recv()
+        refused = await gateway.client.get("/web/v1/stream/quotes?symbols=AAPL", headers=alice)
+
+    assert closing.data["reason"] == "draining"
+    assert socket.close_code == 1012
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
