@@ -13,6 +13,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from app.settings import Settings, StreamSettings
 from app.state import Drain
 from backends.launcher import Platform
+from tests.fixtures.consumers import create_partner
 from tests.fixtures.gateway import RunningGateway, running_gateway
 from tests.fixtures.identity import bearer_headers, browser_login, dev_token
 from tests.streams.clients import (
@@ -316,3 +317,59 @@ async def test_streams_end_cleanly_when_the_process_drains(
     assert socket.close_code == 1012
     assert refused.status_code == 503
     assert refused.headers["retry-after"] == "1"
+
+
+async def test_partner_api_keys_do_not_open_user_streams(gateway: RunningGateway) -> None:
+    partner = await create_partner(gateway.client)
+
+    refused = await gateway.client.get(
+        "/web/v1/stream/quotes?symbols=AAPL", headers=partner.headers
+    )
+    with pytest.raises(websockets.InvalidStatus) as socket_refused:
+        async with connect(ws_url(gateway), additional_headers=partner.headers):
+            pass
+
+    assert refused.status_code == 403
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert socket_refused.value.response.status_code == 403
+
+
+async def test_streams_per_process_are_capped(
+    settings: Settings, alice: dict[str, str], platform: Platform
+) -> None:
+    one = StreamSettings(max_per_process=1)
+    bob = await bearer_headers(platform, username="bob")
+    path = "/mobile/v1/stream/quotes?symbols=AAPL"
+    async with (
+        running_gateway(settings.model_copy(update={"streams": one})) as gateway,
+        sse(gateway.client, path, **alice),
+    ):
+        refused = await gateway.client.get(path, headers=bob)
+
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "5"
+
+
+async def test_the_asyncapi_document_describes_every_message(gateway: RunningGateway) -> None:
+    document = (await gateway.client.get("/asyncapi/quotes.json")).json()
+
+    assert document["asyncapi"].startswith("3.")
+    channels = document["channels"]
+    assert {c["address"].split("?")[0] for c in channels.values()} == {
+        "/web/v1/stream/quotes",
+        "/mobile/v1/stream/quotes",
+        "/web/v1/ws/quotes",
+    }
+    socket_messages = channels["webSocket"]["messages"]
+    assert set(socket_messages) == {
+        "quote",
+        "status",
+        "subscribed",
+        "error",
+        "subscribe",
+        "unsubscribe",
+    }
+    subscribe = socket_messages["subscribe"]["payload"]
+    assert subscribe["properties"]["symbols"]["maxItems"] == 50
+    quote_ref = socket_messages["quote"]["payload"]["properties"]["quote"]["$ref"]
+    assert quote_ref.removeprefix("#/components/schemas/") in document["components"]["schemas"]
