@@ -82,6 +82,8 @@ class CircuitBreaker:
         # Who it guards, as its events and metrics name it.
         self.service = service
         self.url = url
+        if service:
+            breaker_state.labels(service, url).set(0)
         self._clock = clock
         self._state = CircuitState.closed
         self._window = _RollingWindow(policy.window_s, clock)

@@ -4,6 +4,8 @@ in the access log; retries visible as client spans; W3C parsing."""
 from collections.abc import Iterator
 
 import pytest
+from aiohttp import web
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -227,3 +229,45 @@ def test_otlp_export_is_off_unless_the_standard_variables_ask(
     environ: dict[str, str], on: bool
 ) -> None:
     assert otlp_requested(environ) is on
+
+
+async def test_the_standard_otel_variables_switch_otlp_export_on(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OTLP/HTTP receiver of the test's own gets the gateway's spans when
+    OTEL_EXPORTER_OTLP_ENDPOINT names it; the exporter is flushed as the gateway stops."""
+    received: list[ExportTraceServiceRequest] = []
+
+    async def collect(request: web.Request) -> web.Response:
+        message = ExportTraceServiceRequest()
+        message.ParseFromString(await request.read())
+        received.append(message)
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    receiver = web.Application()
+    receiver.router.add_post("/v1/traces", collect)
+    runner = web.AppRunner(receiver)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "gateway-under-test")
+    try:
+        async with running_gateway(settings) as gw:
+            response = await gw.client.get("/healthz", headers={"traceparent": TRACEPARENT})
+            assert response.status_code == 200
+    finally:
+        await runner.cleanup()
+    spans = [
+        (resource_spans.resource, span)
+        for message in received
+        for resource_spans in message.resource_spans
+        for scope_spans in resource_spans.scope_spans
+        for span in scope_spans.spans
+    ]
+    (resource, span), *_ = [(r, s) for r, s in spans if s.name == "GET /healthz"]
+    assert span.trace_id.hex() == TRACE_ID
+    assert span.parent_span_id.hex() == CLIENT_SPAN_ID
+    names = {a.key: a.value.string_value for a in resource.attributes}
+    assert names["service.name"] == "gateway-under-test"
