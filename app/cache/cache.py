@@ -426,6 +426,27 @@ class ResponseCache:
             fwd = "request"
         return await self._forward(request, policy, found, fetch, fwd=fwd)
 
+    async def fresh_answer(self, request: CacheRequest, policy: CachePolicy) -> CacheAnswer | None:
+        """The answer from a fresh entry the client accepts as it is, or None (then `serve`
+        decides). For a route that can answer a hit before doing any work of its own."""
+        key = self.key_for(request, policy)
+        if key is None:
+            return None
+        asked = directives(request.headers.get("cache-control"))
+        if "no-cache" in asked or "pragma" in request.headers:
+            return None
+        found = await self.lookup(request, policy, key, coding=self._coding(request))
+        entry = found.entry
+        now = time.time()
+        if entry is None or not _fresh_enough(entry, asked, now):
+            return None
+        status = cache_status(hit=True, ttl=entry.ttl(now))
+        answer = self._answer(request, found.entry_key, entry, status, "hit")
+        if self.metrics:
+            count_cache_lookup(answer.result)
+        set_cache_status(answer.result)
+        return answer
+
     def _coding(self, request: CacheRequest) -> str | None:
         accepted = request.headers.get("accept-encoding")
         return codings.preferred(accepted, self.codings) if accepted else None

@@ -3,6 +3,7 @@
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
+from app.frontends.caching import CachedRoutes
 from app.middleware.edge import EdgeMiddleware
 from app.observability.tracing import Tracing
 from app.passthrough.handler import PassthroughHandler
@@ -19,6 +20,9 @@ def install_middleware(app: FastAPI, settings: Settings, *, tracing: Tracing | N
 
     Starlette wraps in reverse order of `add_middleware`, so they are added innermost first.
     """
+    # Innermost: a fresh cache hit of a cached BFF route answered before FastAPI's routing,
+    # after its access rule ran (`app.frontends.caching.CachedRoutes`).
+    app.add_middleware(CachedRoutes)
     # The config-driven routes under `passthrough.prefix`: dispatched by the edge to their
     # plain ASGI handler, past FastAPI's routing (`app.passthrough`).
     app.add_middleware(

@@ -242,3 +242,24 @@ async def test_lookups_are_counted_by_result(gateway: RunningGateway, partner: P
     after = (await gateway.client.get("/metrics")).text
     assert _lookups(after, "miss") - _lookups(before, "miss") == 1
     assert _lookups(after, "hit") - _lookups(before, "hit") == 2
+
+
+async def test_hits_still_count_against_rate_limits_and_honour_csv(
+    gateway: RunningGateway, partner: PartnerKey, backends: PlatformControl
+) -> None:
+    limited = await create_partner(gateway.client, plan={"rate_per_minute": 1})
+    params = {"symbols": "KO"}
+    await gateway.client.get(QUOTES, params=params, headers=partner.headers)
+    first = await gateway.client.get(QUOTES, params=params, headers=limited.headers)
+    assert first.status_code == 200 and "hit" in first.headers["cache-status"]
+    assert "accept" in first.headers["vary"].lower()
+    refused = await gateway.client.get(QUOTES, params=params, headers=limited.headers)
+    assert_problem(refused, 429)
+    assert "retry-after" in refused.headers
+    await backends.reset_stats("market-data")
+    table = await gateway.client.get(
+        QUOTES, params=params, headers={**partner.headers, "Accept": "text/csv"}
+    )
+    assert table.status_code == 200 and table.headers["content-type"].startswith("text/csv")
+    assert "cache-status" not in table.headers
+    assert await backends.requests("market-data") == {"GET /quotes": 1}
