@@ -3,6 +3,7 @@ check offline, keys that authenticate at a running gateway, and the published sc
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import uuid
@@ -314,6 +315,33 @@ def test_the_store_revision_rises_once_per_applied_file(
     assert asyncio.run(_revision(store_url)) == before + 1
     assert gateway(capsys, store_url, "keys", "issue", "beta-fund")[0] == 0
     assert asyncio.run(_revision(store_url)) == before + 2
+
+
+def test_a_row_written_around_the_admin_api_is_named_not_exported(
+    capsys: pytest.CaptureFixture[str], store_url: str
+) -> None:
+    asyncio.run(
+        _execute(
+            store_url,
+            "INSERT INTO plans (name, rate_per_second, scopes, created_at) "
+            "VALUES ('by-hand', 1e-300, '[]', CURRENT_TIMESTAMP)",
+        )
+    )
+    status, out, err = gateway(capsys, store_url, "config", "export")
+    assert (status, out) == (1, "")
+    assert "plan 'by-hand': rate_per_second: Input should be greater than or equal to 0.001" in err
+
+
+def test_an_unreachable_database_is_named_and_changes_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{port}/nowhere"
+    status, out, err = gateway(capsys, url, "config", "apply", write(tmp_path, SAMPLE))
+    assert (status, out) == (1, "")
+    assert "the config database unavailable" in err
 
 
 def test_an_oauth_client_moves_between_consumers_in_one_apply(
