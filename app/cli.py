@@ -11,8 +11,9 @@
 It talks to the config database itself (`DATABASE_URL`, as the gateway; `--database-url`
 overrides it). An apply, or an issued key, is one transaction; once it has committed, the
 running gateways are told through the change notices (`app.store.notices`: with Redis at
-once, otherwise on their periodic refresh). Exit status: 0 done (or no differences), 1 a
-fault in the file, differences found, or a refused change, 2 a usage error.
+once; each also compares the store's revision, which the change raised, every half second).
+Exit status: 0 done (or no differences), 1 a fault in the file, differences found, or a
+refused change, 2 a usage error.
 """
 
 import argparse
@@ -395,7 +396,7 @@ def _parser() -> argparse.ArgumentParser:
         help="make the store hold exactly FILE, in one transaction",
         description="Create, change and delete rows until the store holds exactly what FILE "
         "says, in one transaction: all of it or nothing. Prints each change; running "
-        "gateways reload at once (Redis) or on their periodic refresh.",
+        "gateways reload at once (Redis) or when they see the store's revision rise.",
     )
     apply_.add_argument("file", metavar="FILE", help="the YAML document (- for stdin)")
     apply_.add_argument(
