@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -84,7 +85,9 @@ def start_served(
         "GATEWAY_LOG_LEVEL": "warning",
         **env,
     }
-    process = subprocess.Popen(command, env=environment)
+    process = subprocess.Popen(
+        command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_BOUND_S
     while True:
@@ -262,43 +265,57 @@ def _count(
     call: Callable[[httpx.Client], httpx.Response],
 ) -> str:
     with node.client() as direct:
-        idle = _idle(direct)
-        started = time.monotonic()
-        before = _stats(direct)
-        for _ in range(SAMPLE):
-            response = call(client)
-            if response.status_code >= 500:
-                raise RuntimeError(f"{label}: {response.status_code} {response.text[:200]}")
-        elapsed = time.monotonic() - started
-        after = _stats(direct)
-        # Background work (registry refresh, health) during the same time, from an idle
-        # window scaled to it.
-        idle_commands, idle_in, idle_out, idle_window = idle
-        scale = elapsed / idle_window if idle_window else 0.0
-        commands = {
-            name: (
-                after[0].get(name, 0) - before[0].get(name, 0) - scale * idle_commands.get(name, 0)
-            )
-            / SAMPLE
-            for name in after[0]
-        }
-        commands = {name: n for name, n in commands.items() if n >= 0.05 and name != "info"}
-        bytes_in = (after[1] - before[1] - scale * idle_in) / SAMPLE
-        bytes_out = (after[2] - before[2] - scale * idle_out) / SAMPLE
+        probe = _delta(direct, lambda: None)  # what the counting (INFO) itself costs
+        idle = _delta(direct, lambda: time.sleep(1.0))
+        measured = _delta(direct, lambda: _run(client, label, call))
+    # Per request: the measured window less the counting's own cost and the background
+    # (registry refresh, health checks) of an idle window, scaled to the same duration.
+    scale = measured.seconds / idle.seconds
+
+    def per_request(name: str) -> float:
+        background = idle.commands.get(name, 0) - probe.commands.get(name, 0)
+        own = measured.commands.get(name, 0) - probe.commands.get(name, 0)
+        return (own - scale * max(0, background)) / SAMPLE
+
+    commands = {name: per_request(name) for name in measured.commands if name != "info"}
+    commands = {name: n for name, n in commands.items() if n >= 0.1}
+    bytes_in, bytes_out = (
+        (own - probe_bytes - scale * max(0, idle_bytes - probe_bytes)) / SAMPLE
+        for own, probe_bytes, idle_bytes in (
+            (measured.bytes_in, probe.bytes_in, idle.bytes_in),
+            (measured.bytes_out, probe.bytes_out, idle.bytes_out),
+        )
+    )
     detail = ", ".join(f"{name} {n:.2f}" for name, n in sorted(commands.items()))
     return (
         f"{label:<44} {sum(commands.values()):>8.2f} {bytes_in:>9.0f} {bytes_out:>9.0f}  {detail}"
     )
 
 
-def _idle(direct: redis.Redis) -> tuple[dict[str, int], int, int, float]:
-    """What Redis receives in one second of nobody's requests."""
+def _run(client: httpx.Client, label: str, call: Callable[[httpx.Client], httpx.Response]) -> None:
+    for _ in range(SAMPLE):
+        response = call(client)
+        if response.status_code >= 500:
+            raise RuntimeError(f"{label}: {response.status_code} {response.text[:200]}")
+
+
+@dataclass(frozen=True)
+class _Delta:
+    commands: dict[str, int]
+    bytes_in: int
+    bytes_out: int
+    seconds: float
+
+
+def _delta(direct: redis.Redis, during: Callable[[], None]) -> _Delta:
+    """What Redis counted (calls per command, bytes in and out) while `during` ran."""
     before = _stats(direct)
     started = time.monotonic()
-    time.sleep(1.0)
+    during()
+    seconds = max(time.monotonic() - started, 1e-6)
     after = _stats(direct)
     commands = {name: after[0].get(name, 0) - before[0].get(name, 0) for name in after[0]}
-    return commands, after[1] - before[1], after[2] - before[2], time.monotonic() - started
+    return _Delta(commands, after[1] - before[1], after[2] - before[2], seconds)
 
 
 def _stats(direct: redis.Redis) -> tuple[dict[str, int], int, int]:
@@ -365,23 +382,31 @@ def _wait_ping(node: RedisProcess) -> None:
         time.sleep(0.05)
 
 
-def scaleout(upstream: Server, redis_url: str) -> None:
-    """Every scale-out row (registered in `bench.__main__`)."""
-    with tempfile.TemporaryDirectory() as directory:
-        worker_scaling(upstream, _migrated(directory), redis_url)
-    with tempfile.TemporaryDirectory() as directory:
-        cluster_against_node(upstream, _migrated(directory), Path(directory))
-    with tempfile.TemporaryDirectory() as directory:
-        redis_per_request(_migrated(directory), Path(directory))
+SECTIONS = ("workers", "cluster", "redis")
+
+
+def scaleout(upstream: Server, redis_url: str, sections: Sequence[str] = SECTIONS) -> None:
+    """The scale-out rows (all of them from `bench.__main__`)."""
+    if "workers" in sections:
+        with tempfile.TemporaryDirectory() as directory:
+            worker_scaling(upstream, _migrated(directory), redis_url)
+    if "cluster" in sections:
+        with tempfile.TemporaryDirectory() as directory:
+            cluster_against_node(upstream, _migrated(directory), Path(directory))
+    if "redis" in sections:
+        with tempfile.TemporaryDirectory() as directory:
+            redis_per_request(_migrated(directory), Path(directory))
 
 
 def main() -> None:
+    """`python -m bench.scaleout [workers] [cluster] [redis]` (default: all three)."""
     from bench.rate_limited import REDIS_URL
     from bench.servers import start_upstream
 
+    sections = [name for name in sys.argv[1:] if name in SECTIONS] or list(SECTIONS)
     upstream = start_upstream()
     try:
-        scaleout(upstream, REDIS_URL)
+        scaleout(upstream, REDIS_URL, sections)
     finally:
         upstream.stop()
 
