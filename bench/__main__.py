@@ -19,6 +19,7 @@ import httpx
 
 from backends.launcher import start_platform
 from bench.batch import batch_against_separate
+from bench.cache import cached_against_uncached
 from bench.instructions import measure_both
 from bench.load import print_result, run_load
 from bench.mcp import mcp_tool_calls
@@ -141,6 +142,14 @@ def main() -> None:
         try:
             observability_on_against_off(upstream, migrated_database(directory))
             instructions_on_against_off(upstream)
+        finally:
+            upstream.stop()
+    with tempfile.TemporaryDirectory() as directory:
+        upstream = start_upstream()
+        try:
+            cached_against_uncached(
+                upstream, migrated_database(directory), connections=CONNECTIONS, seconds=SECONDS
+            )
         finally:
             upstream.stop()
     with tempfile.TemporaryDirectory() as directory:

@@ -82,6 +82,8 @@ def partner_quotes(
         "GATEWAY_REDIS_PREFIX": redis_prefix,
         # The bare handler logs nothing either: this compares the request path, not log I/O.
         "GATEWAY_ACCESS_LOG": "false",
+        # Nor does it cache: the request path again (the cache's rows are `bench.cache`).
+        "GATEWAY_CACHE__ENABLED": "false",
     }
     services = {name: [upstream.url] for name in SERVICES}
     try:
