@@ -302,6 +302,11 @@ class QuoteHub:
             for subscriber, credential in self._streams.items():
                 if credential.expired():
                     subscriber.close("credential-expired")
+                if subscriber.stalled(now, settings.write_stall_s) and subscriber.drop():
+                    self.record_drop()
+                    logger.info(
+                        "stream client dropped: a write waited over %s s", settings.write_stall_s
+                    )
             if now >= next_check:
                 await self._confirm_credentials()
                 next_check = time.monotonic() + settings.credential_check_s

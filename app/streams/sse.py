@@ -4,13 +4,12 @@ The response starts with the client's reconnect delay (`retry:`), then writes wh
 client's buffer holds each time it wakes: a status event, the quotes (`id:` the tick, so a
 reconnecting browser sends `Last-Event-ID` and gets the latest quote of each symbol newer
 than it), a heartbeat comment. A write that waits longer than `streams.write_stall_s` (the
-client stopped reading and the socket's buffers are full) drops the client. A closing
+client stopped reading and the socket's buffers are full) has the hub drop the client. A closing
 stream ends with a `status` event naming why, and the response completes.
 """
 
 import asyncio
 import contextlib
-import logging
 
 from starlette.background import BackgroundTask
 from starlette.responses import Response
@@ -18,8 +17,6 @@ from starlette.types import Receive, Scope, Send
 
 from app.streams.hub import QuoteHub, status_notice
 from app.streams.subscriber import Batch, Subscriber
-
-logger = logging.getLogger("gateway.streams")
 
 EVENT_STREAM = "text/event-stream"
 HEARTBEAT = b": heartbeat\n\n"
@@ -72,12 +69,19 @@ class EventStreamResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         subscriber = self._subscriber
+        subscriber.writer = asyncio.current_task()
         listener = asyncio.create_task(_until_disconnect(receive, subscriber))
-        stall_s = self._hub.settings.write_stall_s
+
+        async def write(body: bytes, *, more: bool = True) -> None:
+            with subscriber.writing():
+                await send({"type": "http.response.body", "body": body, "more_body": more})
+
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            opening = b"retry: %d\n\n" % self._hub.settings.client_retry_ms
-            await send({"type": "http.response.body", "body": opening, "more_body": True})
+            with subscriber.writing():
+                await send(
+                    {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+                )
+            await write(b"retry: %d\n\n" % self._hub.settings.client_retry_ms)
             while True:
                 await subscriber.wake.wait()
                 batch = subscriber.take()
@@ -85,19 +89,16 @@ class EventStreamResponse(Response):
                     return
                 body = encode_batch(batch)
                 if body:
-                    try:
-                        async with asyncio.timeout(stall_s):
-                            await send(
-                                {"type": "http.response.body", "body": body, "more_body": True}
-                            )
-                    except TimeoutError:
-                        self._hub.record_drop()
-                        logger.info("stream client dropped: a write waited over %s s", stall_s)
-                        # Ends without completing the response: the server cuts the connection.
-                        return
+                    await write(body)
                 if batch.closing is not None:
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    await write(b"", more=False)
                     return
+        except asyncio.CancelledError:
+            if subscriber.closing != "too-slow":
+                raise
+            # Dropped by the hub while a write stalled: the response ends incomplete, and
+            # the server cuts the connection.
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -6,13 +6,18 @@ slot per symbol: a quote the client has not taken yet is replaced by the newer o
 what it holds is bounded by the number of its symbols whatever the tick rate. The events
 themselves are encoded once per symbol and tick and shared by every client.
 
-How long a client may stall (one write that does not complete) before it is dropped is the
-writer's bound (`streams.write_stall_s`, see `app.streams.sse` and `app.streams.websocket`).
+A writer marks each write (`writing`); the hub's housekeeping drops a client whose one
+write has waited longer than `streams.write_stall_s` by cancelling that writer
+(`app.streams.sse`, `app.streams.websocket`): no timer per write.
 """
 
 import asyncio
+import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.streams.messages import CloseReason
 
@@ -66,6 +71,9 @@ class Subscriber:
     # Quotes replaced before the client took them, and quotes delivered.
     conflated: int = 0
     delivered: int = 0
+    # The task writing to the client, and since when its current write waits (None: none).
+    writer: "asyncio.Task[Any] | None" = None
+    writing_since: float | None = None
 
     def offer(self, event: QuoteEvent) -> None:
         if event.symbol in self.pending:
@@ -90,6 +98,27 @@ class Subscriber:
         if self.closing is None:
             self.closing = reason
         self.wake.set()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Around one write to the client, so that a stalled one can be found."""
+        self.writing_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self.writing_since = None
+
+    def stalled(self, now: float, limit_s: float) -> bool:
+        since = self.writing_since
+        return since is not None and now - since > limit_s
+
+    def drop(self) -> bool:
+        """End a stalled client: its writer is cancelled in the write (True the first time)."""
+        if self.closing == "too-slow" or self.writer is None:
+            return False
+        self.closing = "too-slow"
+        self.writer.cancel()
+        return True
 
     def take(self) -> Batch:
         """Everything buffered, emptying the buffer."""

@@ -10,7 +10,6 @@ expired or revoked, 4408 too slow, 1012 draining, 1001 shutdown).
 
 import asyncio
 import contextlib
-import logging
 
 from pydantic import TypeAdapter, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -26,8 +25,6 @@ from app.streams.messages import (
 )
 from app.streams.subscriber import Subscriber
 
-logger = logging.getLogger("gateway.streams")
-
 _CLIENT_MESSAGE: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 # A client message longer than this is refused unread.
 _MAX_MESSAGE_CHARS = 4096
@@ -35,8 +32,8 @@ _MAX_MESSAGE_CHARS = 4096
 
 async def serve_socket(websocket: WebSocket, hub: QuoteHub, subscriber: Subscriber) -> None:
     """Run an accepted socket until the client leaves or the hub closes the stream."""
+    subscriber.writer = asyncio.current_task()
     reader = asyncio.create_task(_read(websocket, hub, subscriber))
-    stall_s = hub.settings.write_stall_s
     code = CLOSE_CODES["disconnected"]
     try:
         while True:
@@ -49,19 +46,20 @@ async def serve_socket(websocket: WebSocket, hub: QuoteHub, subscriber: Subscrib
                 texts.append(batch.status.text)
             texts.extend(event.text for event in batch.quotes)
             try:
-                async with asyncio.timeout(stall_s):
-                    for text in texts:
+                for text in texts:
+                    with subscriber.writing():
                         await websocket.send_text(text)
-            except TimeoutError:
-                hub.record_drop()
-                logger.info("stream client dropped: a write waited over %s s", stall_s)
-                code = CLOSE_CODES["too-slow"]
-                return
             except (WebSocketDisconnect, RuntimeError, OSError):
                 return
             if batch.closing is not None:
                 code = CLOSE_CODES[batch.closing]
                 return
+    except asyncio.CancelledError:
+        if subscriber.closing != "too-slow":
+            raise
+        # Dropped by the hub while a write stalled.
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        code = CLOSE_CODES["too-slow"]
     finally:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
