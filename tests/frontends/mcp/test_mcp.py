@@ -442,3 +442,14 @@ async def test_place_order_without_an_idempotency_key_is_refused(
     assert problem["status"] == 422
     assert [error["field"] for error in problem["errors"]] == ["header.Idempotency-Key"]
     assert await backends.requests("orders") == {}
+
+
+async def test_disabled_mcp_is_not_served(settings: Settings) -> None:
+    off = settings.model_copy(update={"mcp": settings.mcp.model_copy(update={"enabled": False})})
+    async with running_gateway(off) as gateway:
+        partner = await create_partner(gateway.client)
+        answer = await gateway.client.post(
+            "/mcp", json=LIST_TOOLS, headers={**MCP_POST, **partner.headers}
+        )
+
+    assert_problem(answer, 404)
