@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.cache.policy import CacheRequest, OriginResponse
 from app.deps import context_of_scope
-from app.errors import Forbidden, NotFound
+from app.errors import Forbidden, NotFound, UpstreamError
 from app.frontends.formats import CSV_MEDIA_TYPE, ListFormat, encode_csv, negotiate
 from app.passthrough.compiled import CompiledRoute, RouteCompiler
 from app.passthrough.matcher import MatchedPath
@@ -265,7 +265,7 @@ class PassthroughHandler:
         if route.declaration.list_rows is not None:
             headers.append((b"vary", b"Accept"))
         if mapped:
-            body = await stream.read()
+            body = await self._read_whole(response)
             if route.response_body is not None:
                 body = route.response_body.apply_bytes(body) or body
             if wants_csv and 200 <= response.status < 300:
@@ -325,7 +325,7 @@ class PassthroughHandler:
             try:
                 stream = response.stream
                 assert stream is not None
-                body = await stream.read()
+                body = await self._read_whole(response)
                 returned = self._response_headers(
                     state, scope, route, matched, response, keep_length=False
                 )
@@ -355,6 +355,25 @@ class PassthroughHandler:
         out.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": answer.status, "headers": out})
         await send({"type": "http.response.body", "body": body})
+
+    async def _read_whole(self, response: UpstreamResponse) -> bytes:
+        """An answer the route maps, converts or caches, read whole: at most
+        `passthrough.max_json_body_bytes`, else a 502 (the gateway cannot do what the route
+        declares)."""
+        assert response.stream is not None
+        limit = self.max_json_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.stream.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise UpstreamError(
+                    f"{response.service} answered more than the {limit} bytes this route "
+                    "reads whole (to map, convert or cache it).",
+                    service=response.service,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def _document(self, send: Send, routes: Any) -> None:
         body = orjson.dumps(routes_document(routes, prefix=self.prefix))
