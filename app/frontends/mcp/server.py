@@ -172,14 +172,15 @@ class McpFrontend:
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
         # A tool not listed for the caller still runs: its route answers the 403 naming the
         # missing scope, counted as the HTTP call would be.
+        request: Request = ctx.request
+        context = context_of(request)
         try:
             call = operation.http_call(params.arguments or {})
         except GatewayError as refused:
-            return _problem_result(
-                orjson.loads(problem_body(refused, instance=operation.path)), retry_after=None
-            )
-        request: Request = ctx.request
-        record = context_of(request).access
+            problem = orjson.loads(problem_body(refused, instance=operation.path))
+            problem["request_id"] = context.request_id
+            return _problem_result(problem, retry_after=None)
+        record = context.access
         if record is not None:
             record.mcp_tool = operation.tool.name
         answer = await call_in_process(

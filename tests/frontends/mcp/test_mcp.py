@@ -203,6 +203,8 @@ async def test_refusals_and_failures_are_tool_errors(
         forbidden = await client.call_tool(
             "place_order", {**an_order(), "idempotency_key": f"mcp-{uuid.uuid4().hex}"}
         )
+        with pytest.raises(MCPError, match="Unknown tool: nope"):
+            await client.call_tool("nope", {})
         await backends.fault("market-data", error_rate=1.0, error_status=500, paths=["/quotes"])
         upstream = await client.call_tool("quotes", {"symbols": "AAPL"})
 
@@ -211,6 +213,7 @@ async def test_refusals_and_failures_are_tool_errors(
     assert unknown_argument.is_error and unknown_argument.structured_content["errors"] == [
         {"field": "limit", "message": "Unknown argument"}
     ]
+    assert unknown_argument.structured_content["request_id"] not in ("", "-")
     assert forbidden.is_error and forbidden.structured_content["status"] == 403
     assert forbidden.structured_content["missing_scopes"] == ["orders:write"]
     assert upstream.is_error and upstream.structured_content["status"] in (502, 503)
