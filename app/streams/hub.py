@@ -256,12 +256,17 @@ class QuoteHub:
         return ceiling * random.uniform(0.5, 1.0)
 
     def _on_message(self, data: str) -> None:
-        message = orjson.loads(data)
-        if message.get("type") != "quotes":
+        try:
+            message = orjson.loads(data)
+            if not isinstance(message, dict) or message.get("type") != "quotes":
+                return
+            step = int(message["step"])
+            events = [quote_event(upstream_quote, step) for upstream_quote in message["quotes"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            # One message the gateway cannot read is skipped; the stream goes on.
+            logger.warning("quote stream: unreadable upstream message skipped: %r", exc)
             return
-        step = int(message["step"])
-        for upstream_quote in message["quotes"]:
-            event = quote_event(upstream_quote, step)
+        for event in events:
             followers = self._followers.get(event.symbol)
             if followers is None:
                 # Unsubscribed while this tick was on its way.

@@ -373,3 +373,26 @@ async def test_the_asyncapi_document_describes_every_message(gateway: RunningGat
     assert subscribe["properties"]["symbols"]["maxItems"] == 50
     quote_ref = socket_messages["quote"]["payload"]["properties"]["quote"]["$ref"]
     assert quote_ref.removeprefix("#/components/schemas/") in document["components"]["schemas"]
+
+
+async def test_connect_attempts_count_against_the_rate_limits(
+    settings: Settings, platform: Platform
+) -> None:
+    limits = settings.rate_limit.model_copy(update={"user_limit": 2, "user_period_s": 60.0})
+    limited = settings.model_copy(update={"streams": STREAMS, "rate_limit": limits})
+    carol = await bearer_headers(platform, username="carol")
+    path = "/web/v1/stream/quotes?symbols=AAPL"
+    async with running_gateway(limited) as gateway:
+        async with sse(gateway.client, path, **carol):
+            pass
+        # The second connect, a WebSocket, is the second of the two a minute allows.
+        async with connect(ws_url(gateway), additional_headers=carol):
+            pass
+        refused = await gateway.client.get(path, headers=carol)
+        with pytest.raises(websockets.InvalidStatus) as socket_refused:
+            async with connect(ws_url(gateway), additional_headers=carol):
+                pass
+
+    assert refused.status_code == 429
+    assert "retry-after" in refused.headers
+    assert socket_refused.value.response.status_code == 429
