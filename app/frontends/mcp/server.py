@@ -52,9 +52,8 @@ INSTRUCTIONS = (
     "`retry_after_s` seconds before trying again. Placing an order needs an `idempotency_key`: "
     "send the same key when retrying, and the first order comes back instead of a second one."
 )
-# What a tool call's partner request carries over from the MCP request: the credential, what
-# the edge derives the client's address and deadline from, and the request id (so the access
-# log's two lines share it).
+# What a tool call's partner request carries over from the MCP request: the credential, and
+# what the edge derives the client's address and deadline from.
 _FORWARDED_HEADERS = frozenset(
     {
         b"authorization",
@@ -189,7 +188,7 @@ class McpFrontend:
             method=call.method,
             raw_path=call.raw_path,
             query=call.query,
-            headers=_forwarded(request, call.headers),
+            headers=_forwarded(request, call.headers, tool=operation.tool.name),
             body=call.body,
         )
         return _tool_result(operation, answer)
@@ -202,11 +201,15 @@ def _caller(ctx: Any) -> Principal:
     return principal
 
 
-def _forwarded(request: Request, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def _forwarded(
+    request: Request, headers: list[tuple[bytes, bytes]], *, tool: str
+) -> list[tuple[bytes, bytes]]:
     carried = [
         (name, value) for name, value in request.scope["headers"] if name in _FORWARDED_HEADERS
     ]
-    request_id = context_of(request).request_id
+    # The partner request's id names the MCP request and the tool, as a batch's sub-requests
+    # are named `<batch id>.<index>`: its access log line and answer lead back to both.
+    request_id = f"{context_of(request).request_id}.{tool}"[:128]
     return [*carried, (b"x-request-id", request_id.encode()), _JSON_ACCEPT, *headers]
 
 

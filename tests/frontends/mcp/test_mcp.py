@@ -351,11 +351,11 @@ async def test_access_log_names_the_tool(settings: Settings) -> None:
     (tool_line,) = [line for line in logged if line.get("mcp_tool") == "quotes"]
     assert tool_line["route"] == "/mcp" and tool_line["status"] == 200
     assert tool_line["principal"] == f"consumer:{partner.consumer}"
-    # The partner call it made: its own line, under the same request id.
+    # The partner call it made: its own line, its id the MCP request's and the tool's.
     (partner_line,) = [
         line
         for line in logged
-        if line.get("route") == QUOTES and line["request_id"] == tool_line["request_id"]
+        if line.get("route") == QUOTES and line["request_id"] == f"{tool_line['request_id']}.quotes"
     ]
     assert partner_line["status"] == 200
     assert partner_line["upstream"][0]["service"] == "market-data"
