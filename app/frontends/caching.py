@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import TypeAdapter
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -143,17 +143,20 @@ def _shortcut_routes(
     app: Starlette,
 ) -> dict[str, tuple[Callable[[BffPolicies], CachePolicy], AccessRule]]:
     """`SHORTCUT_PATHS` with the access rule each route declares (exactly one, or the route
-    is left to the full path)."""
+    is left to the full path). Included routers stay nested (FastAPI >= 0.160): their routes
+    are found through the route contexts, as the OpenAPI documents find them."""
     found = {}
-    for route in app.routes:
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        path = context.path or ""
         if (
             isinstance(route, APIRoute)
-            and route.path in SHORTCUT_PATHS
-            and "GET" in (route.methods or ())
+            and path in SHORTCUT_PATHS
+            and "GET" in (context.methods or ())
         ):
-            rules = list(_access_rules(route.dependant))
+            rules = _access_rules(route.dependant)
             if len(rules) == 1:
-                found[route.path] = (SHORTCUT_PATHS[route.path], rules[0])
+                found[path] = (SHORTCUT_PATHS[path], rules[0])
     return found
 
 

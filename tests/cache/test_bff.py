@@ -263,3 +263,14 @@ async def test_hits_still_count_against_rate_limits_and_honour_csv(
     assert table.status_code == 200 and table.headers["content-type"].startswith("text/csv")
     assert "cache-status" not in table.headers
     assert await backends.requests("market-data") == {"GET /quotes": 1}
+
+
+def test_quotes_hits_are_answered_before_routing_under_their_own_rules() -> None:
+    from app.frontends.caching import _shortcut_routes
+    from app.main import create_app
+
+    routes = _shortcut_routes(create_app())
+    assert {path: rule.scopes for path, (_, rule) in routes.items()} == {
+        "/partner/v1/quotes": ("quotes:read",),
+        "/mobile/v1/quotes": ("read",),
+    }
