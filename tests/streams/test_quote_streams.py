@@ -396,3 +396,26 @@ async def test_connect_attempts_count_against_the_rate_limits(
     assert refused.status_code == 429
     assert "retry-after" in refused.headers
     assert socket_refused.value.response.status_code == 429
+
+
+async def test_a_session_cookie_opens_a_websocket_only_from_this_site(
+    gateway: RunningGateway,
+) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url, follow_redirects=True) as browser:
+        await browser_login(browser, username="carol")
+        cookie = "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
+    host = gateway.url.removeprefix("http://")
+
+    with pytest.raises(websockets.InvalidStatus) as cross_site:
+        async with connect(
+            ws_url(gateway), additional_headers={"cookie": cookie}, origin="http://evil.example"
+        ):
+            pass
+    async with connect(
+        ws_url(gateway), additional_headers={"cookie": cookie}, origin=f"http://{host}"
+    ) as socket:
+        await socket.send('{"type": "subscribe", "symbols": ["AAPL"]}')
+        subscribed = await receive(socket, "subscribed")
+
+    assert cross_site.value.response.status_code == 403
+    assert subscribed["symbols"] == ["AAPL"]
