@@ -167,6 +167,10 @@ def cluster_against_node(upstream: Server, database_url: str, directory: Path) -
         stack.callback(node.stop)
         _wait_ping(node)
         targets = []
+        servers = {
+            "gateway, Redis limits on one node": [node],
+            "gateway, Redis limits on a 3-primary cluster": cluster.nodes,
+        }
         for label, url in (
             ("gateway, Redis limits on one node", f"redis://127.0.0.1:{node.port}/0"),
             ("gateway, Redis limits on a 3-primary cluster", cluster.url),
@@ -179,7 +183,18 @@ def cluster_against_node(upstream: Server, database_url: str, directory: Path) -
             )
             stack.callback(gateway.stop)
             targets.append((label, gateway.url + "/partner/v1"))
-        best = _measure(targets, {"X-API-Key": key})
+        headers = {"X-API-Key": key}
+        best = _measure(targets, headers)
+        # Redis's CPU per request under this load (every node of the deployment, replicas'
+        # replication included), from one more run of each.
+        cpu_per_request = {}
+        for label, url in targets:
+            before = _redis_cpu_s(servers[label])
+            run = run_load(
+                url, SPREAD_PATHS, connections=CONNECTIONS, seconds=SECONDS, headers=headers
+            )
+            spent = _redis_cpu_s(servers[label]) - before
+            cpu_per_request[label] = spent * 1_000_000 / (run.requests_per_s * SECONDS)
     print(
         f"\n## Rate-limited partner quotes: Redis Cluster against one node, {CONNECTIONS} "
         f"connections, {load_tool()}, best of {ROUNDS} round(s) of {SECONDS:g} s, one gateway "
@@ -188,6 +203,18 @@ def cluster_against_node(upstream: Server, database_url: str, directory: Path) -
     single = best[targets[0][0]]
     print_result(targets[0][0], single, baseline=single)
     print_result(targets[1][0], best[targets[1][0]], baseline=single)
+    for label, _ in targets:
+        print(f"{'':<4}{label}: Redis CPU {cpu_per_request[label]:.1f} us per request")
+
+
+def _redis_cpu_s(servers: Sequence[RedisProcess]) -> float:
+    """CPU seconds (user + system) the servers have used so far."""
+    total = 0.0
+    for server in servers:
+        with server.client() as direct:
+            cpu = direct.info("cpu")
+        total += float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+    return total
 
 
 def redis_per_request(database_url: str, directory: Path) -> None:
@@ -245,7 +272,8 @@ def redis_per_request(database_url: str, directory: Path) -> None:
                 "process, single node; idle background subtracted)"
             )
             print(
-                f"{'route class':<44} {'commands':>8} {'bytes in':>9} {'bytes out':>9}  by command"
+                f"{'route class':<44} {'commands':>8} {'bytes in':>9} {'bytes out':>9} "
+                f"{'cpu us':>7}  by command (Redis's own count: a script's calls included)"
             )
             with httpx.Client(base_url=gateway.url, timeout=10) as client:
                 for label, call in classes.items():
@@ -277,7 +305,10 @@ def _count(
         own = measured.commands.get(name, 0) - probe.commands.get(name, 0)
         return (own - scale * max(0, background)) / SAMPLE
 
-    commands = {name: per_request(name) for name in measured.commands if name != "info"}
+    cpu_us = per_request("(cpu us)")
+    commands = {
+        name: per_request(name) for name in measured.commands if name not in ("info", "(cpu us)")
+    }
     commands = {name: n for name, n in commands.items() if n >= 0.1}
     bytes_in, bytes_out = (
         (own - probe_bytes - scale * max(0, idle_bytes - probe_bytes)) / SAMPLE
@@ -288,7 +319,8 @@ def _count(
     )
     detail = ", ".join(f"{name} {n:.2f}" for name, n in sorted(commands.items()))
     return (
-        f"{label:<44} {sum(commands.values()):>8.2f} {bytes_in:>9.0f} {bytes_out:>9.0f}  {detail}"
+        f"{label:<44} {sum(commands.values()):>8.2f} {bytes_in:>9.0f} {bytes_out:>9.0f} "
+        f"{cpu_us:>7.1f}  {detail}"
     )
 
 
@@ -324,6 +356,8 @@ def _stats(direct: redis.Redis) -> tuple[dict[str, int], int, int]:
         name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in commandstats.items()
     }
     stats = direct.info("stats")
+    cpu = direct.info("cpu")
+    calls["(cpu us)"] = round((cpu["used_cpu_user"] + cpu["used_cpu_sys"]) * 1_000_000)
     return calls, int(stats["total_net_input_bytes"]), int(stats["total_net_output_bytes"])
 
 
