@@ -138,6 +138,8 @@ async def quote_socket(websocket: WebSocket) -> None:
     state: GatewayState = websocket.state.gateway
     request_id = request_id_for(websocket.headers.get("x-request-id", "").encode() or None)
     token = request_id_var.set(request_id)
+    # The edge does not see WebSocket connects: the client's address is the connection's
+    # peer (X-Forwarded-For is not read here).
     context = RequestContext.of_scope(
         websocket.scope,
         deadline=Deadline.after_ms(_CONNECT_DEADLINE_MS),

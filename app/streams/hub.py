@@ -152,7 +152,8 @@ class QuoteHub:
             latest = self._latest.get(symbol)
             if latest is not None and (since_step is None or latest.step > since_step):
                 subscriber.offer(latest)
-        if self._runner is None:
+        if self._runner is None or self._runner.done():
+            # (Again, should the last one have died of something unforeseen.)
             self._runner = asyncio.create_task(self._run_upstream(), name="quote-upstream")
         elif fresh:
             await self._tell_upstream("subscribe", fresh)
