@@ -122,7 +122,7 @@ def _app(upstream: EchoUpstream) -> web.Application:
     app.router.add_put("/upload", _upload)
     app.router.add_get("/files/redirect", _redirect)
     app.router.add_get("/files/elsewhere", _elsewhere)
-    app.router.add_get("/fail/{status}", _fail)
+    app.router.add_route("*", "/fail/{status}", _fail)
     app.router.add_get("/article", _article)
     app.router.add_get("/articles", _articles)
     app.router.add_get("/hop", _hop)
