@@ -15,6 +15,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+from prometheus_client import REGISTRY
 
 from app.frontends.mcp.example import connect, run_example
 from app.frontends.partner.v1.views import PartnerOrderRequest, PartnerQuotes
@@ -416,12 +417,32 @@ async def test_guessed_keys_are_limited_per_address(gateway: RunningGateway) -> 
     assert assert_problem(answers[3], 429)["limit"] == "per-address"
 
 
+def served(route: str, status: int) -> float:
+    """How many requests the gateway's metrics have counted for `route` answered `status`."""
+    labels = {
+        "http_request_method": "GET",
+        "http_route": route,
+        "http_response_status_code": str(status),
+    }
+    count = REGISTRY.get_sample_value("http_server_request_duration_seconds_count", labels)
+    return count or 0.0
+
+
 async def test_tool_calls_count_once_against_the_quota(gateway: RunningGateway) -> None:
     partner = await create_partner(gateway.client, plan={"quota_per_day": 3})
+    before = served(QUOTES, 200), served(QUOTES, 429)
+    refusals_before = (
+        REGISTRY.get_sample_value("gateway_quota_refusals_total", {"plan": partner.plan}) or 0.0
+    )
 
     async with connect(mcp_url(gateway), partner.headers) as client:
         calls = [await client.call_tool("quotes", {"symbols": "AAPL"}) for _ in range(4)]
     usage = await gateway.client.get("/partner/v1/usage", headers=partner.headers)
+
+    # The metrics saw the partner calls, as HTTP calls: three answered, one refused.
+    assert (served(QUOTES, 200), served(QUOTES, 429)) == (before[0] + 3, before[1] + 1)
+    refusals = REGISTRY.get_sample_value("gateway_quota_refusals_total", {"plan": partner.plan})
+    assert refusals == refusals_before + 1
 
     assert [call.is_error for call in calls] == [False, False, False, True]
     exhausted = calls[3].structured_content
