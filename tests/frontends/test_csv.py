@@ -5,6 +5,7 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import httpx
@@ -142,49 +143,50 @@ async def partner(gateway: RunningGateway) -> dict[str, str]:
     return (await create_partner(gateway.client)).headers
 
 
-# (path, params, who, the JSON list's key, its columns)
+# (path, params, who asks, the JSON answer's list)
 ENDPOINTS = [
-    ("/web/v1/positions", {}, "alice", "items", None),
-    ("/web/v1/orders", {"limit": "50"}, "alice", "orders", None),
-    ("/web/v2/orders", {"limit": "50"}, "alice", "items", None),
-    ("/web/v2/positions", {}, "alice", "items", None),
-    ("/mobile/v1/positions", {}, "alice", "items", None),
-    ("/mobile/v1/quotes", {"symbols": "AAPL,MSFT,NVDA"}, "alice", "quotes", None),
-    ("/partner/v1/quotes", {"symbols": "AAPL,MSFT,NVDA"}, "partner", "quotes", None),
-    ("/partner/v1/candles/AAPL", {"interval": "1h", "range": "5d"}, "partner", "candles", None),
+    ("/web/v1/positions", {}, "alice", "items"),
+    ("/web/v1/orders", {"limit": "50"}, "alice", "orders"),
+    ("/web/v2/orders", {"limit": "50"}, "alice", "items"),
+    ("/web/v2/positions", {}, "alice", "items"),
+    ("/mobile/v1/positions", {}, "alice", "items"),
+    ("/mobile/v1/quotes", {"symbols": "AAPL,MSFT,NVDA"}, "alice", "quotes"),
+    ("/partner/v1/quotes", {"symbols": "AAPL,MSFT,NVDA"}, "partner", "quotes"),
+    ("/partner/v1/candles/AAPL", {"interval": "1h", "range": "5d"}, "partner", "candles"),
 ]
 
 
-@pytest.mark.parametrize(
-    ("path", "params", "who", "key", "columns"), ENDPOINTS, ids=[e[0] for e in ENDPOINTS]
-)
-async def test_csv_holds_the_rows_of_the_json_answer(
-    gateway: RunningGateway,
-    alice: dict[str, str],
-    partner: dict[str, str],
+async def _get(
+    client: httpx.AsyncClient,
     path: str,
+    accept: dict[str, str],
+    *,
     params: dict[str, str],
-    who: str,
-    key: str,
-    columns: list[str] | None,
+    credentials: dict[str, str],
+) -> httpx.Response:
+    # From the origin, not the response cache: the CSV of a cached list is made from the
+    # origin's answer, and the comparison needs both of the same moment.
+    headers = {**credentials, **accept, "Cache-Control": "no-cache"}
+    return await client.get(path, params=params, headers=headers)
+
+
+async def test_each_list_as_csv_holds_the_rows_of_its_json_answer(
+    gateway: RunningGateway, alice: dict[str, str], partner: dict[str, str]
 ) -> None:
-    credentials = alice if who == "alice" else partner
-
-    async def fetch(accept: dict[str, str]) -> httpx.Response:
-        return await gateway.client.get(path, params=params, headers={**credentials, **accept})
-
-    as_json, as_csv = await same_moment(fetch)
-    assert as_json.headers["content-type"].startswith("application/json")
-    assert "accept" in as_json.headers.get_list("vary") or "Accept" in as_json.headers.get_list(
-        "vary"
-    )
-    assert as_csv.headers["content-type"] == "text/csv; charset=utf-8; header=present"
-    assert "Accept" in as_csv.headers.get_list("vary")
-    rows = as_json.json()[key]
-    assert rows, f"{path} answered an empty list; the comparison would prove nothing"
-    header, csv_rows = decoded(as_csv.text)
-    assert header == list(rows[0])
-    assert csv_rows == rows
+    for path, params, who, key in ENDPOINTS:
+        credentials = alice if who == "alice" else partner
+        as_json, as_csv = await same_moment(
+            partial(_get, gateway.client, path, params=params, credentials=credentials)
+        )
+        assert as_json.headers["content-type"].startswith("application/json"), path
+        assert "Accept" in as_json.headers.get_list("vary", split_commas=True), path
+        assert as_csv.headers["content-type"] == "text/csv; charset=utf-8; header=present", path
+        assert "Accept" in as_csv.headers.get_list("vary", split_commas=True), path
+        rows = as_json.json()[key]
+        assert rows, f"{path} answered an empty list; the comparison would prove nothing"
+        header, csv_rows = decoded(as_csv.text)
+        assert header == list(rows[0]), path
+        assert csv_rows == rows, path
 
 
 def next_link(response: httpx.Response) -> str | None:
@@ -224,33 +226,60 @@ async def test_a_paged_csv_links_its_next_page(
     assert orders.headers["x-total-count"] == str(listed["total"])
 
 
-@pytest.mark.parametrize(
-    ("path", "params", "who", "key", "columns"), ENDPOINTS, ids=[e[0] for e in ENDPOINTS]
-)
 async def test_an_unproducible_accept_is_a_406_problem_and_calls_nothing(
     gateway: RunningGateway,
     alice: dict[str, str],
     partner: dict[str, str],
     control: PlatformControl,
-    path: str,
-    params: dict[str, str],
-    who: str,
-    key: str,
-    columns: list[str] | None,
 ) -> None:
-    credentials = alice if who == "alice" else partner
     await control.reset_stats("market-data", "portfolio", "orders")
-    response = await gateway.client.get(
-        path, params=params, headers={**credentials, "Accept": "application/xml"}
-    )
-    assert response.status_code == 406, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    problem = response.json()
-    assert problem["status"] == 406
-    assert problem["available"] == ["application/json", "text/csv"]
-    assert "application/xml" in problem["detail"]
+    for path, params, who, _ in ENDPOINTS:
+        credentials = alice if who == "alice" else partner
+        response = await gateway.client.get(
+            path, params=params, headers={**credentials, "Accept": "application/xml"}
+        )
+        assert response.status_code == 406, (path, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        problem = response.json()
+        assert problem["status"] == 406
+        assert problem["available"] == ["application/json", "text/csv"]
+        assert "application/xml" in problem["detail"]
     for service in ("market-data", "portfolio", "orders"):
         assert await control.requests(service) == {}, service
+
+
+async def test_a_cached_list_answers_csv_from_the_entry_json_clients_share(
+    gateway: RunningGateway,
+    alice: dict[str, str],
+    partner: dict[str, str],
+    control: PlatformControl,
+) -> None:
+    await control.reset_stats("market-data")
+    for path, params, credentials in (
+        ("/partner/v1/candles/MSFT", {"interval": "1h", "range": "5d"}, partner),
+        ("/partner/v1/quotes", {"symbols": "AAPL,MSFT"}, partner),
+        ("/mobile/v1/quotes", {"symbols": "NVDA"}, alice),
+    ):
+        # Compressed for this client, and with the validator it holds: the CSV still reads it.
+        as_json = await gateway.client.get(
+            path, params=params, headers={**credentials, "Accept-Encoding": "gzip"}
+        )
+        assert as_json.status_code == 200
+        key = "candles" if "candles" in path else "quotes"
+        etag = as_json.headers.get("etag")
+        conditional = {"If-None-Match": etag} if etag else {}
+        as_csv = await gateway.client.get(
+            path,
+            params=params,
+            headers={**credentials, **CSV, **conditional, "Accept-Encoding": "gzip, br, zstd"},
+        )
+        assert as_csv.status_code == 200, path
+        assert decoded(as_csv.text)[1] == as_json.json()[key], path
+    # One call per list: the CSV came from the entry the JSON answer stored.
+    assert await control.requests("market-data") == {
+        "GET /candles/MSFT": 1,
+        "GET /quotes": 2,
+    }
 
 
 async def test_the_access_rule_comes_before_the_format(gateway: RunningGateway) -> None:

@@ -16,7 +16,13 @@ from app.deps import (
 from app.errors import problem_responses
 from app.frontends.batch import add_batch_route
 from app.frontends.caching import cached_json, policies
-from app.frontends.formats import ListFormatDep, csv_responses, varies_by_accept
+from app.frontends.formats import (
+    ListFormatDep,
+    as_plain_json_request,
+    csv_of_json,
+    csv_responses,
+    varies_by_accept,
+)
 from app.frontends.mobile.v1 import compose
 from app.frontends.mobile.v1.views import (
     CompactQuote,
@@ -106,16 +112,20 @@ async def mobile_quotes(
     symbols: SymbolList, market_data: MarketDataDep, answer_format: ListFormatDep, request: Request
 ) -> QuoteList | Response:
     """Price and change % of up to 50 symbols."""
-    if answer_format.csv:
-        quotes = await compose.compact_quotes(market_data, symbols.split(","))
-        return answer_format.table(quotes.quotes, CompactQuote)
 
     async def document() -> bytes:
         quotes = await compose.compact_quotes(market_data, symbols.split(","))
         return quotes.model_dump_json().encode()
 
-    # The same for every user: shared for `cache.quotes_ttl_s` (`app.frontends.caching`).
-    answer = await cached_json(request, policies(request.state.gateway.cache).quotes, document)
+    # The same for every user: shared for `cache.quotes_ttl_s` (`app.frontends.caching`);
+    # CSV is made from the same entry.
+    answer = await cached_json(
+        as_plain_json_request(request) if answer_format.csv else request,
+        policies(request.state.gateway.cache).quotes,
+        document,
+    )
+    if answer_format.csv:
+        return csv_of_json(answer.body, key="quotes", model=CompactQuote)
     return varies_by_accept(answer)
 
 

@@ -16,6 +16,7 @@ from app.errors import Forbidden, problem_responses
 from app.frontends.caching import cached_json, policies
 from app.frontends.formats import (
     ListFormat,
+    as_plain_json_request,
     csv_of_json,
     csv_responses,
     negotiate,
@@ -69,18 +70,18 @@ async def partner_quotes(symbols: SymbolList, request: Request) -> Response:
     # The partner traffic's bulk: the format and the caller straight from the request and
     # the lifespan state rather than more dependencies to solve. market-data's document
     # already has the documented shape: its bytes pass through, shared for
-    # `cache.quotes_ttl_s` (`app.frontends.caching`); CSV is made from them, uncached.
+    # `cache.quotes_ttl_s` (`app.frontends.caching`); CSV is made from the same entry.
     answer_format = negotiate(request.headers.get("accept"))
     state = request.state.gateway
     caller: UpstreamCaller = state.caller
-    if answer_format is ListFormat.csv:
-        document = await compose.quote_document(caller, symbols)
-        return csv_of_json(document, key="quotes", model=PartnerQuote)
+    as_csv = answer_format is ListFormat.csv
     answer = await cached_json(
-        request,
+        as_plain_json_request(request) if as_csv else request,
         policies(state.cache).quotes,
         lambda: compose.quote_document(caller, symbols),
     )
+    if as_csv:
+        return csv_of_json(answer.body, key="quotes", model=PartnerQuote)
     return varies_by_accept(answer)
 
 
@@ -108,9 +109,14 @@ async def partner_candles(
         candles = await compose.candles(market_data, symbol=symbol, interval=interval, span=span)
         return candles.model_dump_json(by_alias=True).encode()
 
-    if answer_format is ListFormat.csv:
-        return csv_of_json(await document(), key="candles", model=PartnerCandle)
-    answer = await cached_json(request, policies(request.state.gateway.cache).candles, document)
+    as_csv = answer_format is ListFormat.csv
+    answer = await cached_json(
+        as_plain_json_request(request) if as_csv else request,
+        policies(request.state.gateway.cache).candles,
+        document,
+    )
+    if as_csv:
+        return csv_of_json(answer.body, key="candles", model=PartnerCandle)
     return varies_by_accept(answer)
 
 
