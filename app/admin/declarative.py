@@ -96,9 +96,8 @@ class GatewayConfig(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         title="Gateway configuration",
-        json_schema_extra={
-            "$id": "https://stock-bot.example/schemas/gateway-config.schema.json",
-        },
+        # Pydantic writes JSON Schema 2020-12; saying so lets editors pick the right dialect.
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
     )
 
     version: Literal[1] = Field(DOCUMENT_VERSION, description="The document format")
