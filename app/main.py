@@ -31,8 +31,10 @@ from app.openapi import ApiDocument, build_document, install_docs, stable_operat
 from app.policy.admission import AdmissionControl
 from app.policy.chain import PolicyChain
 from app.policy.idempotency import IdempotencyLedger
+from app.portal.router import router as portal_router
 from app.security.apikeys import ApiKeyAuthenticator, revoked_keys_set
 from app.security.quotas import QuotaCounter
+from app.security.usage import UsageMeter
 from app.security.web_identity import build_web_identity
 from app.settings import Settings
 from app.shared.redis import connect_redis
@@ -136,6 +138,8 @@ def create_app(
     # Spans recorded by `tracer_provider` (tests), else by OTLP when the OTEL_* variables
     # ask for it (built in the lifespan); W3C trace context either way.
     tracing = Tracing(tracer_provider, enabled=not sdk_disabled())
+    # Counted by the edge from the first request; written out by the lifespan's task.
+    usage = UsageMeter(settings.portal, prefix=settings.redis_prefix)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, GatewayState]]:
@@ -194,6 +198,7 @@ def create_app(
             metrics=settings.metrics.enabled,
         )
         await cache.start()
+        await usage.start(redis)
         state = GatewayState(
             settings=settings,
             engine=engine,
@@ -217,6 +222,7 @@ def create_app(
                 settings=settings.streams,
                 draining=lambda: drain.draining,
             ),
+            usage=usage,
         )
         # What start-up built lives as long as the process: freezing it keeps the cyclic
         # collector from walking it on every full collection, which took a third of a
@@ -233,6 +239,7 @@ def create_app(
             # process from exiting until the orchestrator kills it.
             await _bounded("quote streams", state.streams.close())
             await _bounded("response cache", cache.stop())
+            await _bounded("usage meter", usage.stop())
             await _bounded("service registry", registry.stop())
             await _bounded("change notices", notices.stop())
             await _bounded("identity provider client", identity.aclose())
@@ -257,7 +264,7 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_error_handlers(app)
-    install_middleware(app, settings, tracing=tracing)
+    install_middleware(app, settings, tracing=tracing, usage=usage)
     frontend_errors = problem_responses(404, 413, 422, 429, 502, 503, 504)
     # Every frontend route runs the policy chain through its access rule (`require_user`,
     # `require_partner`); 429 and 503 are in its documented responses.
@@ -273,6 +280,9 @@ def create_app(
     app.include_router(metrics_router)
     app.include_router(versions_router)
     app.include_router(auth_router, prefix="/auth", tags=["auth"])
+    if settings.portal.enabled:
+        # The developer portal's HTML pages (`app.portal`); in no OpenAPI document.
+        app.include_router(portal_router, prefix="/portal", include_in_schema=False)
     install_docs(app, DOCUMENTS, public_admin_docs=settings.http.public_admin_docs)
     mcp = _mount_mcp(app, settings) if settings.mcp.enabled else None
     configure_logging(settings.log_level, settings.log_format)

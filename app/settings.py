@@ -236,6 +236,24 @@ class VersionSettings(BaseModel):
     )
 
 
+class PortalSettings(BaseModel):
+    """The developer portal at `/portal` (`app.portal`) and the usage it shows partners
+    (`app.security.usage`)."""
+
+    enabled: bool = True
+    # A sign-up waits for an admin's approval (as Kong's and Tyk's portals do); off: a
+    # signed-in developer who asks for access gets a consumer at once, on `signup_plan`.
+    require_approval: bool = True
+    # The plan a new developer's consumer is put on, unless the approving admin picks another.
+    signup_plan: str | None = None
+    # The longest a rotated key keeps working beside its successor.
+    max_rotation_overlap_h: int = Field(168, ge=0, le=24 * 90)
+    # Usage per consumer: hourly buckets for two days, daily ones for this many days.
+    usage_retention_days: int = Field(30, ge=1, le=400)
+    # How often each process adds its counted usage to Redis (or its own memory).
+    usage_flush_s: float = Field(1.0, gt=0, le=60)
+
+
 class BatchSettings(BaseModel):
     """`POST /web/v1/batch`: how many sub-requests one batch holds, and how many run at once."""
 
@@ -376,6 +394,7 @@ class Settings(BaseSettings):
     versions: VersionSettings = VersionSettings()
     batch: BatchSettings = BatchSettings()
     passthrough: PassthroughSettings = PassthroughSettings()
+    portal: PortalSettings = PortalSettings()
     log_level: str = "info"
     # json: one JSON object per line (collectors); console: readable lines for development.
     log_format: Literal["json", "console"] = "json"

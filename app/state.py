@@ -9,6 +9,7 @@ from app.cache.cache import ResponseCache
 from app.discovery.registry import ServiceRegistry
 from app.policy.chain import PolicyChain
 from app.policy.idempotency import IdempotencyLedger
+from app.security.usage import UsageMeter
 from app.security.web_identity import WebIdentity
 from app.settings import Settings
 from app.shared.redis import SharedRedis
@@ -56,3 +57,5 @@ class GatewayState:
     drain: Drain
     # The live quote streams: one upstream subscription per symbol, shared by every client.
     streams: QuoteHub
+    # Each partner consumer's requests, counted by the edge, read by the developer portal.
+    usage: UsageMeter

@@ -67,6 +67,10 @@ USERS: dict[str, DemoUser] = {
         DemoUser("alice", "Alice Trader", "alice@example.com", ("trader",), ("ACC-1001",)),
         DemoUser("bob", "Bob Viewer", "bob@example.com", ("viewer",), ("ACC-1002",)),
         DemoUser("carol", "Carol Admin", "carol@example.com", ("admin",), ("ACC-1003",)),
+        # Partner developers: they sign in to the developer portal (`/portal`) and trade
+        # through their consumer's API keys, never with accounts of their own.
+        DemoUser("dana", "Dana Developer", "dana@partner.example", ("developer",), ()),
+        DemoUser("erin", "Erin Builder", "erin@partner.example", ("developer",), ()),
     )
 }
 

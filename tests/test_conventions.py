@@ -53,6 +53,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "app.health",
         "app.metrics",
         "app.openapi",
+        "app.portal",
     ),
     ("app.main", "app.asgi", "app.serve", "app.openapi_export", "app.cli"),
 )

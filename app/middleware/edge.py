@@ -49,6 +49,7 @@ from app.observability.tracing import (
     trace_var,
 )
 from app.policy.context import CONTEXT_SCOPE_KEY, RequestContext, peer_address
+from app.security.usage import UsageMeter
 from app.settings import Settings
 from app.traffic.deadline import (
     DEADLINE_HEADER_BYTES,
@@ -93,8 +94,11 @@ class EdgeMiddleware:
         settings: Settings,
         tracing: Tracing | None = None,
         passthrough: ASGIApp | None = None,
+        usage: UsageMeter | None = None,
     ) -> None:
         self.app = app
+        # Counts each partner consumer's requests for the developer portal (no I/O here).
+        self.usage = usage
         self.max_body_bytes = settings.http.max_body_bytes
         # Requests under the pass-through prefix go to its plain ASGI handler, not FastAPI;
         # their bodies stream, so they may be larger.
@@ -156,7 +160,8 @@ class EdgeMiddleware:
         method = scope["method"]
         logged = self.access_log and access_logged()
         metrics = self.server_metrics
-        started = time.perf_counter() if logged or metrics is not None else 0.0
+        usage = self.usage
+        started = time.perf_counter() if logged or metrics is not None or usage is not None else 0.0
         request_trace: RequestTrace | None = None
         if self.tracing.enabled:
             request_trace = self.tracing.start_request(
@@ -287,6 +292,16 @@ class EdgeMiddleware:
                 request_trace.end(method=method, route=route, status=status)
             if record is not None:
                 _write_record(record, context, route=route, status=status)
+            if usage is not None and context is not None and context.principal is not None:
+                consumer_id = context.principal.consumer_id
+                if consumer_id is not None:
+                    usage.record(
+                        consumer_id,
+                        method=method,
+                        route=route or "unmatched",
+                        status=status,
+                        seconds=time.perf_counter() - started,
+                    )
             access_record_var.reset(record_token)
             trace_var.reset(trace_token)
             request_id_var.reset(id_token)

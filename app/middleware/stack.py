@@ -7,10 +7,17 @@ from app.frontends.caching import CachedRoutes
 from app.middleware.edge import EdgeMiddleware
 from app.observability.tracing import Tracing
 from app.passthrough.handler import PassthroughHandler
+from app.security.usage import UsageMeter
 from app.settings import Settings
 
 
-def install_middleware(app: FastAPI, settings: Settings, *, tracing: Tracing | None = None) -> None:
+def install_middleware(
+    app: FastAPI,
+    settings: Settings,
+    *,
+    tracing: Tracing | None = None,
+    usage: UsageMeter | None = None,
+) -> None:
     """Outermost first: CORS (when origins are configured) -> the edge.
 
     The edge is one layer for request id, deadline, access log, security and rate-limit
@@ -30,6 +37,7 @@ def install_middleware(app: FastAPI, settings: Settings, *, tracing: Tracing | N
         settings=settings,
         tracing=tracing,
         passthrough=PassthroughHandler(settings),
+        usage=usage,
     )
     if settings.http.cors_origins:
         app.add_middleware(

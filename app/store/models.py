@@ -167,3 +167,43 @@ class ConfigRevision(Base):
 
     revision_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     revision: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DeveloperSignup(Base):
+    """A developer's request for access to the partner API through the portal (`app.portal`):
+    who asked (the identity provider's subject), its state, and the consumer it became."""
+
+    __tablename__ = "developer_signups"
+    __table_args__ = _IDS_NEVER_REUSED
+
+    signup_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    email: Mapped[str] = mapped_column(String(200), default="")
+    company: Mapped[str] = mapped_column(String(100), default="")
+    intended_use: Mapped[str] = mapped_column(String(1000), default="")
+    # pending | approved | rejected
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    consumer_id: Mapped[int | None] = mapped_column(
+        ForeignKey("consumers.consumer_id", ondelete="SET NULL"), nullable=True
+    )
+    decided_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class AuditEvent(Base):
+    """One action taken through the portal (a sign-up decided, a key created, renamed,
+    rotated or revoked): who did what to what, kept after the consumer is gone."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = _IDS_NEVER_REUSED
+
+    event_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    # No foreign key: the record outlives the consumer it speaks of.
+    consumer_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(200), default="")
+    detail: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)

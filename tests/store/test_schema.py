@@ -14,8 +14,10 @@ from sqlalchemy.sql import ColumnElement
 from app.store.database import create_engine, session_factory
 from app.store.models import (
     ApiKey,
+    AuditEvent,
     Base,
     Consumer,
+    DeveloperSignup,
     Plan,
     RateLimitRule,
     Service,
@@ -180,6 +182,10 @@ NEW_ROWS: dict[str, Callable[[int, int], Base]] = {
     "rate_limit_rules": lambda _s, _c: RateLimitRule(
         name=f"r-{uuid.uuid4().hex[:8]}", key_by="route", limit=5, period_s=60
     ),
+    "developer_signups": lambda _s, _c: DeveloperSignup(
+        subject=f"dev-{uuid.uuid4().hex[:8]}", name="Dev"
+    ),
+    "audit_events": lambda _s, _c: AuditEvent(actor="dev", action="key.created", consumer_id=None),
 }
 
 
