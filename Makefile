@@ -57,8 +57,10 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
+# The committed API documents (openapi/) and the config file's JSON Schema (schemas/).
 openapi: $(STAMP)
 	$(PY) -m app.openapi_export
+	$(PY) -m app.cli config schema > schemas/gateway-config.schema.json
 
 # wrk and valgrind where they can be installed (root, apt); without them the bench falls
 # back to its Python load generator and skips instruction counts, and says so.

@@ -490,8 +490,7 @@ def test_the_project_installs_the_command(tmp_path: Path) -> None:
 
 def test_the_committed_schema_is_the_generated_one(tmp_path: Path) -> None:
     assert SCHEMA_FILE.read_text(encoding="utf-8") == schema_text(), (
-        "schemas/gateway-config.schema.json is out of date: "
-        "run `gateway config schema > schemas/gateway-config.schema.json`"
+        "schemas/gateway-config.schema.json is out of date: run `make openapi`"
     )
     # JSON Schema 2020-12, as editors (the YAML language server) read it: they accept what
     # the command accepts, and refuse what it refuses.
