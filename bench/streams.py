@@ -5,7 +5,8 @@ The market-data service publishes every symbol's quote on each second; each clie
 one symbol (spread over 50), so every client gets one event a second, all at once. A
 tick's delivery delay is the client's receive time minus the tick's second (the event id):
 it holds the market-data service's own work, the gateway's fan-out and the client's
-reading. Memory: the gateway's resident set with the clients connected and ticking, less
+reading (the last column shows the clients' CPU: on a busy machine they, not the gateway,
+can be what is slow). Memory: the gateway's resident set with the clients connected and ticking, less
 its resident set before them (one warm-up stream open), per connection. The clients run in
 this process (uvloop, one protocol object per connection, no parsing beyond the id line).
 
@@ -49,6 +50,8 @@ class StreamRun:
     max_ms: float
     bytes_per_connection: float
     gateway_cores: float
+    # The clients' own CPU (this process): near a core, the delays are theirs.
+    client_cores: float
 
 
 class _Client(asyncio.Protocol):
@@ -129,10 +132,12 @@ async def _drive(gateway: Server, token: str, clients: int) -> StreamRun:
     await asyncio.sleep(3)
     after = _rss_bytes(gateway.process.pid)
     cpu = gateway.cpu_seconds()
+    own = time.process_time()
     driver.measuring = True
     await asyncio.sleep(SECONDS)
     driver.measuring = False
     cores = (gateway.cpu_seconds() - cpu) / SECONDS
+    client_cores = (time.process_time() - own) / SECONDS
     for transport in transports:
         transport.close()
     await asyncio.sleep(2)
@@ -146,6 +151,7 @@ async def _drive(gateway: Server, token: str, clients: int) -> StreamRun:
         max_ms=delays[-1] * 1000,
         bytes_per_connection=(after - before) / max(connected, 1),
         gateway_cores=cores,
+        client_cores=client_cores,
     )
 
 
@@ -191,7 +197,7 @@ def stream_capacity(database_url: str) -> None:
             )
             print(
                 f"{'clients (connected)':<22} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-                f"{'max ms':>8} {'B/conn':>8} {'cores':>6}"
+                f"{'max ms':>8} {'B/conn':>8} {'cores':>6} {'client cores':>12}"
             )
             for clients in CLIENT_COUNTS:
                 run = uvloop.run(_drive(gateway, token, clients))
@@ -204,7 +210,8 @@ def stream_capacity(database_url: str) -> None:
                 print(
                     f"{f'{clients} ({run.connected})':<22} {run.events_per_s:>9.0f} "
                     f"{run.p50_ms:>8.1f} {run.p99_ms:>8.1f} {run.max_ms:>8.1f} "
-                    f"{run.bytes_per_connection:>8.0f} {run.gateway_cores:>6.2f}{target}"
+                    f"{run.bytes_per_connection:>8.0f} {run.gateway_cores:>6.2f} "
+                    f"{run.client_cores:>12.2f}{target}"
                 )
         finally:
             gateway.stop()
