@@ -6,8 +6,8 @@ one symbol (spread over 50), so every client gets one event a second, all at onc
 tick's delivery delay is the client's receive time minus the tick's second (the event id):
 it holds the market-data service's own work, the gateway's fan-out and the client's
 reading (the last column shows the clients' CPU: on a busy machine they, not the gateway,
-can be what is slow). Memory: the gateway's resident set with the clients connected and ticking, less
-its resident set before them (one warm-up stream open), per connection. The clients run in
+can be what is slow). Memory: the gateway's resident set with the clients connected and
+ticking, less its resident set before them, per connection. The clients run in
 this process (uvloop, one protocol object per connection, no parsing beyond the id line).
 
     python -m bench.streams         BENCH_STREAM_CLIENTS (1000,5000,10000)
