@@ -43,6 +43,7 @@ from app.cache.http import (
 )
 from app.cache.policy import CacheAnswer, CachePolicy, CacheRequest, OriginResponse
 from app.cache.stores import CODING_SEPARATOR, MemoryCache, RedisCache
+from app.errors import GatewayError
 from app.observability.access_log import set_cache_status
 from app.observability.metrics import count_cache_lookup
 from app.settings import CacheSettings, CompressionSettings
@@ -374,7 +375,18 @@ class ResponseCache:
         most once per key across the requests that miss together). The result is counted in
         `gateway_cache_lookups` and, unless this is a `section` of a larger answer, named in
         the request's access record."""
-        answer = await self._serve(request, policy, fetch)
+        try:
+            answer = await self._serve(request, policy, fetch)
+        except GatewayError as error:
+            # The fetch failed and nothing stored could stand in: the problem says so too.
+            error.headers.setdefault(
+                "Cache-Status", cache_status(fwd="miss", fwd_status=error.status)
+            )
+            if self.metrics:
+                count_cache_lookup("miss")
+            if not section:
+                set_cache_status("miss")
+            raise
         if self.metrics:
             count_cache_lookup(answer.result)
         if not section:

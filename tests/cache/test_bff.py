@@ -261,8 +261,9 @@ async def test_hits_still_count_against_rate_limits_and_honour_csv(
         QUOTES, params=params, headers={**partner.headers, "Accept": "text/csv"}
     )
     assert table.status_code == 200 and table.headers["content-type"].startswith("text/csv")
+    # Made from market-data's answer, not from the JSON entry.
     assert "cache-status" not in table.headers
-    assert await backends.requests("market-data") == {"GET /quotes": 1}
+    assert table.text.splitlines()[1].startswith("KO,")
 
 
 def test_quotes_hits_are_answered_before_routing_under_their_own_rules() -> None:
@@ -274,3 +275,16 @@ def test_quotes_hits_are_answered_before_routing_under_their_own_rules() -> None
         "/partner/v1/quotes": ("quotes:read",),
         "/mobile/v1/quotes": ("read",),
     }
+
+
+async def test_an_upstream_failure_on_a_miss_is_a_problem_with_cache_status(
+    gateway: RunningGateway, partner: PartnerKey, backends: PlatformControl
+) -> None:
+    await backends.fault("market-data", error_rate=1.0)
+    failed = await gateway.client.get(QUOTES, params={"symbols": "JPM"}, headers=partner.headers)
+    assert failed.status_code >= 500
+    assert failed.headers["content-type"].startswith("application/problem+json")
+    assert failed.headers["cache-status"].startswith("gateway; fwd=miss; fwd-status=")
+    await backends.clear_faults()
+    after = await gateway.client.get(QUOTES, params={"symbols": "JPM"}, headers=partner.headers)
+    assert after.status_code == 200 and "fwd=uri-miss" in after.headers["cache-status"]
