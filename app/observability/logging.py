@@ -11,6 +11,8 @@ credential (`Authorization`/`Cookie` values, bearer tokens, JWTs, `password=`, `
 `token=`, `secret=` values) before it is written.
 """
 
+import asyncio
+import contextlib
 import logging
 import re
 import sys
@@ -54,15 +56,18 @@ def _redacted(match: re.Match[str]) -> str:
     return _REDACTED
 
 
-_second: list[object] = [-1, ""]
+_second = -1
+_second_text = ""
 
 
 def _timestamp(created: float) -> str:
     """ISO 8601 UTC with milliseconds; the part up to the second formatted once a second."""
+    global _second, _second_text
     seconds = int(created)
-    if _second[0] != seconds:
-        _second[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
-    return f"{_second[1]}.{int((created - seconds) * 1000):03d}Z"
+    if seconds != _second:
+        _second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _second = seconds
+    return f"{_second_text}.{int((created - seconds) * 1000):03d}Z"
 
 
 def _fields(record: logging.LogRecord) -> dict[str, object]:
@@ -144,16 +149,50 @@ def write_access_line(fields: dict[str, object]) -> bool:
         },
         default=str,
         option=orjson.OPT_APPEND_NEWLINE,
-    ).decode()
+    )
+    stream = handler.stream
     handler.acquire()
     try:
-        handler.stream.write(line)
-        handler.stream.flush()
+        raw = getattr(stream, "buffer", None)
+        if raw is None or not _flush_soon(stream):
+            stream.write(line.decode())
+            stream.flush()
+        else:
+            # Into the stream's byte buffer, behind whatever the text layer flushed before;
+            # written out with the lines of the next few milliseconds (`_flush_soon`).
+            raw.write(line)
     except (OSError, ValueError):
         handler.handleError(logging.makeLogRecord({"msg": "access", "name": "gateway.access"}))
     finally:
         handler.release()
     return True
+
+
+# Access lines reach the stream's buffer at once and the file together, at most this long
+# after: one write per batch instead of one per request. A crash loses at most this much.
+ACCESS_FLUSH_S = 0.05
+_flush_pending: set[int] = set()
+
+
+def _flush_soon(stream: TextIO) -> bool:
+    """Arrange for `stream` to be flushed within `ACCESS_FLUSH_S` on the running event loop;
+    False when there is none (then the caller flushes at once)."""
+    if id(stream) in _flush_pending:
+        return True
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    _flush_pending.add(id(stream))
+    loop.call_later(ACCESS_FLUSH_S, _flush, stream)
+    return True
+
+
+def _flush(stream: TextIO) -> None:
+    _flush_pending.discard(id(stream))
+    # A closed or broken stream: nothing to be done about it here.
+    with contextlib.suppress(OSError, ValueError):
+        stream.flush()
 
 
 def configure_logging(level: str, log_format: LogFormat = "json") -> None:

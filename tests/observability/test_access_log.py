@@ -1,6 +1,7 @@
 """The access record: one JSON line per request with what an operator needs, and never a
 secret the client sent."""
 
+import asyncio
 import io
 import json
 import logging
@@ -8,7 +9,13 @@ import logging
 import pytest
 
 from app.observability.access_log import AccessRecord, write_access_record
-from app.observability.logging import ConsoleFormatter, JsonFormatter, configure_logging, redact
+from app.observability.logging import (
+    ACCESS_FLUSH_S,
+    ConsoleFormatter,
+    JsonFormatter,
+    configure_logging,
+    redact,
+)
 from app.settings import RateLimitSettings, Settings
 from backends.launcher import Platform
 from tests.fixtures.consumers import create_partner
@@ -250,6 +257,34 @@ def test_the_access_line_skips_logging_only_when_nothing_else_listens() -> None:
             gateway.removeHandler(listening.handler)
         assert listening.access_of("direct")["cache"] == "hit"
         assert len(stream.getvalue().splitlines()) == 2
+    finally:
+        handler.setStream(previous)  # type: ignore[arg-type]
+        for other in others:
+            gateway.addHandler(other)
+
+
+async def test_in_the_event_loop_access_lines_reach_the_file_together_soon_after() -> None:
+    """Behind a byte buffer (stderr), lines written while serving are flushed together within
+    ACCESS_FLUSH_S rather than one write each; none is lost or reordered."""
+    configure_logging("info", "json")
+    gateway = logging.getLogger("gateway")
+    (handler,) = [h for h in gateway.handlers if h.get_name() == "gateway-stderr"]
+    assert isinstance(handler, logging.StreamHandler)
+    file = io.BytesIO()
+    stream = io.TextIOWrapper(file, encoding="utf-8", write_through=False)
+    previous = handler.setStream(stream)
+    others = [h for h in gateway.handlers if h is not handler]
+    for other in others:
+        gateway.removeHandler(other)
+    try:
+        for number in range(3):
+            record = AccessRecord(
+                request_id=f"batched-{number}", method="GET", path="/x", client="10.0.0.1"
+            )
+            write_access_record(record, principal=None, key_prefix=None, duration_s=0.001)
+        await asyncio.sleep(ACCESS_FLUSH_S * 4)
+        lines = [json.loads(text) for text in file.getvalue().decode().splitlines()]
+        assert [line["request_id"] for line in lines] == ["batched-0", "batched-1", "batched-2"]
     finally:
         handler.setStream(previous)  # type: ignore[arg-type]
         for other in others:
