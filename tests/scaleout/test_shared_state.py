@@ -5,15 +5,17 @@ self-registrations, key deletion by prefix; and the same after a failover, witho
 client."""
 
 import asyncio
+import time
 import uuid
 
 import pytest
 from redis.asyncio.cluster import ClusterPubSub
 from redis.crc import key_slot
+from redis.exceptions import RedisError
 
 from app.cache.stores import RedisCache
 from app.discovery.selfreg import SelfRegistry
-from app.errors import TooManyRequests
+from app.errors import ServiceUnavailable, TooManyRequests
 from app.policy.idempotency import RedisRecords
 from app.security.quotas import QuotaCounter
 from app.security.sessions import RedisDocuments
@@ -21,6 +23,8 @@ from app.settings import Settings
 from app.shared.redis import RedisCluster, connect_redis, delete_keys, receive
 from app.store.snapshot import PlanConfig
 from app.traffic.gcra import RateLimit, RedisGcra, SetMembership, SlotClaim
+from app.traffic.ratelimit import RateLimiter
+from tests.fixtures.redis_cluster import RedisProcess
 from tests.scaleout.conftest import Deployment
 
 pytestmark = pytest.mark.redis
@@ -258,3 +262,77 @@ async def test_response_cache_locks_and_invalidation_on_every_node(
     for n in range(30):
         await client.set(store.entries + "{GET /quotes/" + str(n) + "}", b"x")
     assert await store.delete_matching(["GET /quotes/*"]) == 30
+
+
+async def test_a_primary_stopped_keeps_the_failure_policies_and_recovers(
+    deployment: Deployment,
+) -> None:
+    """The primary holding a limit's and an idempotency record's keys is killed: until its
+    replica is promoted the limits count in process (fail open) and the ledger answers 503
+    (fail closed, no order); then both are Redis's again, with the same client."""
+    shared = deployment.shared
+    limiter = RateLimiter(shared, prefix=deployment.prefix, failure="open")
+    records = RedisRecords(shared)
+    # Keys on one shard (a hash tag), so that the killed primary holds both.
+    limit_key = "{victim}:limit"
+    record_key = deployment.prefix + "idem:{victim}"
+    limit = RateLimit.of("stop", limit=1000, period_s=60)
+    assert (await limiter.admit([(limit_key, limit)])).outcomes[0].admitted
+    if deployment.cluster is not None:
+        victim = deployment.cluster.node(
+            _primary_of(deployment, deployment.prefix + "rl:" + limit_key)
+        )
+    else:
+        assert deployment.sentinel is not None
+        port = deployment.sentinel.primary_port()
+        victim = next(s for s in _all_servers(deployment) if s.port == port)
+    victim.stop()
+    try:
+        fell_back = shared_again = False
+        refused_orders = 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not shared_again:
+            verdict = await limiter.admit([(limit_key, limit)], SlotClaim("c:9", 5, 10_000))
+            # Fail open: admitted, counted in process (no slot granted by Redis).
+            assert verdict.outcomes[0].admitted
+            if verdict.granted is None:
+                fell_back = True
+                with pytest.raises(ServiceUnavailable):
+                    await records.claim(record_key, {"owner": "o"}, lease_s=30)
+                refused_orders += 1
+            else:
+                shared_again = True
+            await asyncio.sleep(0.2)
+        assert fell_back and refused_orders > 0
+        assert shared_again, "the replica was not promoted"
+        assert await records.claim(record_key, {"owner": "o"}, lease_s=30)
+        await records.release(record_key, owner="o")
+    finally:
+        victim.start()
+        await asyncio.to_thread(_wait_restored, deployment, victim)
+
+
+def _primary_of(deployment: Deployment, key: str) -> int:
+    assert deployment.cluster is not None
+    slot = key_slot(key.encode())
+    with deployment.cluster.nodes[0].client() as probe:
+        for start, end, primary, *_ in probe.execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return int(primary[1])
+    raise AssertionError(slot)
+
+
+def _wait_restored(deployment: Deployment, server: RedisProcess) -> None:
+    """The restarted server is back as a replica, the deployment healthy."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with server.client() as client:
+                replication = client.info("replication")
+            if replication["role"] == "slave" and replication.get("master_link_status") == "up":
+                break
+        except (RedisError, OSError):
+            pass
+        time.sleep(0.1)
+    if deployment.cluster is not None:
+        deployment.cluster.wait_healthy()
