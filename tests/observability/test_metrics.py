@@ -4,6 +4,7 @@ Grafana dashboard asks only for metrics the gateway exports."""
 
 import json
 import re
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from app.settings import MetricsSettings, RateLimitSettings, Settings
 from backends.launcher import Platform
 from tests.fixtures.consumers import create_partner
 from tests.fixtures.gateway import running_gateway
+from tests.fixtures.identity import bearer_headers
 from tests.fixtures.platform_control import platform_control
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -211,3 +213,36 @@ def test_the_dashboard_check_sees_what_it_checks() -> None:
     ) == {"http_server_request_duration_seconds_count"}
     assert metrics_in("max(gateway_nonexistent_total) / 2") == {"gateway_nonexistent_total"}
     assert "gateway_nonexistent_total" not in exported_sample_names()
+
+
+async def test_an_idempotent_replay_and_a_used_up_quota_are_counted(
+    settings: Settings, platform: Platform
+) -> None:
+    async with running_gateway(settings) as gw:
+        partner = await create_partner(gw.client, plan={"quota_per_day": 1})
+        alice = await bearer_headers(platform, username="alice")
+        before = await scrape(gw.client)
+        key = {"Idempotency-Key": f"metrics-{uuid.uuid4()}"}
+        order = {
+            "symbol": "AAPL",
+            "side": "buy",
+            "type": "limit",
+            "quantity": 1,
+            "limit_price": 1.0,
+        }
+        first = await gw.client.post("/web/v1/orders", json=order, headers={**alice, **key})
+        again = await gw.client.post("/web/v1/orders", json=order, headers={**alice, **key})
+        quotes = [
+            (
+                await gw.client.get(
+                    "/partner/v1/quotes", params={"symbols": "AAPL"}, headers=partner.headers
+                )
+            ).status_code
+            for _ in range(2)
+        ]
+        after = await scrape(gw.client)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert delta(before, after, "gateway_idempotent_replays_total") == 1
+    assert quotes == [200, 429]
+    assert delta(before, after, "gateway_quota_refusals_total", plan=partner.plan) == 1
