@@ -120,7 +120,11 @@ def superseded_route(version: ApiVersion) -> type[APIRoute]:
                 except Exception as error:
                     # Answered here by the app's own handler, so a problem carries them too.
                     response = await _handled(request, error)
+                link = response.headers.get("link")
                 response.headers.update(headers)
+                if link:
+                    # The route's own links (a page's rel="next") stay beside the successor's.
+                    response.headers["link"] = f"{link}, {headers['Link']}"
                 return response
 
             return handle_superseded

@@ -224,6 +224,10 @@ async def test_a_paged_csv_links_its_next_page(
         await gateway.client.get("/web/v1/orders", params={"limit": "2"}, headers=alice)
     ).json()
     assert orders.headers["x-total-count"] == str(listed["total"])
+    # A superseded version's successor link joins the page's own links, never replaces them.
+    assert listed["total"] > 2
+    assert next_link(orders) is not None
+    assert 'rel="successor-version"' in orders.headers["link"]
 
 
 async def test_an_unproducible_accept_is_a_406_problem_and_calls_nothing(
