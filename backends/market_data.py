@@ -9,8 +9,8 @@ from backends.candles import Candle, CandleChart, CandleInterval, CandleRange
 from backends.catalog import INSTRUMENTS, Instrument
 from backends.clock import current_step
 from backends.price_walk import PriceWalk
-from backends.quotes import Quote, QuoteBoard
 from backends.quote_stream import install_quote_stream
+from backends.quotes import Quote, QuoteBoard
 from backends.service_app import create_service_app, split_symbols
 
 SERVICE_NAME = "market-data"
