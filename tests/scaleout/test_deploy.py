@@ -6,6 +6,7 @@ the drain period against the application's own routes and settings; the Dockerfi
 essentials; the compose file's wiring."""
 
 import functools
+import os
 import re
 import shutil
 import subprocess
@@ -186,8 +187,6 @@ def _placeholder_secrets() -> dict[str, str]:
 
 def _settings_from(env: dict[str, str]) -> Settings:
     """Settings read from `env` alone, as the pod's process would."""
-    import os
-
     saved = {k: v for k, v in os.environ.items() if k.startswith("GATEWAY_") or k in env}
     try:
         for key in saved:
@@ -285,3 +284,31 @@ def test_compose_runs_the_gateway_with_its_parts() -> None:
     services_env = yaml.safe_load(env["GATEWAY_SERVICES"])
     for urls in services_env.values():
         assert all(url.startswith("http://platform:") for url in urls)
+
+
+@pytest.mark.parametrize(
+    ("env", "missing"),
+    [
+        ({"DATABASE_URL": "sqlite+aiosqlite:///x.db", "REDIS_URL": "redis://r"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql+asyncpg://db/gw"}, "REDIS_URL"),
+    ],
+)
+def test_run_prod_refuses_to_start_without_postgres_and_redis(
+    env: dict[str, str], missing: str
+) -> None:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    clean = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("GATEWAY_") and key not in {"DATABASE_URL", "REDIS_URL"}
+    }
+    ran = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(ROOT), "run-prod"],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 2
+    assert f"run-prod needs {missing}" in ran.stdout
