@@ -120,6 +120,22 @@ class Subscriber:
         self.writer.cancel()
         return True
 
+    def take_quotes(self) -> list[QuoteEvent] | None:
+        """The fan-out's common case, cheaply: the buffered quotes when nothing else is
+        buffered (None otherwise: `take` then)."""
+        if (
+            self.status is not None
+            or self.replies
+            or self.heartbeat_due
+            or self.closing is not None
+        ):
+            return None
+        quotes = list(self.pending.values())
+        self.pending.clear()
+        self.delivered += len(quotes)
+        self.wake.clear()
+        return quotes
+
     def take(self) -> Batch:
         """Everything buffered, emptying the buffer."""
         batch = Batch(

@@ -52,6 +52,19 @@ def test_a_buffer_holds_the_latest_quote_per_symbol() -> None:
     assert not subscriber.pending and not subscriber.wake.is_set()
 
 
+def test_the_quick_take_leaves_anything_but_quotes_to_the_full_one() -> None:
+    subscriber = Subscriber(principal_key="user:alice")
+    subscriber.offer(quote_event(_quote("AAPL", 1), 1))
+    quotes = subscriber.take_quotes()
+    subscriber.offer(quote_event(_quote("AAPL", 2), 2))
+    subscriber.heartbeat()
+
+    assert quotes is not None and [event.step for event in quotes] == [1]
+    assert subscriber.take_quotes() is None
+    batch = subscriber.take()
+    assert batch.heartbeat and [event.step for event in batch.quotes] == [2]
+
+
 @pytest.fixture
 async def busy_market(platform: Platform) -> AsyncIterator[None]:
     """The market-data stream publishes every 20 ms: the slow client's buffers fill in
