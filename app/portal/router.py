@@ -71,7 +71,7 @@ PARTNER_DOCUMENT = ApiDocument(
 )
 _CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-    "form-action 'self' http://127.0.0.1:* http://localhost:*; frame-ancestors 'none'; "
+    "form-action 'self'; frame-ancestors 'none'; "
     "base-uri 'none'"
 )
 _STATIC = {
@@ -97,6 +97,12 @@ class PortalRoute(APIRoute):
                 return await handle(request)
             except PortalRefusal as refusal:
                 return await _refusal_page(request, refusal)
+            except GatewayError as error:
+                # The store or the session store unavailable, a body over the limit...: the
+                # same status and detail as the problem, on a page, with its headers.
+                answer = await _refusal_page(request, PortalRefusal(error.status, error.detail))
+                answer.headers.update(error.headers)
+                return answer
             except RequestValidationError as exc:
                 fields = ", ".join(str(error.get("loc", ["?"])[-1]) for error in exc.errors()[:5])
                 return await _refusal_page(
