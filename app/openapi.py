@@ -9,16 +9,22 @@ selector, which anyone may load, does not list it.
 
 import copy
 import json
+import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from html import escape
+from pathlib import Path
 from typing import Any
 
+import fastapi_offline
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.encoders import jsonable_encoder
+from fastapi.openapi.docs import get_swagger_ui_oauth2_redirect_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
+from fastapi.staticfiles import StaticFiles
 
 from app.admin.auth import require_admin
 from app.deps import RouteAccess
@@ -200,8 +206,21 @@ def _body_problems(schema: dict[str, Any]) -> None:
             del components[unused]
 
 
-def install_docs(app: FastAPI, documents: list[ApiDocument], *, public_admin_docs: bool) -> None:
-    """Serve each document, Swagger UI over the public ones, and ReDoc for one."""
+def install_docs(
+    app: FastAPI,
+    documents: list[ApiDocument],
+    *,
+    public_admin_docs: bool,
+    connect_origins: Sequence[str] = (),
+) -> None:
+    """Serve each document, Swagger UI over the public ones, ReDoc for one, and their assets.
+
+    The pages load Swagger UI and ReDoc from `/docs/assets` (the `fastapi-offline` package's
+    copies, pinned in the lock file), so they work on a machine without internet; their
+    Content-Security-Policy keeps it so (ReDoc's attribution logo would come from its CDN).
+    `connect_origins` may be fetched besides the gateway: the identity provider, for
+    Swagger UI's sign-in.
+    """
     cache: dict[str, dict[str, Any]] = {}
     docs = APIRouter(include_in_schema=False)
 
@@ -222,53 +241,121 @@ def install_docs(app: FastAPI, documents: list[ApiDocument], *, public_admin_doc
             dependencies=[Depends(require_admin)] if restricted(document) else None,
         )
 
-    urls = [
-        {"url": f"{d.prefix}/openapi.json", "name": d.title} for d in documents if not restricted(d)
-    ]
+    listed = [d for d in documents if not restricted(d)]
 
     @docs.get("/docs")
-    async def swagger_ui() -> HTMLResponse:
-        return HTMLResponse(_swagger_page(urls))
+    async def swagger_ui(doc: str = listed[0].slug) -> HTMLResponse:
+        chosen = _document_named(doc, listed)
+        nonce = secrets.token_urlsafe(16)
+        return _local_only(_swagger_page(listed, chosen, nonce=nonce), nonce, connect_origins)
+
+    @docs.get(SWAGGER_OAUTH2_REDIRECT)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
 
     @docs.get("/redoc")
     async def redoc(doc: str = documents[0].slug) -> HTMLResponse:
-        chosen = next((d for d in documents if d.slug == doc), None)
-        if chosen is None:
-            known = ", ".join(d.slug for d in documents)
-            raise NotFound(f"No API document named {doc!r}; known: {known}.")
-        return HTMLResponse(_redoc_page(chosen))
+        chosen = _document_named(doc, documents)
+        return _local_only(_redoc_page(chosen, listed), secrets.token_urlsafe(16), ())
 
     app.include_router(docs)
+    app.mount(DOCS_ASSETS, StaticFiles(directory=_ASSETS_DIR), name="docs-assets")
 
 
-_SWAGGER_VERSION = "5.17.14"
+# Swagger UI 5 and ReDoc 2 as the pinned `fastapi-offline` wheel ships them.
+_ASSETS_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
+DOCS_ASSETS = "/docs/assets"
+SWAGGER_OAUTH2_REDIRECT = "/docs/oauth2-redirect"
 
 
-def _swagger_page(urls: list[dict[str, str]]) -> str:
+def _local_only(page: str, nonce: str, connect_origins: Sequence[str]) -> HTMLResponse:
+    """A docs page that may load nothing but the gateway's own assets."""
+    connect = " ".join(["'self'", *connect_origins])
+    policy = (
+        f"default-src 'self'; script-src 'self' 'nonce-{nonce}'; style-src 'self' 'unsafe-inline'; "
+        f"img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; "
+        f"connect-src {connect}; frame-ancestors 'none'; base-uri 'none'"
+    )
+    return HTMLResponse(page, headers={"Content-Security-Policy": policy})
 
-    cdn = f"https://cdn.jsdelivr.net/npm/swagger-ui-dist@{_SWAGGER_VERSION}"
+
+def _document_named(slug: str, documents: Sequence[ApiDocument]) -> ApiDocument:
+    chosen = next((d for d in documents if d.slug == slug), None)
+    if chosen is None:
+        known = ", ".join(d.slug for d in documents)
+        raise NotFound(f"No API document named {slug!r}; known: {known}.")
+    return chosen
+
+
+def _document_options(documents: Sequence[ApiDocument], chosen: ApiDocument) -> str:
+    return "".join(
+        f'<option value="{escape(d.slug)}" data-url="{escape(d.prefix)}/openapi.json"'
+        f"{' selected' if d is chosen else ''}>{escape(d.title)}</option>"
+        for d in documents
+    )
+
+
+_PAGE_STYLE = """
+body{margin:0;font-family:system-ui,sans-serif}
+header.docs{display:flex;gap:1rem;align-items:center;padding:.6rem 1.2rem;
+ background:#1b2733;color:#fff}
+header.docs a{color:#cfe3ff}
+header.docs select{font-size:1rem;padding:.2rem}
+"""
+
+
+def _swagger_page(documents: Sequence[ApiDocument], chosen: ApiDocument, *, nonce: str) -> str:
+    """Swagger UI over one document; the selector switches documents in place.
+
+    The standalone layout's top bar is not in the pinned assets, so the selector is this
+    page's own: a plain form (`?doc=<slug>`) that the script turns into an in-place switch.
+    """
+    config = {
+        "url": f"{chosen.prefix}/openapi.json",
+        "dom_id": "#swagger-ui",
+        "deepLinking": True,
+        "persistAuthorization": True,
+        "displayOperationId": True,
+        "validatorUrl": None,
+        "oauth2RedirectUrl": SWAGGER_OAUTH2_REDIRECT,
+    }
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>stock-bot API gateway</title>
-<link rel="stylesheet" href="{cdn}/swagger-ui.css"></head>
-<body><div id="swagger-ui"></div>
-<script src="{cdn}/swagger-ui-bundle.js"></script>
-<script src="{cdn}/swagger-ui-standalone-preset.js"></script>
-<script>
-window.ui = SwaggerUIBundle({{
-  urls: {json.dumps(urls)},
-  dom_id: "#swagger-ui",
-  deepLinking: true,
-  persistAuthorization: true,
-  displayOperationId: true,
-  presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
-  layout: "StandaloneLayout"
+<html lang="en"><head><meta charset="utf-8"><title>stock-bot API gateway: API docs</title>
+<link rel="icon" href="{DOCS_ASSETS}/favicon.png">
+<link rel="stylesheet" href="{DOCS_ASSETS}/swagger-ui.css">
+<style>{_PAGE_STYLE}</style></head>
+<body><header class="docs">
+<form method="get" action="/docs"><label for="doc">API</label>
+<select id="doc" name="doc">{_document_options(documents, chosen)}</select>
+<noscript><button type="submit">Show</button></noscript></form>
+<a href="/redoc?doc={escape(chosen.slug)}" id="redoc-link">Reference (ReDoc)</a>
+</header>
+<div id="swagger-ui"></div>
+<script src="{DOCS_ASSETS}/swagger-ui-bundle.js"></script>
+<script nonce="{nonce}">
+const config = {json.dumps(config)};
+config.presets = [SwaggerUIBundle.presets.apis];
+config.layout = "BaseLayout";
+window.ui = SwaggerUIBundle(config);
+document.getElementById("doc").addEventListener("change", (event) => {{
+  const option = event.target.selectedOptions[0];
+  window.ui.specActions.updateUrl(option.dataset.url);
+  window.ui.specActions.download(option.dataset.url);
+  document.getElementById("redoc-link").href = "/redoc?doc=" + option.value;
+  history.replaceState(null, "", "/docs?doc=" + option.value);
 }});
 </script></body></html>"""
 
 
-def _redoc_page(document: ApiDocument) -> str:
+def _redoc_page(document: ApiDocument, documents: Sequence[ApiDocument]) -> str:
+    links = " ".join(
+        f'<a href="/redoc?doc={escape(d.slug)}">{escape(d.title)}</a>' for d in documents
+    )
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{document.title}</title></head>
-<body><redoc spec-url="{document.prefix}/openapi.json"></redoc>
-<script src="https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js"></script>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(document.title)}</title>
+<link rel="icon" href="{DOCS_ASSETS}/favicon.png"><style>{_PAGE_STYLE}</style></head>
+<body><header class="docs"><nav aria-label="API documents">{links}</nav>
+<a href="/docs?doc={escape(document.slug)}">Try it (Swagger UI)</a></header>
+<redoc spec-url="{escape(document.prefix)}/openapi.json"></redoc>
+<script src="{DOCS_ASSETS}/redoc.standalone.js"></script>
 </body></html>"""

@@ -1,6 +1,7 @@
 """The OpenAPI documents: committed = generated = served, and each operation fully described."""
 
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -191,3 +192,31 @@ async def test_redoc_shows_one_document(gateway: RunningGateway) -> None:
     assert "nope" in problem["detail"]
     for slug in SLUGS:
         assert slug in problem["detail"]
+
+
+async def test_the_docs_pages_load_only_the_gateways_own_assets(gateway: RunningGateway) -> None:
+    for page in ("/docs", "/docs?doc=web-v2", "/redoc?doc=partner-v1"):
+        response = await gateway.client.get(page)
+        assert response.status_code == 200, page
+        sources = re.findall(r'(?:src|href)="([^"]+)"', response.text)
+        assert sources, page
+        for source in sources:
+            assert source.startswith("/") and not source.startswith("//"), (page, source)
+            asset = await gateway.client.get(source)
+            assert asset.status_code == 200, (page, source)
+    bundle = await gateway.client.get("/docs/assets/swagger-ui-bundle.js")
+    assert bundle.headers["content-type"].startswith(("text/javascript", "application/javascript"))
+    assert "SwaggerUIBundle" in bundle.text
+    redoc = await gateway.client.get("/docs/assets/redoc.standalone.js")
+    assert redoc.status_code == 200 and "Redoc" in redoc.text
+    redirect = await gateway.client.get("/docs/oauth2-redirect")
+    assert redirect.status_code == 200 and "oauth2" in redirect.text
+
+
+async def test_swagger_ui_opens_the_document_asked_for(gateway: RunningGateway) -> None:
+    page = await gateway.client.get("/docs", params={"doc": "partner-v1"})
+    assert '"url": "/partner/v1/openapi.json"' in page.text
+    assert re.search(r'<option value="partner-v1"[^>]*selected', page.text)
+    hidden = await gateway.client.get("/docs", params={"doc": "admin-v1"})
+    assert hidden.status_code == 404
+    assert "admin-v1" not in hidden.json()["detail"].partition("known:")[2]
