@@ -13,6 +13,7 @@ counts for the next flush (bounded: past `_MAX_PENDING_FIELDS` they are dropped 
 import asyncio
 import bisect
 import contextlib
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -39,9 +40,11 @@ def status_class(status: int) -> str:
     return f"{status // 100}xx" if 100 <= status <= 599 else "5xx"
 
 
-def _fields(method: str, route: str, status: int, seconds: float) -> tuple[str, ...]:
+# The hash fields a request adds to, by what names them: a few hundred distinct tuples in a
+# process (routes x statuses x latency buckets), so building them is cached.
+@functools.lru_cache(maxsize=4096)
+def _fields(method: str, route: str, status: int, bucket: int) -> tuple[str, ...]:
     cls = status_class(status)
-    bucket = bisect.bisect_left(LATENCY_BOUNDS_MS, seconds * 1000)
     named = f"r:{method} {route[:_MAX_ROUTE_CHARS]}|{cls}"
     if status == 429:
         return ("n", "s:" + cls, "s:429", named, f"l:{bucket}")
@@ -167,7 +170,8 @@ class UsageMeter:
             return
         hour = int(time.time()) // HOUR_S * HOUR_S
         counts = self._pending[consumer_id, hour]
-        for name in _fields(method, route, status, seconds):
+        bucket = bisect.bisect_left(LATENCY_BOUNDS_MS, seconds * 1000)
+        for name in _fields(method, route, status, bucket):
             if name not in counts:
                 self._pending_fields += 1
             counts[name] += 1
