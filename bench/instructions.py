@@ -107,6 +107,9 @@ def _run_in_process(target: str, requests: int, upstream: str, database_url: str
     settings.upstream.connect_timeout_s = 30
     settings.resilience.default_deadline_ms = 600_000
     settings.redis.timeout_s = 5
+    settings.startup_db_timeout_s = 600
+    settings.db_connect_timeout_s = 60
+    settings.db_statement_timeout_s = 300
     headers = {"X-API-Key": os.environ["BENCH_API_KEY"]}
     uvloop.run(_drive(create_app(settings), "/partner/v1/quotes", headers, requests))
 
