@@ -264,7 +264,10 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_error_handlers(app)
-    install_middleware(app, settings, tracing=tracing, usage=usage)
+    # Usage is counted for the portal to show; without the portal, not at all.
+    install_middleware(
+        app, settings, tracing=tracing, usage=usage if settings.portal.enabled else None
+    )
     frontend_errors = problem_responses(404, 413, 422, 429, 502, 503, 504)
     # Every frontend route runs the policy chain through its access rule (`require_user`,
     # `require_partner`); 429 and 503 are in its documented responses.

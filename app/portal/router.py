@@ -12,6 +12,7 @@ issues, `WebSession.csrf_token`) as a hidden field, and is refused without it. B
 a friendly page naming the field (422), never a 500.
 """
 
+import base64
 import contextlib
 import hmac
 import logging
@@ -132,14 +133,28 @@ async def visitor_of(request: Request) -> Visitor | None:
     if session is None:
         return None
     principal = SessionAuthenticator.principal_of(session, settings=settings)
-    name = session.claims.get("name")
-    email = session.claims.get("email")
+    profile = {**_profile(session.id_token), **session.claims}
+    name = profile.get("name")
+    email = profile.get("email")
     return Visitor(
         principal=principal,
         csrf_token=session.csrf_token,
         name=name if isinstance(name, str) else principal.subject,
         email=email if isinstance(email, str) else "",
     )
+
+
+def _profile(id_token: str | None) -> dict[str, Any]:
+    """The ID token's claims, for the name and email the pages show: the login checked its
+    signature, issuer, audience and nonce (`app.security.oidc`); nothing is decided on them."""
+    if not id_token:
+        return {}
+    try:
+        payload = id_token.split(".")[1]
+        claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
 
 
 def _login_redirect(path: str) -> RedirectResponse:
@@ -765,7 +780,7 @@ async def portal_try(request: Request) -> Response:
         parent=request.scope,
         method=operation["method"],
         raw_path=path,
-        query=urlencode(query).encode(),
+        query=urlencode(query, safe=",").encode(),
         headers=headers,
         body=body,
     )
@@ -781,7 +796,8 @@ async def portal_try(request: Request) -> Response:
         notices=_version_notices(request, called=None),
         result={
             "operation": operation["id"],
-            "request": f"{operation['method']} {path}" + (f"?{urlencode(query)}" if query else ""),
+            "request": f"{operation['method']} {path}"
+            + (f"?{urlencode(query, safe=',')}" if query else ""),
             "status": answer.status,
             "headers": [(h, answer.headers[h]) for h in shown if h in answer.headers],
             "body": text[:20000],

@@ -82,7 +82,9 @@ def _journey(browser: Any, url: str, screenshots: Path) -> list[str]:
             dana.get_by_role("button").first.click()
             dana.wait_for_url(f"{url}/portal/")
             assert dana.evaluate(UNLABELLED) == []
-            dana.get_by_label("Your name").fill("Dana Developer")
+            # Filled in from the identity provider's ID token.
+            assert dana.get_by_label("Your name").input_value() == "Dana Developer"
+            assert dana.get_by_label("Email").input_value() == "dana@partner.example"
             dana.get_by_label("What will you build?").fill("A portfolio tracker for our clients.")
             dana.get_by_label("Company").fill("Partner Inc")
             dana.get_by_role("button", name="Request access").click()
