@@ -18,13 +18,14 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 import orjson
+from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from app.cache.policy import CacheRequest, OriginResponse
 from app.deps import context_of_scope
 from app.errors import Forbidden, NotFound, UpstreamError
 from app.frontends.formats import CSV_MEDIA_TYPE, ListFormat, encode_csv, negotiate
-from app.passthrough.compiled import CompiledRoute, RouteCompiler
+from app.passthrough.compiled import CompiledRoute, CompiledRoutes, RouteCompiler
 from app.passthrough.matcher import MatchedPath
 from app.passthrough.openapi import routes_document
 from app.passthrough.proxy import (
@@ -158,10 +159,31 @@ class PassthroughHandler:
             )
             return
         response = await self._call(state, route, context.method, target, body, outgoing)
+        if context.method not in _CACHED_METHODS and self._caches_gets(compiled, relative, headers):
+            # RFC 9111 section 4.4: a successful unsafe method makes the URL's stored GETs stale.
+            await state.cache.invalidate_after_unsafe(
+                CacheRequest(
+                    method=context.method,
+                    path=path,
+                    query=scope.get("query_string", b"").decode("latin-1"),
+                    headers={},
+                ),
+                status=response.status,
+            )
         try:
             await self._relay(state, scope, send, route, matched, response, wants_csv=wants_csv)
         finally:
             response.release()
+
+    @staticmethod
+    def _caches_gets(compiled: CompiledRoutes, relative: str, headers: Headers) -> bool:
+        """Whether the route answering GET on this path keeps a cache."""
+        matched, _ = compiled.table.match(
+            method="GET", path=relative, host=headers.get("host", ""), headers=headers
+        )
+        return (
+            matched is not None and compiled.routes[matched.route.route_id].cache_policy is not None
+        )
 
     async def _authorize(
         self, state: GatewayState, context: RequestContext, route: CompiledRoute

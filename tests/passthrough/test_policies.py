@@ -109,3 +109,31 @@ async def test_an_unreachable_service_is_the_gateways_problem(gateway: RunningGa
     )
     problem = assert_problem(await gateway.client.get("/api/gone"), 503)
     assert problem["service"] == "gone"
+
+
+async def test_an_unsafe_method_makes_the_cached_gets_of_its_url_stale(
+    gateway: RunningGateway, echo: EchoUpstream
+) -> None:
+    await add_route(
+        gateway.client,
+        name="echo-notes",
+        match={"path": "/notes", "methods": ["GET", "POST"]},
+        upstream={"service": "echo", "path": "/notes"},
+        cache={"mode": "ttl", "ttl_s": 60},
+    )
+
+    def gets_reaching_the_upstream() -> int:
+        return sum(1 for method, path in echo.received if method == "GET" and path == "/notes")
+
+    first = await gateway.client.get("/api/notes")
+    second = await gateway.client.get("/api/notes")
+    assert first.status_code == second.status_code == 200
+    assert "hit" in second.headers["cache-status"]
+    assert gets_reaching_the_upstream() == 1
+
+    posted = await gateway.client.post("/api/notes", json={"text": "new"})
+    assert posted.status_code == 200
+    after = await gateway.client.get("/api/notes")
+    assert after.status_code == 200
+    assert "hit" not in after.headers["cache-status"]
+    assert gets_reaching_the_upstream() == 2
