@@ -262,3 +262,25 @@ async def test_docs_try_it_calls_the_partner_api_with_the_key_given(
         assert bad.status_code == 422
         usage = await dana.get("/portal/usage")
         assert 'id="total-requests">1<' in usage.text
+
+
+async def test_usage_names_the_deprecation_and_sunset_of_a_version_the_developer_calls(
+    gateway: RunningGateway,
+) -> None:
+    plan = await create_plan(gateway.client)
+    async with signed_in(gateway.url, "dana") as dana, signed_in(gateway.url, "carol") as carol:
+        await request_access(dana)
+        await decide(carol, "dana", "approve", plan)
+        key = await create_key(dana, "old client")
+        usage = await dana.get("/portal/usage")
+        assert "web/v1" not in usage.text
+        # A superseded version, called with the key (refused: web routes take users).
+        answer = await gateway.client.get("/web/v1/dashboard", headers={"X-API-Key": key})
+        assert answer.status_code in {401, 403}
+        usage = await dana.get("/portal/usage")
+        notice = re.search(
+            r'<li class="warn">\s*<strong>web/v1</strong>(.*?)</li>', usage.text, re.S
+        )
+        assert notice is not None, usage.text
+        assert "30 Jun 2027" in notice.group(1) and "<code>/web/v2</code>" in notice.group(1)
+        assert "you call it" in notice.group(1)
