@@ -18,6 +18,7 @@ content; a problem (422, 401/403, 429, 502/503/504, ...) is a tool error carryin
 problem's type, status, detail and `retry_after_s`, never a transport failure.
 """
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -122,12 +123,30 @@ class McpFrontend:
             ),
             max_request_body_size=self._max_body_bytes,
         )
-        async with sessions.run():
-            self._sessions = sessions
-            try:
-                yield
-            finally:
-                self._sessions = None
+        # The SDK's task group lives in a task of its own: a cancel scope must be left by the
+        # task that entered it, and a lifespan may be entered and left by different tasks.
+        started, stop = asyncio.Event(), asyncio.Event()
+
+        async def host() -> None:
+            async with sessions.run():
+                self._sessions = sessions
+                started.set()
+                try:
+                    await stop.wait()
+                finally:
+                    self._sessions = None
+
+        hosting = asyncio.create_task(host(), name="mcp-sessions")
+        waiting = asyncio.ensure_future(started.wait())
+        await asyncio.wait({hosting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if not started.is_set():
+            waiting.cancel()
+            await hosting  # raises what stopped it
+        try:
+            yield
+        finally:
+            stop.set()
+            await hosting
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sessions = self._sessions
