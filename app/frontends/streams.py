@@ -4,8 +4,9 @@
   frontend's router (`add_quote_stream`), so its access rule (a signed-in user with `read`)
   runs the policy chain at connect like any of its routes;
 - `/web/v1/ws/quotes`: a WebSocket with subscribe/unsubscribe messages. WebSocket routes
-  cannot take the frontends' HTTP dependencies, so it is a non-FastAPI entry: it builds its
-  `RequestContext` and runs the chain itself, and a refusal is answered as an HTTP problem
+  cannot take the frontends' HTTP dependencies, so it is a non-FastAPI entry: it takes the
+  `RequestContext` the edge made for the connect (request id, the client's address through
+  trusted proxies) and runs the chain itself, and a refusal is answered as an HTTP problem
   before the handshake completes;
 - `GET /asyncapi/quotes.json`: the streams' AsyncAPI document (message schemas).
 
@@ -22,11 +23,11 @@ from fastapi.responses import JSONResponse
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from app.deps import ContextDep
+from app.deps import ContextDep, context_of_scope
 from app.errors import PROBLEM_MEDIA_TYPE, Forbidden, GatewayError, problem_body, problem_responses
 from app.frontends.routing import FrontendRouter
 from app.frontends.symbols import SymbolList
-from app.observability.request_id import request_id_for, request_id_var
+from app.observability.request_id import request_id_var
 from app.policy.context import RequestContext
 from app.security.principal import Principal
 from app.security.rbac import user_rule
@@ -136,15 +137,11 @@ async def asyncapi_document(request: Request) -> JSONResponse:
 async def quote_socket(websocket: WebSocket) -> None:
     """Live quotes over a WebSocket: subscribe and unsubscribe messages in, quotes out."""
     state: GatewayState = websocket.state.gateway
-    request_id = request_id_for(websocket.headers.get("x-request-id", "").encode() or None)
-    token = request_id_var.set(request_id)
-    # The edge does not see WebSocket connects: the client's address is the connection's
-    # peer (X-Forwarded-For is not read here).
-    context = RequestContext.of_scope(
-        websocket.scope,
-        deadline=Deadline.after_ms(_CONNECT_DEADLINE_MS),
-        request_id=request_id,
-    )
+    # The edge named the connect and its client (trusted proxies' X-Forwarded-For); the
+    # connect itself has a short deadline of its own.
+    context = context_of_scope(websocket.scope)
+    context.deadline = Deadline.after_ms(_CONNECT_DEADLINE_MS)
+    token = request_id_var.set(context.request_id)
     context.route = SOCKET_PATH
     try:
         try:

@@ -119,8 +119,28 @@ class EdgeMiddleware:
         self.tracing = tracing if tracing is not None else Tracing(enabled=False)
         self.proxies = TrustedProxies(settings.http.trusted_proxies)
 
+    def _websocket_context(self, scope: Scope) -> None:
+        """A WebSocket connect's context: its request id and the client's address as trusted
+        proxies name it, so its limits key on the client, not on the proxy in front. The socket
+        route sets its own connect deadline and answers for itself."""
+        sent_id: bytes | None = None
+        forwarded_for: list[bytes] = []
+        for name, value in scope["headers"]:
+            if name == REQUEST_ID_HEADER:
+                sent_id = value
+            elif name == FORWARDED_FOR_HEADER:
+                forwarded_for.append(value)
+        scope[CONTEXT_SCOPE_KEY] = RequestContext.of_scope(
+            scope,
+            deadline=Deadline.after_ms(self.default_deadline_ms),
+            request_id=request_id_for(sent_id),
+            client_address=self.proxies.client_address(peer_address(scope), forwarded_for),
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                self._websocket_context(scope)
             await self.app(scope, receive, send)
             return
         sent_id: bytes | None = None

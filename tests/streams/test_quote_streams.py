@@ -2,6 +2,7 @@
 
 import asyncio
 from collections.abc import AsyncIterator
+from ipaddress import ip_network
 from typing import Any
 
 import httpx
@@ -419,3 +420,29 @@ async def test_a_session_cookie_opens_a_websocket_only_from_this_site(
 
     assert cross_site.value.response.status_code == 403
     assert subscribed["symbols"] == ["AAPL"]
+
+
+async def test_websocket_connects_are_limited_per_client_behind_a_trusted_proxy(
+    settings: Settings,
+) -> None:
+    # The test client is the proxy: what it forwards names the client whose limits count.
+    limits = settings.rate_limit.model_copy(update={"anonymous_limit": 2})
+    http = settings.http.model_copy(update={"trusted_proxies": [ip_network("127.0.0.1/32")]})
+    limited = settings.model_copy(update={"streams": STREAMS, "rate_limit": limits, "http": http})
+    bad = {"authorization": "Bearer not-a-token"}
+
+    async def connect_status(gateway: RunningGateway, client: str) -> int:
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with connect(
+                ws_url(gateway), additional_headers={**bad, "x-forwarded-for": client}
+            ):
+                pass
+        status: int = refused.value.response.status_code
+        return status
+
+    async with running_gateway(limited) as gateway:
+        first = [await connect_status(gateway, "203.0.113.7") for _ in range(3)]
+        other = await connect_status(gateway, "203.0.113.8")
+
+    assert first == [401, 401, 429]
+    assert other == 401
