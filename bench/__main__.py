@@ -30,6 +30,7 @@ from bench.scaleout import scaleout
 from bench.servers import Server, start_gateway, start_upstream
 from bench.streams import stream_capacity
 from bench.throughput import partner_quotes
+from bench.usage import usage_on_against_off
 
 ROOT = Path(__file__).resolve().parents[1]
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "50"))
@@ -142,6 +143,7 @@ def main() -> None:
         try:
             observability_on_against_off(upstream, migrated_database(directory))
             instructions_on_against_off(upstream)
+            usage_on_against_off(upstream, migrated_database(directory))
         finally:
             upstream.stop()
     with tempfile.TemporaryDirectory() as directory:
