@@ -53,14 +53,16 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from app.settings import Settings
 
 logger = logging.getLogger("gateway.redis")
 
-# What a Redis call may raise when Redis is unreachable, slow or confused.
-REDIS_ERRORS = (RedisError, OSError)
+# What a Redis call may raise when Redis is unreachable, slow or confused. redis-py's
+# cluster errors that are not `RedisError`s (a slot no live primary serves, a cluster that
+# cannot be reached at all) are outages too.
+REDIS_ERRORS = (RedisError, OSError, RedisClusterException)
 
 # The client every user of shared state gets: one node's (also a Sentinel-managed primary's)
 # or a cluster's. Both speak the same commands, pipelines and scripts.

@@ -4,7 +4,10 @@ primary; a malformed one stops the start with a message naming what is wrong."""
 import pytest
 
 from app.settings import RedisSettings, Settings
-from app.shared.redis import RedisTarget, redis_target
+from app.shared.redis import RedisTarget, RedisUnavailable, connect_redis, redis_target
+from app.traffic.gcra import RateLimit
+from app.traffic.ratelimit import RateLimiter
+from tests.fixtures.redis import free_port
 
 
 def test_no_url_no_redis() -> None:
@@ -72,3 +75,19 @@ def test_sentinels_from_the_settings() -> None:
 def test_malformed_targets_are_refused(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         redis_target(Settings(redis_url=url))
+
+
+async def test_an_unreachable_cluster_is_an_outage_not_an_error() -> None:
+    """redis-py's cluster errors outside RedisError (no node reachable, a slot without a
+    primary) reach the callers as RedisUnavailable and their failure policies."""
+    shared = connect_redis(Settings(redis_url=f"redis+cluster://127.0.0.1:{free_port()}"))
+    assert shared is not None
+    try:
+        with pytest.raises(RedisUnavailable):
+            async with shared.answering() as client:
+                await client.get("x")
+        limiter = RateLimiter(shared, prefix="t:", failure="open")
+        verdict = await limiter.admit([("k", RateLimit.of("l", limit=1, period_s=60))])
+        assert verdict.outcomes[0].admitted and verdict.granted is None
+    finally:
+        await shared.close()
