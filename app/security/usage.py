@@ -190,14 +190,22 @@ class UsageMeter:
             await self.flush()
 
     async def _flush_every(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(self._settings.usage_flush_s)
             try:
                 await self.flush()
             except RedisUnavailable as exc:
-                logger.warning("usage not written to Redis, kept for the next try: %s", exc)
+                # Once per outage, not once a second.
+                if not failing:
+                    logger.warning("usage not written to Redis, kept for the next try: %s", exc)
+                failing = True
+                continue
             except Exception:
                 logger.exception("usage flush failed")
+            if failing:
+                logger.info("usage written to Redis again")
+            failing = False
 
     def _hour_key(self, consumer_id: int, start: int) -> str:
         return f"{self._prefix}usage:{consumer_id}:h:{start}"
