@@ -286,7 +286,12 @@ def create_app(
     if settings.portal.enabled:
         # The developer portal's HTML pages (`app.portal`); in no OpenAPI document.
         app.include_router(portal_router, prefix="/portal", include_in_schema=False)
-    install_docs(app, DOCUMENTS, public_admin_docs=settings.http.public_admin_docs)
+    install_docs(
+        app,
+        DOCUMENTS,
+        public_admin_docs=settings.http.public_admin_docs,
+        connect_origins=[settings.identity.discovery_url],
+    )
     mcp = _mount_mcp(app, settings) if settings.mcp.enabled else None
     configure_logging(settings.log_level, settings.log_format)
     return app

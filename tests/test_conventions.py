@@ -34,7 +34,7 @@ PACKAGE = "app"
 # below `app.upstreams` because the resilient caller uses its breaker, bulkhead and retry
 # primitives.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("app.settings", "app.errors", "app.observability", "app.domain"),
+    ("app.settings", "app.errors", "app.observability", "app.domain", "app.problems"),
     ("app.shared",),
     ("app.traffic", "app.cache"),
     ("app.store",),

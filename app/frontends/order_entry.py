@@ -46,6 +46,12 @@ _PRICED_BY_TYPE = {
     "limit_price": frozenset({OrderType.limit, OrderType.stop_limit}),
     "stop_price": frozenset({OrderType.stop, OrderType.stop_limit}),
 }
+# The prices each order type requires; every other price is not allowed. The OpenAPI
+# documents split an order request by `type` along these lines (`app.openapi`).
+PRICES_BY_TYPE: dict[OrderType, frozenset[str]] = {
+    order_type: frozenset(price for price, types in _PRICED_BY_TYPE.items() if order_type in types)
+    for order_type in OrderType
+}
 
 
 PLACED_ORDER_RESPONSE: dict[str, Any] = {

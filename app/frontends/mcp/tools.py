@@ -182,7 +182,7 @@ def _tool_operation(
         )
     body = operation.get("requestBody", {}).get("content", {}).get(JSON_MEDIA)
     if body is not None:
-        fields = _resolve(body["schema"], components)
+        fields = _union_fields(_resolve(body["schema"], components), components)
         for field_name, schema in fields.get("properties", {}).items():
             if field_name in properties:
                 raise ValueError(f"{name}: body field {field_name!r} is also a parameter")
@@ -262,6 +262,29 @@ def _success_schema(
         resolved = _resolve(schema, components)
         return dict(resolved) if resolved.get("type") == "object" else None
     return None
+
+
+def _union_fields(schema: Mapping[str, Any], components: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A body that is a union (an order request, by `type`) as one set of fields: every
+    variant's properties, required where every variant requires them; the gateway checks
+    the variant's own rules when the call is made."""
+    if "oneOf" not in schema:
+        return schema
+    variants = [_resolve(variant, components) for variant in schema["oneOf"]]
+    properties: dict[str, Any] = {}
+    for variant in variants:
+        for field_name, field in variant.get("properties", {}).items():
+            if "const" in field:
+                merged = properties.setdefault(field_name, {"type": "string", "enum": []})
+                merged["enum"].append(field["const"])
+            else:
+                properties.setdefault(field_name, field)
+    required = [
+        name
+        for name in variants[0].get("required", [])
+        if all(name in variant.get("required", []) for variant in variants)
+    ]
+    return {"properties": properties, "required": required}
 
 
 def _resolve(schema: Mapping[str, Any], components: Mapping[str, Any]) -> Mapping[str, Any]:

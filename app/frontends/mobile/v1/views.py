@@ -1,6 +1,8 @@
 """What the mobile app's screens show: compact response models, only the fields on screen."""
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from app.upstreams.orders import OrderSide, OrderStatus, OrderType
 
@@ -57,7 +59,7 @@ class HomeView(BaseModel):
     )
     open_orders: int | None = Field(description="Orders still working; null when unavailable")
     running_bots: int | None = Field(description="Trading bots running; null when unavailable")
-    degraded: list[str] = Field(
+    degraded: list[Literal["quotes", "orders", "bots"]] = Field(
         description="Sections left out because their service failed: `quotes`, `orders`, `bots`",
         examples=[["bots"]],
     )
@@ -106,7 +108,7 @@ class PositionsPage(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as `cursor` for the next page; null on the last page"
     )
-    degraded: list[str] = Field(
+    degraded: list[Literal["quotes"]] = Field(
         description="`quotes` when prices could not be loaded (prices and P&L are then null)"
     )
 
@@ -147,6 +149,7 @@ class PlacedOrderView(BaseModel):
         json_schema_extra={
             "examples": [
                 {
+                    "order_id": "ord-7f3a2c",
                     "id": "ord-7f3a2c",
                     "status": "open",
                     "symbol": "AAPL",
@@ -158,9 +161,22 @@ class PlacedOrderView(BaseModel):
         }
     )
 
-    order_id: str = Field(serialization_alias="id", description="Order id", examples=["ord-7f3a2c"])
+    order_id: str = Field(
+        description="Order id, named as every frontend names it", examples=["ord-7f3a2c"]
+    )
     status: OrderStatus = Field(description="Where the order stands")
     symbol: str = Field(description="Ticker symbol", examples=["AAPL"])
     side: OrderSide = Field(description="Buy or sell")
     quantity: float = Field(description="Shares ordered", examples=[10])
     type: OrderType = Field(description="Market, limit, stop or stop-limit")
+
+    # The id's name before every frontend called it `order_id`; kept while clients move.
+    # Marked deprecated in the schema only: pydantic would warn on every serialization.
+    @computed_field(  # type: ignore[prop-decorator]
+        json_schema_extra={"deprecated": True},
+        description="Deprecated: the same as `order_id`; read `order_id` instead",
+        examples=["ord-7f3a2c"],
+    )
+    @property
+    def id(self) -> str:
+        return self.order_id

@@ -7,6 +7,7 @@ what it has and say what is missing.
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
@@ -17,6 +18,11 @@ from app.upstreams.orders import OrderSide, OrderStatus, OrderType, TimeInForce
 
 _QUOTE_DERIVED = "Null when the live quote is missing (`quotes` in `degraded`, or no quote for it)."
 _FIRST = f"at most the first {SECTION_LIMIT}"
+
+# The optional sections each view may leave out, as `degraded` names them.
+DashboardSection = Literal["watchlists", "quotes", "sparklines", "orders", "bots", "news"]
+SymbolDetailSection = Literal["info", "candles", "news", "position", "orders"]
+PositionsSection = Literal["quotes"]
 
 
 class ChartRange(StrEnum):
@@ -265,7 +271,7 @@ class PositionsPage(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as `cursor` for the next page; null on the last page"
     )
-    degraded: list[str] = Field(
+    degraded: list[PositionsSection] = Field(
         description="`quotes` when prices could not be loaded (prices and P&L are then null)"
     )
 
@@ -413,7 +419,7 @@ class DashboardView(BaseModel):
     news: list[ArticleView] | None = Field(
         description="Latest market news; null when it could not be fetched (`news`)"
     )
-    degraded: list[str] = Field(description=_DEGRADED)
+    degraded: list[DashboardSection] = Field(description=_DEGRADED)
 
 
 _QUOTE_EXAMPLE: JsonDict = {
@@ -564,7 +570,7 @@ class SymbolDetailView(BaseModel):
             f"those shown; {_REST}"
         )
     )
-    degraded: list[str] = Field(
+    degraded: list[SymbolDetailSection] = Field(
         description=(
             "Names of the optional sections that could not be fetched and are null in this view "
             "(`info`, `candles`, `news`, `position`, `orders`); empty when everything is present."

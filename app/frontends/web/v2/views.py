@@ -7,7 +7,7 @@ and every section these views share with version 1, keeps version 1's models
 """
 
 from copy import copy
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
@@ -25,6 +25,8 @@ from app.frontends.web.v1.views import (
 )
 
 UNCLASSIFIED = "Unclassified"
+# Version 1's dashboard sections, and the holdings' sectors.
+DashboardSection = Literal["watchlists", "quotes", "sparklines", "orders", "bots", "news", "sectors"]
 
 
 def _as_in_v1(name: str, *, of: type[BaseModel] = v1.DashboardView) -> Any:
@@ -112,7 +114,7 @@ class DashboardView(BaseModel):
     bots_total: int | None = _as_in_v1("bots_total")
     bots_next: str | None = Field(description=f"`/web/v2/bots`: every bot; {_REST}")
     news: list[ArticleView] | None = _as_in_v1("news")
-    degraded: list[str] = Field(
+    degraded: list[DashboardSection] = Field(
         description=(
             "Names of the optional sections that could not be fetched (as in version 1, and "
             "`sectors` when the holdings' sectors could not be looked up); empty when "

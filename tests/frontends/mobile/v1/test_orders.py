@@ -24,7 +24,9 @@ async def test_order_is_placed_and_a_replay_returns_it(
 
     assert first.status_code == 201, first.text
     order = first.json()
-    assert set(order) == {"id", "status", "symbol", "side", "quantity", "type"}
+    assert set(order) == {"order_id", "id", "status", "symbol", "side", "quantity", "type"}
+    # `id` is the deprecated name of `order_id`, kept while clients move.
+    assert order["id"] == order["order_id"]
     assert (order["symbol"], order["side"], order["type"], order["quantity"]) == (
         "AAPL",
         "buy",
