@@ -26,7 +26,9 @@ from app.frontends.web.v1.views import (
 
 UNCLASSIFIED = "Unclassified"
 # Version 1's dashboard sections, and the holdings' sectors.
-DashboardSection = Literal["watchlists", "quotes", "sparklines", "orders", "bots", "news", "sectors"]
+DashboardSection = Literal[
+    "watchlists", "quotes", "sparklines", "orders", "bots", "news", "sectors"
+]
 
 
 def _as_in_v1(name: str, *, of: type[BaseModel] = v1.DashboardView) -> Any:
