@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run run-prod test lint format migrate openapi bench lock clean
+.PHONY: install run run-prod test lint format migrate openapi sdk bench lock clean
 
 # The locked dependencies, then the project itself (editable, no dependencies): that puts
 # the `gateway` command (app/cli.py) in .venv/bin.
@@ -61,6 +61,14 @@ format: $(STAMP)
 openapi: $(STAMP)
 	$(PY) -m app.openapi_export
 	$(PY) -m app.cli config schema > schemas/gateway-config.schema.json
+
+# Clients generated from the committed web document (git-ignored, see sdk/README.md):
+# TypeScript (openapi-typescript + openapi-fetch, pinned in sdk/typescript/package-lock.json,
+# compiled with tsc --strict) and Python (openapi-python-client, pinned in the dev extras).
+sdk: $(STAMP)
+	cd sdk/typescript && npm ci --no-audit --no-fund && npm run generate && npm run build
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/openapi-python-client generate \
+		--path openapi/web-v1.json --meta none --output-path sdk/python/stockbot_web --overwrite
 
 # wrk and valgrind where they can be installed (root, apt); without them the bench falls
 # back to its Python load generator and skips instruction counts, and says so.
