@@ -411,7 +411,7 @@ def _order_requests_by_type(schema: dict[str, Any]) -> None:
             )
             properties = variant["properties"]
             properties["type"] = {"const": order_type.value, "type": "string", "title": "Type"}
-            for price in PRICES_BY_TYPE[OrderType.stop_limit]:
+            for price in sorted(PRICES_BY_TYPE[OrderType.stop_limit]):
                 if price not in prices:
                     properties.pop(price, None)
                     continue
