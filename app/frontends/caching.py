@@ -100,13 +100,17 @@ class CachedRoutes:
             return
         request = Request(scope)
         state: GatewayState = request.state.gateway
+        if not state.cache.settings.enabled:
+            # Nothing stored to answer with: no headers parsed, no format negotiated here.
+            await self.app(scope, receive, send)
+            return
         choose, rule = found
         headers = request.headers
         try:
             json_asked = negotiate(headers.get("accept")) is ListFormat.json
         except NotAcceptable:
             json_asked = False
-        if not json_asked or not state.cache.settings.enabled:
+        if not json_asked:
             await self.app(scope, receive, send)
             return
         context = context_of(request)

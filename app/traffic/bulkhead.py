@@ -6,8 +6,6 @@ else (other services, other routes) keeps its share. A call that cannot get a sl
 """
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from app.errors import UpstreamUnavailable
 from app.observability.metrics import bulkhead_rejections
@@ -34,9 +32,12 @@ class Bulkhead:
         self.waiting = 0
         self.rejected = 0
 
-    @asynccontextmanager
-    async def slot(self, *, max_wait_s: float | None = None) -> AsyncIterator[None]:
-        """Hold one slot for the duration of a call; `max_wait_s` may shorten the wait."""
+    def slot(self, *, max_wait_s: float | None = None) -> "_Slot":
+        """Hold one slot for the duration of a call (`async with`); `max_wait_s` may
+        shorten the wait."""
+        return _Slot(self, max_wait_s)
+
+    async def _acquire(self, max_wait_s: float | None) -> None:
         wait = self.policy.max_wait_ms / 1000
         if max_wait_s is not None:
             wait = max(min(wait, max_wait_s), 0.0)
@@ -54,16 +55,32 @@ class Bulkhead:
         else:
             await self._slots.acquire()
         self.in_flight += 1
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
-            self._slots.release()
+
+    def _release(self) -> None:
+        self.in_flight -= 1
+        self._slots.release()
 
     def _reject(self) -> None:
         self.rejected += 1
         bulkhead_rejections.labels(self.service).inc()
         raise BulkheadFull(self.service, self.policy.max_concurrent)
+
+
+class _Slot:
+    """`Bulkhead.slot`'s context: a plain object rather than a generator-based context
+    manager, as it wraps every upstream call."""
+
+    __slots__ = ("_bulkhead", "_max_wait_s")
+
+    def __init__(self, bulkhead: Bulkhead, max_wait_s: float | None) -> None:
+        self._bulkhead = bulkhead
+        self._max_wait_s = max_wait_s
+
+    async def __aenter__(self) -> None:
+        await self._bulkhead._acquire(self._max_wait_s)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._bulkhead._release()
 
 
 class Bulkheads:

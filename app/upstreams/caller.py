@@ -327,9 +327,6 @@ class UpstreamCaller:
         policy = call.config.policy.retries
         budget = self.budgets.budget(call.service, policy)
         budget.record_call()
-        repeatable = is_repeatable(call.method, call.headers) and not isinstance(
-            call.data, AsyncIterable
-        )
         per_try_s = _per_try_s(call)
         started_deadline = current_deadline()
         ends_at = (
@@ -367,7 +364,8 @@ class UpstreamCaller:
                     call,
                     failed,
                     retry=retry,
-                    repeatable=repeatable,
+                    repeatable=is_repeatable(call.method, call.headers)
+                    and not isinstance(call.data, AsyncIterable),
                     budget=budget,
                     ends_at=ends_at,
                     timed_out=timed_out,
@@ -399,6 +397,14 @@ class UpstreamCaller:
                 f"{call.service} has no enabled instance.", service=call.service
             )
         policy = call.config.policy.breaker
+        if len(instances) == 1:
+            # The common case: one instance, nothing to balance between.
+            instance = instances[0]
+            if instance.url not in excluded:
+                breaker = self.breakers.breaker(call.service, instance.url, policy)
+                if breaker.try_acquire():
+                    return instance, breaker
+            raise CircuitOpen(call.service)
         open_for_calls = [
             (instance, breaker)
             for instance in instances
