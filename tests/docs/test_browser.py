@@ -2,6 +2,7 @@
 pages render each frontend's operations from the gateway's own assets."""
 
 import json
+from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,8 +14,15 @@ LISTED = [d for d in DOCUMENTS if not d.admin_only]
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
 
+@cache
+def _documents() -> dict[str, Any]:
+    """Built in the test's thread: pydantic builds schemas unsafely across threads, and the
+    gateway's thread builds the served documents at the same time."""
+    return {name: json.loads(text) for name, text in generated_documents().items()}
+
+
 def _operations(slug: str) -> set[tuple[str, str]]:
-    document = json.loads(generated_documents()[f"{slug}.json"])
+    document = _documents()[f"{slug}.json"]
     return {
         (method, path)
         for path, item in document["paths"].items()
@@ -24,7 +32,7 @@ def _operations(slug: str) -> set[tuple[str, str]]:
 
 
 def _operation_ids(slug: str) -> set[str]:
-    document = json.loads(generated_documents()[f"{slug}.json"])
+    document = _documents()[f"{slug}.json"]
     return {
         operation["operationId"]
         for item in document["paths"].values()
@@ -55,7 +63,9 @@ _RENDERED = """() => [...document.querySelectorAll('#swagger-ui .opblock')].map(
 ])"""
 
 
-def _swagger_journey(browser: Any, url: str) -> dict[str, Any]:
+def _swagger_journey(
+    browser: Any, url: str, expected: dict[str, set[tuple[str, str]]]
+) -> dict[str, Any]:
     outside: list[str] = []
     page = _local_page(browser, url, outside)
     errors: list[str] = []
@@ -65,9 +75,9 @@ def _swagger_journey(browser: Any, url: str) -> dict[str, Any]:
     rendered: dict[str, set[tuple[str, str]]] = {}
     for slug in options:
         page.select_option("#doc", slug)
-        expected = _operations(slug)
         page.wait_for_function(
-            f"() => document.querySelectorAll('#swagger-ui .opblock').length === {len(expected)}"
+            "() => document.querySelectorAll('#swagger-ui .opblock').length === "
+            f"{len(expected[slug])}"
             f" && document.querySelector('#swagger-ui .opblock [data-path]')"
             f".getAttribute('data-path').startsWith({json.dumps(_prefix(slug))})",
             timeout=30_000,
@@ -100,14 +110,15 @@ def _redoc_journey(browser: Any, url: str) -> dict[str, Any]:
 def test_swagger_ui_renders_every_frontends_operations_offline(
     browser: BrowserThread, docs_url: str
 ) -> None:
-    seen = browser.run(lambda chromium: _swagger_journey(chromium, docs_url))
+    expected = {document.slug: _operations(document.slug) for document in LISTED}
+    seen = browser.run(lambda chromium: _swagger_journey(chromium, docs_url, expected))
     assert seen["outside"] == []
     assert seen["errors"] == []
     # The selector offers every public document (web-v2 too), never the admin one.
     assert seen["options"] == [d.slug for d in LISTED]
     assert "admin-v1" not in seen["options"]
     for document in LISTED:
-        assert seen["rendered"][document.slug] == _operations(document.slug), document.slug
+        assert seen["rendered"][document.slug] == expected[document.slug], document.slug
 
 
 def test_redoc_renders_every_frontends_operations_offline(
