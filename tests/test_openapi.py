@@ -202,6 +202,9 @@ async def test_the_docs_pages_load_only_the_gateways_own_assets(gateway: Running
     for page in ("/docs", "/docs?doc=web-v2", "/redoc?doc=partner-v1"):
         response = await gateway.client.get(page)
         assert response.status_code == 200, page
+        # The browser itself refuses anything from elsewhere (ReDoc's attribution logo).
+        policy = response.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "img-src 'self' data:" in policy
         sources = re.findall(r'(?:src|href)="([^"]+)"', response.text)
         assert sources, page
         for source in sources:
