@@ -171,7 +171,11 @@ def create_app(
         await registry.start(http=http, health_checks=settings.resilience.health_checks)
         caller = UpstreamCaller(session=http, registry=registry, settings=settings.upstream)
         notices = ChangeNotices(
-            config, redis, prefix=settings.redis_prefix, refresh_s=settings.config_refresh_s
+            config,
+            redis,
+            prefix=settings.redis_prefix,
+            refresh_s=settings.config_refresh_s,
+            revision_check_s=settings.config_revision_check_s,
         )
         await notices.start()
         admission = AdmissionControl(settings, redis)

@@ -374,6 +374,9 @@ class Settings(BaseSettings):
     # Seconds between each process's own reloads of the config store, a fallback for lost
     # change notices (and the only way without Redis); 0 switches them off.
     config_refresh_s: float = Field(30.0, ge=0)
+    # Seconds between each process's check of the store's revision (one small query), which
+    # catches a missed change notice; 0 switches it off.
+    config_revision_check_s: float = Field(0.5, ge=0)
     # On SIGTERM (`python -m app.serve`), /readyz answers 503 and every route still serves
     # this long before the server stops; longer than the load balancer takes to notice.
     drain_s: float = Field(5.0, ge=0, le=300)

@@ -8,9 +8,9 @@ start-up and warm-up (uninstrumented, so several times faster), counting is swit
 (`callgrind_control -i on`) for the N measured requests, and the process ends as soon as
 they are answered: the count divided by N is the cost of one request, start-up and shutdown
 excluded. (Counting the whole run twice, N and 2N, took over 15 minutes per gateway run on
-a loaded 2-core machine.) Background tasks that run while the requests do (the config
-revision check every 0.5 s, the registry refresh) are counted with them; under callgrind's
-slowdown they take a larger share than at full speed (about 4 % of the gateway's count).
+a loaded 2-core machine.) The gateway's periodic tasks (config revision check and refresh,
+registry refresh, usage flush) are stretched so they do not run during the count: under
+callgrind's slowdown they would add 80-200 k instructions per request, varying with load.
 
     python -m bench.instructions gateway|baseline   # prints instructions per request
 
@@ -130,6 +130,14 @@ def _run_in_process(target: str, requests: int, upstream: str, database_url: str
     settings.upstream.connect_timeout_s = 30
     settings.resilience.default_deadline_ms = 600_000
     settings.redis.timeout_s = 5
+    # Periodic work runs by the clock, and under callgrind a request takes tens of times
+    # longer: left at their intervals, these tasks would be counted into every request by
+    # an amount that depends on the machine's load. At full speed they cost nothing per
+    # request; here they do not run during the count.
+    settings.config_revision_check_s = 3600
+    settings.config_refresh_s = 3600
+    settings.resilience.registry_refresh_s = 60
+    settings.portal.usage_flush_s = 60
     settings.startup_db_timeout_s = 600
     settings.db_connect_timeout_s = 60
     settings.db_statement_timeout_s = 300
