@@ -10,6 +10,7 @@ import pytest
 
 from app.settings import RateLimitSettings, Settings
 from app.traffic.throttle import ConsumerThrottle
+from backends.catalog import INSTRUMENTS
 from backends.launcher import Platform
 from tests.fixtures.consumers import create_partner
 from tests.fixtures.gateway import RunningGateway, running_gateway
@@ -37,8 +38,14 @@ async def throttled(settings: Settings) -> AsyncIterator[RunningGateway]:
 async def _concurrently(
     gateway: RunningGateway, count: int, headers: dict[str, str]
 ) -> list[httpx.Response]:
+    # A symbol each: identical quote requests would share one upstream call (collapsing) or
+    # one cache entry, and not hold their slots for the upstream's latency.
+    symbols = list(INSTRUMENTS)[:count]
     return await asyncio.gather(
-        *(gateway.client.get(QUOTES, headers=headers) for _ in range(count))
+        *(
+            gateway.client.get("/partner/v1/quotes", params={"symbols": symbol}, headers=headers)
+            for symbol in symbols
+        )
     )
 
 
