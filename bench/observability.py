@@ -18,10 +18,10 @@ import uuid
 from contextlib import ExitStack
 
 from bench.instructions import instructions_per_request
-from bench.load import ROUNDS, load_tool, print_result, run_load
+from bench.load import ROUNDS, load_tool, print_result
 from bench.rate_limited import REDIS_URL, delete_keys, provision_partner
 from bench.servers import Server, start_gateway, start_upstream
-from bench.throughput import SERVICES, SPREAD_PATHS, Target, verdict
+from bench.throughput import SERVICES, SPREAD_PATHS, Target, measure_interleaved, verdict
 
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "50"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
@@ -71,23 +71,13 @@ def observability_on_against_off(
                 )
                 servers.callback(gateway.stop)
                 targets.append(Target(label, gateway.url + "/partner/v1", SPREAD_PATHS))
-            headers = {"X-API-Key": key}
-            for target in targets:  # warm pools and the Redis scripts
-                run_load(
-                    target.url, target.paths, connections=connections, seconds=1, headers=headers
-                )
-            for _ in range(ROUNDS):
-                for target in targets:
-                    target.runs.append(
-                        run_load(
-                            target.url,
-                            target.paths,
-                            connections=connections,
-                            seconds=seconds,
-                            headers=headers,
-                            upstream=upstream,
-                        )
-                    )
+            measure_interleaved(
+                targets,
+                connections=connections,
+                seconds=seconds,
+                upstream=upstream,
+                headers={"X-API-Key": key},
+            )
     finally:
         asyncio.run(delete_keys(redis_prefix))
     print(

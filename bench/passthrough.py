@@ -15,10 +15,10 @@ from pathlib import Path
 from app.store.database import create_engine, session_factory
 from app.store.route_declarations import RouteDeclaration
 from app.store.routes import RevisionRepository, RouteRepository
-from bench.load import ROUNDS, load_tool, print_result, run_load
+from bench.load import ROUNDS, load_tool, print_result
 from bench.rate_limited import REDIS_URL, delete_keys, provision_partner
 from bench.servers import Server, start_gateway, start_upstream, start_uvicorn
-from bench.throughput import SERVICES, SPREAD_PATHS, Target, verdict
+from bench.throughput import SERVICES, SPREAD_PATHS, Target, measure_interleaved, verdict
 
 # The targets: the route against the bare handler; 1,000 routes against 1.
 TARGET_RATIO = 1.3
@@ -108,34 +108,22 @@ def passthrough_rows(upstream: Server, directory: str, *, connections: int, seco
             )
             servers.callback(baseline.stop)
             targets = [Target("bare FastAPI + aiohttp handler", baseline.url, SPREAD_PATHS)]
-            headers = {}
             for label, database_url in ((headline_label, alone_db), (many_label, many_db)):
                 gateway = start_gateway(
                     label, services=services, database_url=database_url, env=env, quiet=True
                 )
                 servers.callback(gateway.stop)
-                targets.append(Target(label, gateway.url + "/api/market-data", SPREAD_PATHS))
-                headers[label] = {"X-API-Key": keys[database_url]}
-            for target in targets:  # warm pools, caches and Redis scripts
-                run_load(
-                    target.url,
-                    target.paths,
-                    connections=connections,
-                    seconds=1,
-                    headers=headers.get(target.label),
-                )
-            for _ in range(ROUNDS):
-                for target in targets:
-                    target.runs.append(
-                        run_load(
-                            target.url,
-                            target.paths,
-                            connections=connections,
-                            seconds=seconds,
-                            headers=headers.get(target.label),
-                            upstream=upstream,
-                        )
+                targets.append(
+                    Target(
+                        label,
+                        gateway.url + "/api/market-data",
+                        SPREAD_PATHS,
+                        headers={"X-API-Key": keys[database_url]},
                     )
+                )
+            measure_interleaved(
+                targets, connections=connections, seconds=seconds, upstream=upstream
+            )
     finally:
         asyncio.run(delete_keys(redis_prefix))
     print(
