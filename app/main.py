@@ -5,6 +5,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager, nullcontext
+from typing import Any
 
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
@@ -110,13 +111,25 @@ async def _bounded(what: str, step: Awaitable[object]) -> None:
         )
 
 
+# The partner API's document, built once per process: it is made from the partner routes
+# alone, the same module-level routers in every app a process creates, and building it costs
+# more than the rest of a start-up.
+_partner_documents: list[dict[str, Any]] = []
+
+
+def _partner_document(app: FastAPI) -> dict[str, Any]:
+    if not _partner_documents:
+        partner = next(document for document in DOCUMENTS if document.slug == "partner-v1")
+        _partner_documents.append(build_document(app, partner))
+    return _partner_documents[0]
+
+
 def _mount_mcp(app: FastAPI, settings: Settings) -> McpFrontend:
     """The MCP endpoint at `/mcp`, its tools made from the partner API's document."""
-    partner = next(document for document in DOCUMENTS if document.slug == "partner-v1")
     mcp = McpFrontend(
         gateway=app,
         settings=settings.mcp,
-        partner_document=lambda: build_document(app, partner),
+        partner_document=lambda: _partner_document(app),
         max_body_bytes=settings.http.max_body_bytes,
         version=app.version,
     )
