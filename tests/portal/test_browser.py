@@ -114,9 +114,10 @@ def _journey(browser: Any, url: str, screenshots: Path) -> list[str]:
             dana.get_by_role("button", name="Create key").click()
             key = dana.locator("#new-key").input_value()
             assert key.startswith("sbk_")
-            assert dana.get_by_role("button", name="Copy").is_visible()
+            # The button is the page's script's; it shows once the deferred script has run.
+            dana.get_by_role("button", name="Copy").wait_for(state="visible", timeout=10_000)
             dana.get_by_role("button", name="Copy").click()
-            assert dana.get_by_role("button", name="Copied").is_visible()
+            dana.get_by_role("button", name="Copied").wait_for(state="visible", timeout=10_000)
             dana.screenshot(path=screenshots / "05-key-created.png", full_page=True)
 
             # Calls with it: from a partner system, and from the docs' try-it form, whose
