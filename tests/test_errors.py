@@ -195,10 +195,10 @@ async def test_a_405_allows_every_method_of_the_path(
 
 
 def test_every_document_describes_malformed_and_invalid_bodies_as_problems() -> None:
-    problem = {"$ref": "#/components/schemas/Problem"}
     for name, text in generated_documents().items():
         document = json.loads(text)
-        assert "HTTPValidationError" not in document["components"]["schemas"], name
+        schemas = document["components"]["schemas"]
+        assert "HTTPValidationError" not in schemas, name
         for path, item in document["paths"].items():
             for method, operation in item.items():
                 responses = operation["responses"]
@@ -207,4 +207,9 @@ def test_every_document_describes_malformed_and_invalid_bodies_as_problems() -> 
                     assert {"400", "422"} <= set(responses), where
                 for status in {"400", "422"} & set(responses):
                     content = responses[status]["content"]
-                    assert content == {"application/problem+json": {"schema": problem}}, where
+                    # Only problem+json, typed for its status, with an example of that status.
+                    assert set(content) == {"application/problem+json"}, where
+                    problem = content["application/problem+json"]
+                    assert problem["schema"] == {"$ref": f"#/components/schemas/Problem{status}"}
+                    assert f"Problem{status}" in schemas, where
+                    assert problem["example"]["status"] == int(status), where
