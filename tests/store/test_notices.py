@@ -116,7 +116,10 @@ async def test_a_change_made_while_redis_was_down_arrives_when_it_is_back(
 
 
 async def test_without_redis_the_periodic_refresh_carries_a_change(settings: Settings) -> None:
-    refreshing = settings.model_copy(update={"redis_url": None, "config_refresh_s": 0.2})
+    # The periodic refresh alone (the revision check, which would also carry it, is off).
+    refreshing = settings.model_copy(
+        update={"redis_url": None, "config_refresh_s": 0.2, "config_revision_check_s": 0}
+    )
     async with running_gateway(refreshing) as first, running_gateway(refreshing) as second:
         version = (await second.client.get("/readyz")).json()["config_version"]
         # Nothing changed: refreshes keep the snapshot and its version.
