@@ -133,4 +133,5 @@ async def test_without_redis_the_periodic_refresh_carries_a_change(settings: Set
         )
         assert created.status_code == 201, created.text
         assert (await eventually_registered(second, "refreshed", instances=1)) is not None
-        assert (await second.client.get("/readyz")).json()["config_version"] == version + 1
+        # A newer snapshot (a refresh may also land between the change's own writes).
+        assert (await second.client.get("/readyz")).json()["config_version"] > version
