@@ -5,7 +5,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, overload
 
-from sqlalchemy import event, make_url
+from sqlalchemy import event, make_url, text
 from sqlalchemy.exc import (
     DBAPIError,
     IntegrityError,
@@ -91,6 +91,21 @@ def create_engine(
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_foreign_keys)
     return engine
+
+
+async def read_one_view(session: AsyncSession) -> None:
+    """Make the session's following reads one view of the store, as of its first read.
+
+    Without this, each statement sees whatever was committed when it ran (PostgreSQL's READ
+    COMMITTED; SQLite under pysqlite opens no transaction for a SELECT), so reading several
+    tables while a change commits can mix rows from before and after it. Called before the
+    session's first statement: PostgreSQL reads at REPEATABLE READ; SQLite opens a read
+    transaction, which a concurrent commit waits for (or, in WAL mode, does not disturb).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    else:
+        await session.execute(text("BEGIN"))
 
 
 def _sqlite_foreign_keys(dbapi_connection: object, _record: object) -> None:

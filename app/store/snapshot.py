@@ -26,7 +26,7 @@ from sqlalchemy.orm import raiseload
 
 from app.observability.metrics import config_refused_rows, config_reloads, config_version
 from app.store import servable
-from app.store.database import is_unavailable, stored_utc
+from app.store.database import is_unavailable, read_one_view, stored_utc
 from app.store.models import (
     ApiKey,
     Consumer,
@@ -295,6 +295,9 @@ class _Refusals:
 
 async def _load(session: AsyncSession, *, version: int) -> ConfigSnapshot:
     """Read every table and build the snapshot, leaving out the rows it cannot serve."""
+    # A change committing while the tables are read must not be half in the snapshot (a
+    # key without its consumer, the new revision without its rows).
+    await read_one_view(session)
     reader = TableReader(session)
     refusals = _Refusals()
     # Relationships are not loaded with their rows: each row is read, and refused, alone.
