@@ -3,8 +3,9 @@
 One WebSocket to one market-data instance (through `UpstreamCaller.websocket`, the pooled
 session) carries one subscription per symbol that some client of this process follows:
 subscribed on the first client's interest, unsubscribed when the last one leaves. Each
-tick's quotes are encoded once and offered to the followers' conflating buffers
-(`app.streams.subscriber`); the hub never waits for a client.
+tick's quotes are encoded once (SSE event and its HTTP/1.1 chunk, WebSocket text) and offered
+to each follower (`app.streams.subscriber`): written straight to an SSE client's connection
+when it keeps up, else into its conflating buffer. The hub never waits for a client.
 
 When the upstream connection fails or closes, every client gets a `reconnecting` status
 event, the hub reconnects with jittered exponential backoff (`streams.reconnect_first_s` up
@@ -38,6 +39,7 @@ from app.observability.metrics import (
 from app.policy.chain import PolicyChain
 from app.settings import StreamSettings
 from app.streams.credentials import StreamCredential
+from app.streams.frames import chunk
 from app.streams.messages import CloseReason, StatusEvent, StreamQuote, UpstreamState
 from app.streams.subscriber import QuoteEvent, StatusNotice, Subscriber
 from app.upstreams.caller import UpstreamCaller
@@ -54,19 +56,19 @@ def status_notice(
 ) -> StatusNotice:
     event = StatusEvent.model_validate({"status": status, "detail": detail, "reason": reason})
     data = event.model_dump_json(exclude_none=True)
-    return StatusNotice(
-        sse=b"event: status\ndata: " + data.encode() + b"\n\n",
-        text='{"type":"status",' + data[1:],
-    )
+    sse = b"event: status\ndata: " + data.encode() + b"\n\n"
+    return StatusNotice(sse=sse, chunk=chunk(sse), text='{"type":"status",' + data[1:])
 
 
 def quote_event(upstream: dict[str, object], step: int) -> QuoteEvent:
     symbol = str(upstream["symbol"])
     data = StreamQuote.fields_of(upstream)
+    sse = b"id: %d\nevent: quote\ndata: %s\n\n" % (step, data)
     return QuoteEvent(
         symbol=symbol,
         step=step,
-        sse=b"id: %d\nevent: quote\ndata: %s\n\n" % (step, data),
+        sse=sse,
+        chunk=chunk(sse),
         text=f'{{"type":"quote","id":"{step}","quote":{data.decode()}}}',
     )
 

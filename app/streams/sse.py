@@ -1,11 +1,15 @@
 """A stream as Server-Sent Events: `text/event-stream`, one ASGI response per client.
 
-The response starts with the client's reconnect delay (`retry:`), then writes whatever the
-client's buffer holds each time it wakes: a status event, the quotes (`id:` the tick, so a
-reconnecting browser sends `Last-Event-ID` and gets the latest quote of each symbol newer
-than it), a heartbeat comment. A write that waits longer than `streams.write_stall_s` (the
-client stopped reading and the socket's buffers are full) has the hub drop the client. A closing
-stream ends with a `status` event naming why, and the response completes.
+The response starts with the client's reconnect delay (`retry:`). Then, while the client
+keeps up, the hub writes each event to its connection itself (`app.streams.connection`:
+under uvicorn's httptools protocol; through ASGI otherwise) and this response's task sleeps.
+When something is buffered (the client fell behind, the connection is not the server's, the
+stream closes), it wakes and writes what the buffer holds: a status event, the quotes (`id:`
+the tick, so a reconnecting browser sends `Last-Event-ID` and gets the latest quote of each
+symbol newer than it), a heartbeat comment. A write that waits longer than
+`streams.write_stall_s` (the client stopped reading and the socket's buffers are full) has
+the hub drop the client. A closing stream ends with a `status` event naming why, and the
+response completes.
 """
 
 import asyncio
@@ -16,11 +20,12 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from app.streams.connection import chunked_transport
+from app.streams.frames import HEARTBEAT
 from app.streams.hub import QuoteHub, status_notice
 from app.streams.subscriber import Batch, Subscriber
 
 EVENT_STREAM = "text/event-stream"
-HEARTBEAT = b": heartbeat\n\n"
 _CLOSING_DETAIL = {
     "credential-expired": "The credential expired; reconnect with a fresh one.",
     "credential-revoked": "The credential is no longer valid; sign in again.",
@@ -87,7 +92,10 @@ class EventStreamResponse(Response):
                     {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
                 )
             await write(b"retry: %d\n\n" % self._hub.settings.client_retry_ms)
+            transport = chunked_transport()
             while True:
+                if transport is not None and not subscriber.wake.is_set():
+                    subscriber.transport = transport
                 await subscriber.wake.wait()
                 quotes = subscriber.take_quotes()
                 if quotes is not None:
@@ -110,6 +118,7 @@ class EventStreamResponse(Response):
             # the server cuts the connection.
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
         finally:
+            subscriber.transport = None
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener

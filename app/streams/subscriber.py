@@ -1,14 +1,23 @@
-"""One client's side of the hub: a conflating buffer its writer drains.
+"""One client's side of the hub: a conflating buffer its writer drains, or the client's
+connection written to directly while nothing is buffered.
 
-The hub never waits for a client. It puts each tick's quote into the client's buffer, one
-slot per symbol: a quote the client has not taken yet is replaced by the newer one
-(conflation), so a client that cannot keep up gets the latest price of each symbol, and
-what it holds is bounded by the number of its symbols whatever the tick rate. The events
-themselves are encoded once per symbol and tick and shared by every client.
+The hub never waits for a client. An SSE writer with nothing to send lends its subscriber
+the connection (`transport`, `app.streams.connection`): each event's chunk, encoded once and
+shared by every client, is then written to it at once, with no task woken per client and
+event. When the connection is gone, or holds more than `DIRECT_WRITE_BOUND` bytes unsent
+(the client is behind), the event goes into the buffer instead and the writer is woken; so
+does everything a WebSocket client gets.
 
-A writer marks each write (`writing`); the hub's housekeeping drops a client whose one
-write has waited longer than `streams.write_stall_s` by cancelling that writer
-(`app.streams.sse`, `app.streams.websocket`): no timer per write.
+The buffer has one slot per symbol: a quote the client has not taken yet is replaced by the
+newer one (conflation), so a client that cannot keep up gets the latest price of each
+symbol, and what it holds is bounded by the number of its symbols whatever the tick rate.
+
+A writer marks each write it makes (`writing`); the hub's housekeeping drops a client whose
+one write has waited longer than `streams.write_stall_s` by cancelling that writer
+(`app.streams.sse`, `app.streams.websocket`): no timer per write. A client that stops
+reading fills its connection past the bound, so its events go through the writer, whose
+write then waits for room: what a connection holds is bounded by the server's write buffer
+limit and one batch of events.
 """
 
 import asyncio
@@ -19,20 +28,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.streams.frames import HEARTBEAT_CHUNK
 from app.streams.messages import CloseReason
 
 # WebSocket replies (subscribed, error) waiting for the writer; a client sending commands
 # faster than that is answered only for the latest ones.
 _MAX_REPLIES = 8
+# Unsent bytes a connection may hold for the hub to go on writing to it directly (a few
+# events per symbol): past it the client is behind, and its events are buffered.
+DIRECT_WRITE_BOUND = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class QuoteEvent:
-    """One symbol's quote at one tick, encoded for both protocols."""
+    """One symbol's quote at one tick, encoded for both protocols (`chunk`: the SSE event
+    as a chunk of an HTTP/1.1 body)."""
 
     symbol: str
     step: int
     sse: bytes
+    chunk: bytes
     text: str
 
 
@@ -41,6 +56,7 @@ class StatusNotice:
     """A status event, encoded for both protocols."""
 
     sse: bytes
+    chunk: bytes
     text: str
 
 
@@ -57,7 +73,8 @@ class Batch:
 
 @dataclass(eq=False, slots=True)
 class Subscriber:
-    """One stream's buffer; `wake` is set while it holds something to send."""
+    """One stream's buffer; `wake` is set while it holds something to send, `transport`
+    while its writer waits with nothing buffered and lends the hub its connection."""
 
     # Whose stream it is, for the per-principal cap.
     principal_key: str
@@ -68,20 +85,28 @@ class Subscriber:
     replies: deque[str] = field(default_factory=lambda: deque(maxlen=_MAX_REPLIES))
     heartbeat_due: bool = False
     closing: CloseReason | None = None
-    # Quotes replaced before the client took them, and quotes delivered.
+    # Quotes replaced before the client took them.
     conflated: int = 0
-    delivered: int = 0
+    # The client's connection, lent by its SSE writer while nothing is buffered.
+    transport: "asyncio.WriteTransport | None" = None
     # The task writing to the client, and since when its current write waits (None: none).
     writer: "asyncio.Task[Any] | None" = None
     writing_since: float | None = None
 
     def offer(self, event: QuoteEvent) -> None:
+        # Once per client and tick: the direct write is the common case.
+        transport = self.transport
+        if transport is not None and self._written(transport, event.chunk):
+            return
         if event.symbol in self.pending:
             self.conflated += 1
         self.pending[event.symbol] = event
         self.wake.set()
 
     def offer_status(self, notice: StatusNotice) -> None:
+        transport = self.transport
+        if transport is not None and self._written(transport, notice.chunk):
+            return
         # Only the latest state matters.
         self.status = notice
         self.wake.set()
@@ -91,13 +116,26 @@ class Subscriber:
         self.wake.set()
 
     def heartbeat(self) -> None:
+        transport = self.transport
+        if transport is not None and self._written(transport, HEARTBEAT_CHUNK):
+            return
         self.heartbeat_due = True
         self.wake.set()
 
     def close(self, reason: CloseReason) -> None:
         if self.closing is None:
             self.closing = reason
+        self.transport = None
         self.wake.set()
+
+    def _written(self, transport: "asyncio.WriteTransport", frame: bytes) -> bool:
+        """Whether `frame` went straight to the connection; if not, the connection is
+        taken back until the writer has sent what is buffered."""
+        if not transport.is_closing() and transport.get_write_buffer_size() <= DIRECT_WRITE_BOUND:
+            transport.write(frame)
+            return True
+        self.transport = None
+        return False
 
     @contextmanager
     def writing(self) -> Iterator[None]:
@@ -132,7 +170,6 @@ class Subscriber:
             return None
         quotes = list(self.pending.values())
         self.pending.clear()
-        self.delivered += len(quotes)
         self.wake.clear()
         return quotes
 
@@ -149,7 +186,6 @@ class Subscriber:
         self.replies.clear()
         self.pending.clear()
         self.heartbeat_due = False
-        self.delivered += len(batch.quotes)
         if self.closing is None:
             self.wake.clear()
         return batch

@@ -11,8 +11,9 @@ import httpx
 import pytest
 
 from app.settings import Settings, StreamSettings
-from app.streams.hub import quote_event
-from app.streams.subscriber import Subscriber
+from app.streams.frames import HEARTBEAT_CHUNK
+from app.streams.hub import quote_event, status_notice
+from app.streams.subscriber import DIRECT_WRITE_BOUND, Subscriber
 from backends.catalog import INSTRUMENTS
 from backends.launcher import Platform
 from tests.fixtures.gateway import RunningGateway, running_gateway
@@ -63,6 +64,80 @@ def test_the_quick_take_leaves_anything_but_quotes_to_the_full_one() -> None:
     assert subscriber.take_quotes() is None
     batch = subscriber.take()
     assert batch.heartbeat and [event.step for event in batch.quotes] == [2]
+
+
+class FakeConnection:
+    """What the hub uses of a lent connection: unsent bytes, closing, writes."""
+
+    def __init__(self) -> None:
+        self.unsent = 0
+        self.closing = False
+        self.written: list[bytes] = []
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return self.unsent
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+def _lent(subscriber: Subscriber) -> FakeConnection:
+    connection = FakeConnection()
+    subscriber.transport = connection  # type: ignore[assignment]
+    return connection
+
+
+def test_a_lent_connection_gets_each_event_as_its_chunk_without_a_wake_up() -> None:
+    subscriber = Subscriber(principal_key="user:alice")
+    connection = _lent(subscriber)
+    events = [quote_event(_quote("AAPL", step), step) for step in (1, 2)]
+    live = status_notice("live", "Quotes are live.")
+
+    subscriber.offer(events[0])
+    subscriber.offer_status(live)
+    subscriber.heartbeat()
+    subscriber.offer(events[1])
+
+    assert connection.written == [events[0].chunk, live.chunk, HEARTBEAT_CHUNK, events[1].chunk]
+    assert events[0].chunk == b"%x\r\n%s\r\n" % (len(events[0].sse), events[0].sse)
+    assert not subscriber.pending and subscriber.status is None
+    assert not subscriber.wake.is_set() and subscriber.transport is not None
+
+
+def test_a_client_behind_is_buffered_and_conflated_until_its_writer_takes_the_buffer() -> None:
+    subscriber = Subscriber(principal_key="user:alice")
+    connection = _lent(subscriber)
+    subscriber.offer(quote_event(_quote("AAPL", 1), 1))
+    connection.unsent = DIRECT_WRITE_BOUND + 1
+
+    subscriber.offer(quote_event(_quote("AAPL", 2), 2))
+    # Room again, but the connection was taken back: the buffer keeps the order.
+    connection.unsent = 0
+    subscriber.offer(quote_event(_quote("AAPL", 3), 3))
+    subscriber.heartbeat()
+
+    assert len(connection.written) == 1
+    assert subscriber.transport is None and subscriber.wake.is_set()
+    batch = subscriber.take()
+    assert [event.step for event in batch.quotes] == [3] and batch.heartbeat
+    assert subscriber.conflated == 1
+
+
+def test_a_closing_connection_or_stream_takes_no_direct_write() -> None:
+    lost, closed = Subscriber(principal_key="user:alice"), Subscriber(principal_key="user:bob")
+    lost_connection, closed_connection = _lent(lost), _lent(closed)
+    lost_connection.closing = True
+
+    lost.offer(quote_event(_quote("AAPL", 1), 1))
+    closed.close("draining")
+    closed.offer(quote_event(_quote("AAPL", 1), 1))
+
+    assert lost_connection.written == closed_connection.written == []
+    assert lost.transport is None and list(lost.pending) == ["AAPL"]
+    assert closed.transport is None and closed.take().closing == "draining"
 
 
 @pytest.fixture
