@@ -7,16 +7,12 @@ collapsing off). Interleaved rounds, best run counts. Target: hits >= 2x uncache
 Run alone: `python -m bench.cache` (BENCH_SECONDS, BENCH_ROUNDS, BENCH_CONNECTIONS).
 """
 
-import asyncio
 import os
 import tempfile
-import uuid
-from contextlib import ExitStack
 
-from bench.load import ROUNDS, load_tool, print_result
-from bench.rate_limited import REDIS_URL, delete_keys, provision_partner
-from bench.servers import Server, start_gateway, start_upstream
-from bench.throughput import SERVICES, SPREAD_PATHS, Target, measure_interleaved, verdict
+from bench.servers import Server, start_upstream
+from bench.throughput import verdict
+from bench.variants import first_against_second
 
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "50"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
@@ -26,46 +22,23 @@ HIT_TARGET = 2.0
 def cached_against_uncached(
     upstream: Server, database_url: str, *, connections: int = CONNECTIONS, seconds: float = SECONDS
 ) -> None:
-    key = asyncio.run(provision_partner(database_url))
-    redis_prefix = f"bench:{uuid.uuid4().hex[:8]}:"
-    common = {
-        "REDIS_URL": REDIS_URL,
-        "GATEWAY_REDIS_PREFIX": redis_prefix,
-        "GATEWAY_ACCESS_LOG": "false",
-        "GATEWAY_RATE_LIMIT__ENABLED": "true",
-        "GATEWAY_UPSTREAM__COLLAPSE_GETS": "false",
-    }
-    variants = {
-        "partner quotes, cache off (every request upstream)": {"GATEWAY_CACHE__ENABLED": "false"},
-        "partner quotes, cache hits": {"GATEWAY_CACHE__QUOTES_TTL_S": "3600"},
-    }
-    services = {name: [upstream.url] for name in SERVICES}
-    targets: list[Target] = []
-    try:
-        with ExitStack() as servers:
-            for label, env in variants.items():
-                gateway = start_gateway(
-                    label, services=services, database_url=database_url, env={**common, **env}
-                )
-                servers.callback(gateway.stop)
-                targets.append(Target(label, gateway.url + "/partner/v1", SPREAD_PATHS))
-            measure_interleaved(
-                targets,
-                connections=connections,
-                seconds=seconds,
-                upstream=upstream,
-                headers={"X-API-Key": key},
-            )
-    finally:
-        asyncio.run(delete_keys(redis_prefix))
-    print(
-        f"\n## Response cache: partner quotes, {connections} connections, {load_tool()}, best of "
-        f"{ROUNDS} interleaved round(s) of {seconds:g} s, {len(SPREAD_PATHS)} catalogue symbols, "
-        "API key + Redis rate limit on both. Ratios: x uncached."
+    uncached, cached = first_against_second(
+        upstream,
+        database_url,
+        {
+            "partner quotes, cache off (every request upstream)": {
+                "GATEWAY_ACCESS_LOG": "false",
+                "GATEWAY_CACHE__ENABLED": "false",
+            },
+            "partner quotes, cache hits": {
+                "GATEWAY_ACCESS_LOG": "false",
+                "GATEWAY_CACHE__QUOTES_TTL_S": "3600",
+            },
+        },
+        title="Response cache",
+        connections=connections,
+        seconds=seconds,
     )
-    uncached, cached = (target.best() for target in targets)
-    print_result(targets[0].label, uncached, baseline=uncached)
-    print_result(targets[1].label, cached, baseline=uncached)
     ratio = cached.requests_per_s / uncached.requests_per_s
     print(
         f"Cache hit path: {ratio:.2f}x the uncached route "

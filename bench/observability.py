@@ -15,13 +15,12 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from contextlib import ExitStack
 
 from bench.instructions import instructions_per_request
-from bench.load import ROUNDS, load_tool, print_result
-from bench.rate_limited import REDIS_URL, delete_keys, provision_partner
-from bench.servers import Server, start_gateway, start_upstream
-from bench.throughput import SERVICES, SPREAD_PATHS, Target, measure_interleaved, verdict
+from bench.rate_limited import delete_keys, provision_partner
+from bench.servers import Server, start_upstream
+from bench.throughput import verdict
+from bench.variants import first_against_second
 
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "50"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
@@ -43,51 +42,25 @@ ON = {
 def observability_on_against_off(
     upstream: Server, database_url: str, *, connections: int = CONNECTIONS, seconds: float = SECONDS
 ) -> None:
-    key = asyncio.run(provision_partner(database_url))
-    redis_prefix = f"bench:{uuid.uuid4().hex[:8]}:"
-    common = {
-        "REDIS_URL": REDIS_URL,
-        "GATEWAY_REDIS_PREFIX": redis_prefix,
-        "GATEWAY_RATE_LIMIT__ENABLED": "true",
-        "GATEWAY_UPSTREAM__COLLAPSE_GETS": "false",
-        "GATEWAY_CACHE__ENABLED": "false",
-    }
-    variants = {
-        "partner quotes, metrics + tracing + access log off": OFF,
-        "partner quotes, metrics + tracing (export off) + access log on": ON,
-    }
-    services = {name: [upstream.url] for name in SERVICES}
-    targets: list[Target] = []
-    try:
-        with ExitStack() as servers:
-            for label, env in variants.items():
-                gateway = start_gateway(
-                    label,
-                    services=services,
-                    database_url=database_url,
-                    env={**common, **env},
-                    # The access log is written (and paid for) but not shown.
-                    quiet=True,
-                )
-                servers.callback(gateway.stop)
-                targets.append(Target(label, gateway.url + "/partner/v1", SPREAD_PATHS))
-            measure_interleaved(
-                targets,
-                connections=connections,
-                seconds=seconds,
-                upstream=upstream,
-                headers={"X-API-Key": key},
-            )
-    finally:
-        asyncio.run(delete_keys(redis_prefix))
-    print(
-        f"\n## Observability: partner quotes, {connections} connections, {load_tool()}, best of "
-        f"{ROUNDS} interleaved round(s) of {seconds:g} s, {len(SPREAD_PATHS)} catalogue symbols, "
-        "API key + Redis rate limit, response cache and collapsing off. Ratios: x all off."
+    off, on = first_against_second(
+        upstream,
+        database_url,
+        {
+            "partner quotes, metrics + tracing + access log off": {
+                **OFF,
+                "GATEWAY_CACHE__ENABLED": "false",
+            },
+            "partner quotes, metrics + tracing (export off) + access log on": {
+                **ON,
+                "GATEWAY_CACHE__ENABLED": "false",
+            },
+        },
+        title="Observability (response cache off)",
+        connections=connections,
+        seconds=seconds,
+        # The access log is written (and paid for) but not shown.
+        quiet=True,
     )
-    off, on = (target.best() for target in targets)
-    print_result(targets[0].label, off, baseline=off)
-    print_result(targets[1].label, on, baseline=off)
     ratio = on.requests_per_s / off.requests_per_s
     met = verdict(ratio >= TARGET)
     print(

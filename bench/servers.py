@@ -14,6 +14,9 @@ import httpx
 
 # The gateway's admin API is not under load; a token only so that it starts as deployed.
 ADMIN_TOKEN = "bench-admin-token"
+# A gateway confined to one core of a busy machine can take half a minute to import and
+# start; a bench is meant for a quiet machine, but should still run on a busy one.
+START_WITHIN_S = 90
 
 
 def pinned(command: Sequence[str], *, measured: bool) -> list[str]:
@@ -151,7 +154,7 @@ def start_upstream() -> Server:
 
 
 def wait_until_up(name: str, url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + START_WITHIN_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{name} exited with {process.returncode} during start-up")
@@ -162,4 +165,4 @@ def wait_until_up(name: str, url: str, process: subprocess.Popen[bytes]) -> None
             pass
         time.sleep(0.1)
     process.kill()
-    raise RuntimeError(f"{name} did not answer at {url} within 30 s")
+    raise RuntimeError(f"{name} did not answer at {url} within {START_WITHIN_S:g} s")
