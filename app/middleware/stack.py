@@ -4,6 +4,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from app.frontends.caching import CachedRoutes
+from app.frontends.direct import DirectRoutes
 from app.middleware.edge import EdgeMiddleware
 from app.observability.tracing import Tracing
 from app.passthrough.handler import PassthroughHandler
@@ -27,7 +28,10 @@ def install_middleware(
 
     Starlette wraps in reverse order of `add_middleware`, so they are added innermost first.
     """
-    # Innermost: a fresh cache hit of a cached BFF route answered before FastAPI's routing,
+    # Innermost: the simplest hot read routes (partner quotes) answered by their endpoints
+    # without FastAPI's routing and dependency solving (`app.frontends.direct.DirectRoutes`).
+    app.add_middleware(DirectRoutes)
+    # Then a fresh cache hit of a cached BFF route answered before FastAPI's routing,
     # after its access rule ran (`app.frontends.caching.CachedRoutes`).
     app.add_middleware(CachedRoutes)
     # The config-driven routes under `passthrough.prefix`: dispatched by the edge to their
