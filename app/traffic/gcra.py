@@ -4,15 +4,16 @@ A limit of `limit` requests per `period_s` seconds admits one request every
 `interval = period_s / limit` and lets a caller run ahead of that pace by up to `burst`
 requests. The only state per key is the theoretical arrival time (TAT) of the next request.
 
-In Redis each key is checked by one atomic Lua script that reads Redis's own clock, so every
-gateway process sees one clock and one count; each script touches exactly one key, so a
-Redis Cluster can hold it, and all the checks of one request go out in one pipeline (one
-round trip), with its in-flight slot claim and any other check the caller adds.
+In Redis one atomic Lua script, reading Redis's own clock (so every gateway process sees one
+clock and one count), admits a request: all its limits, its in-flight slot claim and a set
+membership question (a revoked API key), one command per request, batched with those of
+concurrent requests into one round trip. On a Redis Cluster the keys of a request live on
+several nodes, so there the script is called once per key, in the same pipeline.
 
-A request counts against its limits only when all of them admit it: in process the counts
-are written after every limit agreed; in Redis each limit counts as it admits, and when
-another refused, what the admitting ones counted is given back before the refusal is
-answered (one more script per key).
+A request counts against its limits only when all of them admit it: in process and in the
+one script the counts are written after every limit agreed; on a cluster each limit counts
+as it admits, and when another refused, what the admitting ones counted is given back before
+the refusal is answered (one more script per key).
 """
 
 import asyncio
@@ -30,24 +31,71 @@ from app.shared.redis import Command, SharedRedis, delete_keys
 
 _US = 1_000_000
 
-# KEYS[1]: the limit's TAT key. ARGV: interval (us), burst capacity (us).
-# Returns {admitted, tat - now (us), retry after (us)}. Numbers are written with %.0f
-# because Lua's default number formatting would round microsecond timestamps.
-GCRA_SCRIPT = """
+# One request's admission, atomic, in one script: every limit's GCRA check, counted only
+# when all of them admit it; the consumer's in-flight slot, claimed only then; and whether a
+# member is in a set (a revoked API key). KEYS: the limits' TAT keys (ARGV[1] of them), then
+# the in-flight set when ARGV[2] is '1', then the set asked about when ARGV[3] is not ''.
+# ARGV: the count of limits, the claim flag, the member asked about, each limit's interval
+# and burst capacity (us), then the claim's cap, lease (ms) and token.
+# Returns {member (-1: not asked), granted (-1: no claim), then per limit: admitted, tat -
+# now (us), retry after (us)}. In-flight members are scored with the end of their lease, so
+# a crashed process's requests stop counting when their leases run out. Numbers are written
+# with %.0f because Lua's default number formatting would round microsecond timestamps.
+# On a Redis Cluster the keys of one request live on several nodes: the script is called
+# once per key there (`RedisGcra`), each call touching one key.
+ADMIT_SCRIPT = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local interval = tonumber(ARGV[1])
-local capacity = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
-local next_tat = tat + interval
-local allow_at = next_tat - capacity
-if now < allow_at then
-  return {0, string.format('%.0f', tat - now), string.format('%.0f', allow_at - now)}
+local limits = tonumber(ARGV[1])
+local reply = {-1, -1}
+local admitted = true
+local next_tats = {}
+for i = 1, limits do
+  local interval = tonumber(ARGV[2 + 2 * i])
+  local capacity = tonumber(ARGV[3 + 2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i])) or now
+  if tat < now then tat = now end
+  local next_tat = tat + interval
+  local allow_at = next_tat - capacity
+  local at = #reply
+  if now < allow_at then
+    admitted = false
+    reply[at + 1] = 0
+    reply[at + 2] = string.format('%.0f', tat - now)
+    reply[at + 3] = string.format('%.0f', allow_at - now)
+  else
+    next_tats[i] = next_tat
+    reply[at + 1] = 1
+    reply[at + 2] = string.format('%.0f', next_tat - now)
+    reply[at + 3] = '0'
+  end
 end
-local ttl_ms = math.ceil((next_tat - now) / 1000)
-redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', ttl_ms)
-return {1, string.format('%.0f', next_tat - now), '0'}
+if admitted then
+  for i = 1, limits do
+    local ttl_ms = math.ceil((next_tats[i] - now) / 1000)
+    redis.call('SET', KEYS[i], string.format('%.0f', next_tats[i]), 'PX', ttl_ms)
+  end
+end
+local key = limits + 1
+if ARGV[2] == '1' then
+  reply[2] = 0
+  if admitted then
+    local claim = 4 + 2 * limits
+    local now_ms = math.floor(now / 1000)
+    local slots = KEYS[key]
+    redis.call('ZREMRANGEBYSCORE', slots, '-inf', now_ms)
+    if redis.call('ZCARD', slots) < tonumber(ARGV[claim]) then
+      redis.call('ZADD', slots, now_ms + tonumber(ARGV[claim + 1]), ARGV[claim + 2])
+      redis.call('PEXPIRE', slots, ARGV[claim + 1])
+      reply[2] = 1
+    end
+  end
+  key = key + 1
+end
+if ARGV[3] ~= '' then
+  reply[1] = redis.call('SISMEMBER', KEYS[key], ARGV[3])
+end
+return reply
 """
 
 
@@ -73,20 +121,6 @@ def _sf_string(text: str) -> str:
     """`text` as an RFC 8941 string: printable ASCII, with `\\` and `"` escaped."""
     printable = "".join(c if " " <= c <= "~" else "?" for c in text)
     return '"' + printable.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-# KEYS[1]: a consumer's in-flight set. ARGV: its cap, the lease (ms), the request's token.
-# Members are scored with the end of their lease, so a crashed process's requests stop
-# counting when their leases run out. Returns 1 when the request holds a slot, else 0.
-IN_FLIGHT_SCRIPT = """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,21 +272,26 @@ class _Script:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self.sha = hashlib.sha1(source.encode()).hexdigest().encode()
 
 
-_GCRA = _Script(GCRA_SCRIPT)
-_IN_FLIGHT = _Script(IN_FLIGHT_SCRIPT)
+_ADMIT = _Script(ADMIT_SCRIPT)
+# Arguments of the script's command, encoded once: redis-py sends bytes as they are.
+_EVALSHA = b"EVALSHA"
+_NO_MEMBER = b""
+_CLAIM, _NO_CLAIM = b"1", b"0"
 
 
 class RedisGcra:
-    """GCRA in Redis: one EVALSHA per limit key, all of a request's limits (and its in-flight
-    slot claim, and a set membership question) in one round trip, batched with those of
-    concurrent requests (`app.shared.redis.RedisPipeliner`)."""
+    """GCRA in Redis: one script call per request (`ADMIT_SCRIPT`: its limits, its in-flight
+    slot claim and a set membership question), batched with those of concurrent requests
+    (`app.shared.redis.RedisPipeliner`); on a cluster, one call per key."""
 
     def __init__(self, redis: SharedRedis, *, prefix: str) -> None:
         self._redis = redis.client
         self._pipeliner = redis.pipeliner
+        # A cluster cannot run one script over keys of several slots.
+        self._per_key = redis.cluster
         self._prefix = prefix + "rl:"
         self._in_flight_prefix = prefix + "if:"
         # Fire-and-forget writes (refunds, releases), kept referenced until they finish.
@@ -266,60 +305,81 @@ class RedisGcra:
         membership: SetMembership | None = None,
     ) -> RedisVerdict:
         """One round trip: the limits' outcomes, the slot claim, the membership question."""
-        replies = await self._send(checks, claim, membership)
+        commands = self._commands(checks, claim, membership)
+        replies = await self._pipeliner.execute(commands)
         if any(isinstance(reply, NoScriptError) for reply in replies):
             # Redis restarted or its script cache was flushed: load and ask again.
             await self._load()
-            replies = await self._send(checks, claim, membership)
+            replies = await self._pipeliner.execute(commands)
+        member: bool | None = None
+        granted: bool | None = None
+        outcomes = []
+        limits = iter(checks)
         for reply in replies:
             if isinstance(reply, RedisError):
                 raise reply
-        member = None
-        if membership is not None:
-            member = replies[0] == 1
-            replies = replies[1:]
-        outcomes = []
-        for (_, limit), reply in zip(checks, replies, strict=False):
-            if not isinstance(reply, list) or len(reply) != 3:
-                raise ResponseError(f"unexpected reply from the rate limit script: {reply!r}")
-            admitted, ahead, retry = reply
-            outcomes.append(
-                _outcome(limit, admitted=admitted == 1, ahead_us=int(ahead), retry_us=int(retry))
-            )
-        if not all(outcome.admitted for outcome in outcomes):
+            if not isinstance(reply, list) or len(reply) < 2 or len(reply) % 3 != 2:
+                raise ResponseError(f"unexpected reply from the admission script: {reply!r}")
+            if reply[0] != -1:
+                member = reply[0] == 1
+            if reply[1] != -1:
+                granted = reply[1] == 1
+            for at in range(2, len(reply), 3):
+                _, limit = next(limits)
+                outcomes.append(
+                    _outcome(
+                        limit,
+                        admitted=reply[at] == 1,
+                        ahead_us=int(reply[at + 1]),
+                        retry_us=int(reply[at + 2]),
+                    )
+                )
+        if len(outcomes) != len(checks):
+            raise ResponseError(f"the admission script answered {len(outcomes)} limits")
+        if self._per_key and not all(outcome.admitted for outcome in outcomes):
             await self._refund([c for c, o in zip(checks, outcomes, strict=True) if o.admitted])
-        granted = replies[-1] == 1 if claim is not None else None
         return RedisVerdict(outcomes=outcomes, granted=granted, member=member)
 
-    async def _send(
+    def _commands(
         self,
         checks: Sequence[LimitCheck],
         claim: SlotClaim | None,
         membership: SetMembership | None,
-    ) -> list[Any]:
-        commands: list[Command] = []
-        if membership is not None:
-            commands.append(("SISMEMBER", membership.key, membership.member))
-        for key, limit in checks:
-            commands.append(
-                ("EVALSHA", _GCRA.sha, 1, self._prefix + key, limit.interval_us, limit.capacity_us)
-            )
+    ) -> list[Command]:
+        """The script's calls: one for the whole request, or on a cluster one per key."""
+        if self._per_key:
+            commands = [self._command([check], None, None) for check in checks]
+            if claim is not None:
+                commands.append(self._command((), claim, None))
+            if membership is not None:
+                commands.append(self._command((), None, membership))
+            return commands
+        return [self._command(checks, claim, membership)]
+
+    def _command(
+        self,
+        checks: Sequence[LimitCheck],
+        claim: SlotClaim | None,
+        membership: SetMembership | None,
+    ) -> Command:
+        prefix = self._prefix
+        keys = [prefix + key for key, _ in checks]
+        arguments: list[Any] = [
+            len(checks),
+            _NO_CLAIM if claim is None else _CLAIM,
+            _NO_MEMBER if membership is None else membership.member,
+        ]
+        for _, limit in checks:
+            arguments += (limit.interval_us, limit.capacity_us)
         if claim is not None:
-            commands.append(
-                (
-                    "EVALSHA",
-                    _IN_FLIGHT.sha,
-                    1,
-                    self._in_flight_prefix + claim.key,
-                    claim.limit,
-                    claim.lease_ms,
-                    claim.token,
-                )
-            )
-        return await self._pipeliner.execute(commands)
+            keys.append(self._in_flight_prefix + claim.key)
+            arguments += (claim.limit, claim.lease_ms, claim.token)
+        if membership is not None:
+            keys.append(membership.key)
+        return (_EVALSHA, _ADMIT.sha, len(keys), *keys, *arguments)
 
     async def _load(self) -> None:
-        """Load the scripts once for all the requests that found them missing at the same
+        """Load the script once for all the requests that found it missing at the same
         moment (after a restart or a failover), not once per request: a burst would
         otherwise open a connection per request (a cluster node refuses past its pool)."""
         if self._loading is None or self._loading.done():
@@ -328,8 +388,7 @@ class RedisGcra:
 
     async def _load_scripts(self) -> None:
         # On a cluster SCRIPT LOAD goes to every primary.
-        for script in (_GCRA, _IN_FLIGHT):
-            await self._redis.script_load(script.source)
+        await self._redis.script_load(_ADMIT.source)
 
     def _in_background(self, write: Any) -> None:
         task = asyncio.ensure_future(write)
@@ -337,8 +396,8 @@ class RedisGcra:
         task.add_done_callback(_forget_background(self._background))
 
     async def _refund(self, checks: Sequence[LimitCheck]) -> None:
-        """Give back what the limits that admitted a refused request counted, before the
-        refusal is answered (a second round trip, on refusals only)."""
+        """On a cluster, give back what the limits that admitted a refused request counted,
+        before the refusal is answered (a second round trip, on refusals only)."""
         if not checks:
             return
         pipe = self._redis.pipeline(transaction=False)

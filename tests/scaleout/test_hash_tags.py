@@ -14,10 +14,14 @@ from app.cache.stores import CODING_SEPARATOR, RedisCache
 from app.discovery.selfreg import SelfRegistry
 from app.security.quotas import QuotaCounter, QuotaPeriods
 from app.shared.redis import SharedRedis
+from app.traffic.gcra import RateLimit, RedisGcra, SetMembership, SlotClaim
 from tests.fixtures.databases import ROOT
 
 # Module -> how many keys its multi-key scripts touch.
 MULTI_KEY_SCRIPTS = {"app/security/quotas.py": 2}
+# Modules whose script takes any number of keys (indexed by a variable): on one node all of a
+# request's keys in one call, on a cluster one call per key (tested below).
+VARIABLE_KEY_SCRIPTS = {"app/traffic/gcra.py"}
 
 
 def _hash_tag(key: str) -> str | None:
@@ -27,7 +31,8 @@ def _hash_tag(key: str) -> str | None:
 
 
 def _scripts() -> list[tuple[str, int]]:
-    """(module, keys touched) for every Lua script held in a string in `app/`."""
+    """(module, keys touched) for every Lua script held in a string in `app/`; -1 for a
+    script that indexes its keys by a variable."""
     found = []
     for path in sorted((ROOT / "app").rglob("*.py")):
         tree = ast.parse(path.read_text())
@@ -38,7 +43,9 @@ def _scripts() -> list[tuple[str, int]]:
                 and "redis.call(" in node.value
             ):
                 indexes = [int(i) for i in re.findall(r"KEYS\[(\d+)\]", node.value)]
-                found.append((Path(path).relative_to(ROOT).as_posix(), max(indexes, default=0)))
+                variable = re.search(r"KEYS\[[^\]\d]", node.value) is not None
+                keys = -1 if variable else max(indexes, default=0)
+                found.append((Path(path).relative_to(ROOT).as_posix(), keys))
     return found
 
 
@@ -55,6 +62,23 @@ def test_the_scan_finds_the_scripts() -> None:
 def test_every_script_with_several_keys_is_known() -> None:
     several = {module: keys for module, keys in _scripts() if keys > 1}
     assert several == MULTI_KEY_SCRIPTS
+    assert {module for module, keys in _scripts() if keys == -1} == VARIABLE_KEY_SCRIPTS
+
+
+async def test_the_admission_script_is_called_once_per_key_on_a_cluster() -> None:
+    """A request's limits, in-flight set and revoked-key set hash to different slots."""
+    client = Redis()  # never connected: the limiter only builds its calls here
+    checks = [("c:1:second", RateLimit.of("second", limit=5, period_s=1))] * 2
+    claim = SlotClaim(key="c:1", limit=2, lease_ms=1000)
+    membership = SetMembership("gw:apikeys:revoked", "abc")
+    try:
+        for kind, calls in (("cluster", [1, 1, 1, 1]), ("node", [4])):
+            gcra = RedisGcra(SharedRedis(client, retry_s=1.0, kind=kind), prefix="gw:")  # type: ignore[arg-type]
+            commands = gcra._commands(checks, claim, membership)
+            # EVALSHA, sha, the number of keys, ...
+            assert [command[2] for command in commands] == calls
+    finally:
+        await client.aclose()
 
 
 def test_a_consumers_quota_counters_share_one_slot() -> None:
