@@ -22,7 +22,7 @@ under a root path, dependency overrides) reaches it.
 """
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, get_type_hints
 
@@ -33,6 +33,7 @@ from fastapi.dependencies.utils import request_params_to_args
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.deps import RouteAccess, context_of
@@ -126,23 +127,28 @@ class ExceptionHandlers:
         return None
 
 
-def direct_routes(routes: Iterable[Any]) -> dict[str, DirectRoute]:
-    """The app's routes that qualify, by path: a route FastAPI would reach first for a GET
-    of its path (no route before it matches that path)."""
+def direct_routes(routes: Sequence[BaseRoute]) -> dict[str, DirectRoute]:
+    """The app's routes that qualify, by path, each the route FastAPI's router would choose
+    for a GET of its path: no route before it takes that GET."""
     found: dict[str, DirectRoute] = {}
     earlier: list[RouteContext] = []
     for context in iter_route_contexts(routes):
         direct = _direct_route(context)
-        if direct is not None and not any(_matches(seen, direct.template) for seen in earlier):
-            found.setdefault(direct.template, direct)
+        if direct is not None and not any(_takes_get(seen, direct.template) for seen in earlier):
+            found[direct.template] = direct
         earlier.append(context)
     return found
 
 
-def _matches(context: RouteContext, path: str) -> bool:
+def _takes_get(context: RouteContext, path: str) -> bool:
+    """Whether the router would give a GET of `path` to this route (a route of other
+    methods at the path matches only partly, and the router looks further)."""
     path_regex = getattr(context, "path_regex", None)
+    methods = context.methods
     # A route whose match cannot be read from a pattern might take the path: assume it does.
-    return path_regex is None or path_regex.match(path) is not None
+    return (path_regex is None or path_regex.match(path) is not None) and (
+        not methods or "GET" in methods
+    )
 
 
 def _direct_route(context: RouteContext) -> DirectRoute | None:

@@ -1,0 +1,134 @@
+"""Which FastAPI routes `app.frontends.direct` answers itself, and with which exception
+handler; that a direct answer is FastAPI's is tested on partner quotes
+(`tests/frontends/partner/v1/test_quotes.py`)."""
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import pytest
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+from app.deps import MarketDataDep, require_partner
+from app.errors import GatewayError, NotFound
+from app.frontends.direct import ExceptionHandlers, direct_routes
+from app.frontends.routing import FrontendRouter
+from app.frontends.symbols import SymbolList
+from app.main import create_app
+
+
+class Body(BaseModel):
+    value: int
+
+
+async def quotes(symbols: SymbolList, request: Request) -> Response:
+    return Response()
+
+
+async def with_client(symbols: SymbolList, market_data: MarketDataDep) -> Response:
+    return Response()
+
+
+async def with_path(symbol: str) -> Response:
+    return Response()
+
+
+async def as_model() -> Body:
+    return Body(value=1)
+
+
+async def with_another_dependency(
+    request: Request, x_thing: Annotated[str, Depends(lambda: "")]
+) -> Response:
+    return Response()
+
+
+def _routes(build: Callable[[APIRouter], Any]) -> set[str]:
+    router = FrontendRouter(prefix="/p/v1")
+    build(router)
+    app = FastAPI()
+    app.include_router(router)
+    return set(direct_routes(app.routes))
+
+
+RULE = [require_partner("quotes:read")]
+
+
+def test_the_gateway_answers_partner_quotes_directly_under_their_rule() -> None:
+    routes = direct_routes(create_app().routes)
+    assert set(routes) == {"/partner/v1/quotes"}
+    assert routes["/partner/v1/quotes"].rule.scopes == ("quotes:read",)
+    assert [field.alias for field in routes["/partner/v1/quotes"].query] == ["symbols"]
+
+
+def test_a_rule_query_parameters_and_the_request_qualify() -> None:
+    assert _routes(lambda r: r.get("/quotes", dependencies=RULE)(quotes)) == {"/p/v1/quotes"}
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        # No access rule: nothing to run before the endpoint is no reason to skip FastAPI.
+        lambda r: r.get("/quotes")(quotes),
+        # Two rules.
+        lambda r: r.get("/quotes", dependencies=[*RULE, require_partner("candles:read")])(quotes),
+        # Another dependency.
+        lambda r: r.get("/quotes", dependencies=RULE)(with_client),
+        lambda r: r.get("/quotes", dependencies=RULE)(with_another_dependency),
+        # A path parameter.
+        lambda r: r.get("/candles/{symbol}", dependencies=RULE)(with_path),
+        # A response model to serialize.
+        lambda r: r.get("/quotes", dependencies=RULE)(as_model),
+        # Not a GET.
+        lambda r: r.post("/quotes", dependencies=RULE)(quotes),
+    ],
+)
+def test_anything_more_leaves_the_route_to_fastapi(build: Callable[[APIRouter], Any]) -> None:
+    assert _routes(build) == set()
+
+
+def test_a_route_behind_one_that_takes_its_path_is_left_to_fastapi() -> None:
+    def build(router: APIRouter) -> None:
+        router.get("/{anything}", dependencies=RULE)(with_path)
+        router.get("/quotes", dependencies=RULE)(quotes)
+
+    assert _routes(build) == set()
+
+
+def test_the_first_of_two_routes_at_one_path_is_the_direct_one() -> None:
+    def build(router: APIRouter) -> None:
+        router.post("/quotes", dependencies=RULE)(quotes)
+        router.get("/quotes", dependencies=RULE)(quotes)
+
+    assert _routes(build) == {"/p/v1/quotes"}
+
+
+async def _handler(request: Request, exc: Exception) -> Response:
+    return Response()
+
+
+async def _status_handler(request: Request, exc: Exception) -> Response:
+    return Response()
+
+
+async def _gateway_handler(request: Request, exc: Exception) -> Response:
+    return Response()
+
+
+def test_exceptions_find_their_handler_as_starlette_finds_it() -> None:
+    handlers = ExceptionHandlers(
+        {
+            Exception: _handler,
+            500: _handler,
+            404: _status_handler,
+            HTTPException: _handler,
+            GatewayError: _gateway_handler,
+        }
+    )
+    assert handlers.for_error(HTTPException(404)) is _status_handler
+    assert handlers.for_error(HTTPException(400)) is _handler
+    assert handlers.for_error(NotFound("gone")) is _gateway_handler
+    # What no handler takes goes on to the edge (a 500 there), as from FastAPI's route.
+    assert handlers.for_error(ValueError("bug")) is None
+    assert handlers.for_error(HTTPException(500)) is _handler
