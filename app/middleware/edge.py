@@ -19,6 +19,7 @@ from contextvars import Token
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.cache.codings import encodable
 from app.errors import (
     PROBLEM_MEDIA_TYPE,
     GatewayError,
@@ -26,12 +27,7 @@ from app.errors import (
     problem_body,
     unexpected_error,
 )
-from app.middleware.compression import (
-    VARY_ENCODING,
-    CompressionResponder,
-    coding_for,
-    varies_by_encoding,
-)
+from app.middleware.compression import VARY_ENCODING, CompressionResponder, coding_for
 from app.middleware.forwarded import FORWARDED_FOR_HEADER, TrustedProxies
 from app.observability.access_log import (
     AccessRecord,
@@ -247,19 +243,33 @@ class EdgeMiddleware:
                         # An open stream is no request in flight: the stream hub caps them.
                         self.load.leave()
                         holds_slot = False
-                    headers = [h for h in message.get("headers", ()) if h[0] != REQUEST_ID_HEADER]
+                    # One pass over the app's headers for what the edge adds below.
+                    headers = []
+                    cache_control = False
+                    length: int | None = None
+                    for header in message.get("headers", ()):
+                        name = header[0]
+                        if name == REQUEST_ID_HEADER:
+                            continue
+                        if name == b"cache-control":
+                            cache_control = True
+                        elif name == b"content-length":
+                            length = int(header[1]) if header[1].isdigit() else None
+                        headers.append(header)
+                    vary = coding is None and encodable(
+                        status=status,
+                        headers=headers,
+                        size=length,
+                        minimum=self.compression_minimum_bytes,
+                    )
                     headers.append(id_header)
                     headers += self.security_headers
                     admission = context.admission
                     if admission is not None and admission.headers:
                         headers += admission.headers
-                    if (authorized or context.principal is not None) and not any(
-                        name == b"cache-control" for name, _ in headers
-                    ):
+                    if not cache_control and (authorized or context.principal is not None):
                         headers.append(_PRIVATE)
-                    if coding is None and varies_by_encoding(
-                        message, self.compression_minimum_bytes
-                    ):
+                    if vary:
                         headers.append(VARY_ENCODING)
                     message["headers"] = headers
                 elif record is not None and message["type"] == "http.response.body":

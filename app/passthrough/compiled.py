@@ -10,6 +10,7 @@ import orjson
 
 from app.cache.policy import CachePolicy
 from app.passthrough.matcher import RouteTable
+from app.passthrough.proxy import upstream_path
 from app.passthrough.transforms import BodyTransform, HeaderTransform, QueryTransform
 from app.passthrough.validation import RequestValidation
 from app.policy.context import RouteLimit
@@ -78,6 +79,15 @@ def _cache_policy(route: RouteConfig) -> CachePolicy | None:
     )
 
 
+def _fixed_target(declaration: RouteDeclaration) -> str | None:
+    """The upstream path of a template without parameters (matched only by its own literal
+    segments, so every request goes to one path); None for the others."""
+    path = declaration.match.path
+    if path is None or "{" in path:
+        return None
+    return upstream_path(declaration, parameters={}, rest="", path=path)
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledRoute:
     route_id: int
@@ -94,6 +104,8 @@ class CompiledRoute:
     response_body: BodyTransform | None
     validation: RequestValidation | None
     cache_policy: CachePolicy | None
+    # The upstream path of a route whose path has no parameters: the same for every request.
+    upstream_target: str | None
 
     @classmethod
     def of(cls, route: RouteConfig, *, prefix: str) -> "CompiledRoute":
@@ -115,6 +127,7 @@ class CompiledRoute:
             response_body=BodyTransform.of(transforms.response.body),
             validation=RequestValidation.of(declaration.request_schema),
             cache_policy=_cache_policy(route),
+            upstream_target=_fixed_target(declaration),
         )
 
     @property

@@ -147,7 +147,7 @@ class PassthroughHandler:
             outgoing.pop("accept-encoding", None)
         if wants_csv:
             outgoing["accept"] = "application/json"
-        target = upstream_path(
+        target = route.upstream_target or upstream_path(
             route.declaration, parameters=matched.parameters, rest=matched.rest, path=relative
         )
         if query:
@@ -279,8 +279,9 @@ class PassthroughHandler:
         the JSON body (or answers it as CSV), read whole, mapped and sent."""
         stream = response.stream
         assert stream is not None
-        upstream_headers = [(k.lower(), v) for k, v in stream.raw_headers]
-        mapped = (route.response_body is not None or wants_csv) and _is_json(upstream_headers)
+        mapped = (route.response_body is not None or wants_csv) and _is_json(
+            [(k.lower(), v) for k, v in stream.raw_headers]
+        )
         headers = self._response_headers(
             state, scope, route, matched, response, keep_length=not mapped
         )
@@ -299,8 +300,16 @@ class PassthroughHandler:
             await send({"type": "http.response.body", "body": body})
             return
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        async for chunk in stream.content.iter_any():
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        # Each chunk as it arrives; the last one says so itself, so a small answer that came
+        # in one read is one body message.
+        content = stream.content
+        chunk = await content.readany()
+        while chunk:
+            last = content.at_eof()
+            await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+            if last:
+                return
+            chunk = await content.readany()
         await send({"type": "http.response.body", "body": b""})
 
     async def _cached(

@@ -58,6 +58,8 @@ _NOT_RETURNED = frozenset({b"date", b"server", b"content-length"})
 # Segment characters sent as they are; anything else is percent-encoded again.
 _SEGMENT_SAFE = "-._~!$&'()*+,;=:"
 _ENCODED_SEPARATOR = re.compile(rb"%(2f|5c)", re.IGNORECASE)
+# Anything `checked_segments` refuses: most paths have none of it, and are passed at once.
+_SUSPICIOUS = re.compile(r"[%@\\\x00-\x1f\x7f]|/\.\.?(?=/|$)")
 _PARAMETER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
 
@@ -83,6 +85,8 @@ def checked_segments(path: str, raw_path: bytes | None) -> list[str]:
     if raw_path is not None and _ENCODED_SEPARATOR.search(raw_path):
         raise SuspiciousPath("The path encodes a / or \\ inside a segment.")
     segments = path.split("/")[1:]
+    if _SUSPICIOUS.search(path) is None:
+        return segments
     for segment in segments:
         if segment in {".", ".."}:
             raise SuspiciousPath("The path has a . or .. segment.")
@@ -123,6 +127,11 @@ def upstream_path(
     return encoded or "/"
 
 
+# Request headers the loop below sets aside: hop-by-hop, set by the gateway, or read for
+# the forwarding headers.
+_NOT_COPIED = HOP_BY_HOP | _NOT_FORWARDED
+
+
 def forwarded_headers(
     headers: Sequence[tuple[bytes, bytes]],
     *,
@@ -131,25 +140,26 @@ def forwarded_headers(
     via: bytes,
 ) -> dict[str, str]:
     """The client's end-to-end headers for the upstream, with the forwarding headers set."""
-    named_by_connection: set[bytes] = set()
-    for name, value in headers:
-        if name == b"connection":
-            named_by_connection |= {v.strip().lower() for v in value.split(b",") if v.strip()}
     outgoing: dict[str, str] = {}
     forwarded_for: list[str] = []
     forwarded: list[str] = []
     vias: list[str] = []
     host = ""
+    # One pass; the headers `Connection` names are taken out after it (ASGI names are lower
+    # case, as `outgoing`'s keys are).
+    named_by_connection: list[bytes] = []
     for name, value in headers:
-        if name == b"host":
-            host = value.decode("latin-1")
-        elif name == b"x-forwarded-for":
-            forwarded_for.append(value.decode("latin-1"))
-        elif name == b"forwarded":
-            forwarded.append(value.decode("latin-1"))
-        elif name == b"via":
-            vias.append(value.decode("latin-1"))
-        if name in HOP_BY_HOP or name in named_by_connection or name in _NOT_FORWARDED:
+        if name in _NOT_COPIED:
+            if name == b"host":
+                host = value.decode("latin-1")
+            elif name == b"x-forwarded-for":
+                forwarded_for.append(value.decode("latin-1"))
+            elif name == b"forwarded":
+                forwarded.append(value.decode("latin-1"))
+            elif name == b"via":
+                vias.append(value.decode("latin-1"))
+            elif name == b"connection":
+                named_by_connection += (v.strip().lower() for v in value.split(b","))
             continue
         key = name.decode("latin-1")
         text = value.decode("latin-1")
@@ -157,6 +167,8 @@ def forwarded_headers(
             outgoing[key] += ("; " if key == "cookie" else ", ") + text
         else:
             outgoing[key] = text
+    for named in named_by_connection:
+        outgoing.pop(named.decode("latin-1"), None)
     node = f'"[{peer}]"' if ":" in peer else peer
     forwarded.append(f"for={node};proto={scheme}" + (f';host="{host}"' if host else ""))
     forwarded_for.append(peer)

@@ -25,7 +25,7 @@ from app.security.authenticate import Presented
 from app.security.principal import Principal
 from app.settings import Settings
 from app.shared.redis import SharedRedis
-from app.store.snapshot import ApiKeyConfig, ConfigStore
+from app.store.snapshot import ApiKeyConfig, ConfigSnapshot, ConfigStore
 
 logger = logging.getLogger("gateway.security")
 
@@ -118,32 +118,47 @@ class ApiKeyAuthenticator:
     def __init__(self, config: ConfigStore, settings: Settings) -> None:
         self._config = config
         self._hasher = key_hasher(settings)
+        # Each key's principal, built once per snapshot (a principal is immutable): the key
+        # itself is still checked on every request.
+        self._principals: dict[str, Principal] = {}
+        self._principals_of: ConfigSnapshot | None = None
 
     async def authenticate(self, request: Presented) -> Principal | None:
         presented = request.headers.get(API_KEY_HEADER)
         if presented is None:
             return None
+        presented = presented.strip()
         snapshot = self._config.current
-        prefix = key_prefix(presented.strip())
+        prefix = key_prefix(presented)
         record = snapshot.api_keys.get(prefix) if prefix is not None else None
         stored_hash = record.key_hash if record is not None else _DECOY_HASH
-        if not self._hasher.matches(presented.strip(), stored_hash) or record is None:
+        if not self._hasher.matches(presented, stored_hash) or record is None:
             raise Unauthorized("The API key is not valid.", headers=_CHALLENGE)
         _check_usable(record)
-        consumer = snapshot.consumers.get(record.consumer_id)
-        if consumer is None or not consumer.enabled:
-            raise Unauthorized("The API key's consumer is disabled.", headers=_CHALLENGE)
-        plan = snapshot.plans.get(consumer.plan) if consumer.plan is not None else None
-        return Principal(
-            subject=f"consumer:{consumer.name}",
-            kind="consumer",
-            credential="api_key",
-            scopes=plan.scopes if plan is not None else frozenset(),
-            account_ids=consumer.account_ids,
-            consumer_id=consumer.consumer_id,
-            plan=consumer.plan,
-            extra={"key_prefix": record.prefix},
-        )
+        if snapshot is not self._principals_of:
+            self._principals, self._principals_of = {}, snapshot
+        principal = self._principals.get(record.prefix)
+        if principal is None:
+            principal = self._principals[record.prefix] = _principal(snapshot, record)
+        return principal
+
+
+def _principal(snapshot: ConfigSnapshot, record: ApiKeyConfig) -> Principal:
+    """The principal of a key's consumer; 401 while the consumer is disabled."""
+    consumer = snapshot.consumers.get(record.consumer_id)
+    if consumer is None or not consumer.enabled:
+        raise Unauthorized("The API key's consumer is disabled.", headers=_CHALLENGE)
+    plan = snapshot.plans.get(consumer.plan) if consumer.plan is not None else None
+    return Principal(
+        subject=f"consumer:{consumer.name}",
+        kind="consumer",
+        credential="api_key",
+        scopes=plan.scopes if plan is not None else frozenset(),
+        account_ids=consumer.account_ids,
+        consumer_id=consumer.consumer_id,
+        plan=consumer.plan,
+        extra={"key_prefix": record.prefix},
+    )
 
 
 def _check_usable(record: ApiKeyConfig) -> None:
