@@ -51,6 +51,10 @@ class HealthTable:
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._instances: dict[tuple[str, str], InstanceHealth] = {}
+        # So that `all_in_rotation` reads no instance: how many the checks took out, and
+        # when the last passive ejection ends.
+        self._unhealthy = 0
+        self._ejections_end = 0.0
 
     def health(self, service: str, url: str) -> InstanceHealth:
         key = (service, url)
@@ -62,6 +66,10 @@ class HealthTable:
     def in_rotation(self, service: str, url: str) -> bool:
         health = self._instances.get((service, url))
         return health is None or (health.healthy and not health.ejected(self._clock()))
+
+    def all_in_rotation(self) -> bool:
+        """Whether every instance of every service is in rotation (nearly always)."""
+        return not self._unhealthy and self._clock() >= self._ejections_end
 
     def ejected_for_s(self, service: str, url: str) -> float:
         health = self._instances.get((service, url))
@@ -75,6 +83,7 @@ class HealthTable:
         health.calls_failed += 1
         if health.calls_failed >= policy.consecutive_failures and not health.ejected(self._clock()):
             health.ejected_until = self._clock() + policy.ejection_ms / 1000
+            self._ejections_end = max(self._ejections_end, health.ejected_until)
             health.ejections += 1
             health.calls_failed = 0
             instance_ejections.labels(service, url, "passive").inc()
@@ -101,6 +110,7 @@ class HealthTable:
             health.checks_passed += 1
             if not health.healthy and health.checks_passed >= policy.healthy_threshold:
                 health.healthy = True
+                self._unhealthy -= 1
                 # It came back (restarted, redeployed): earlier call failures are history.
                 health.ejected_until = 0.0
                 health.calls_failed = 0
@@ -112,6 +122,7 @@ class HealthTable:
             health.checks_failed += 1
             if health.healthy and health.checks_failed >= policy.unhealthy_threshold:
                 health.healthy = False
+                self._unhealthy += 1
                 instance_ejections.labels(service, url, "check").inc()
                 logger.warning(
                     "instance_unhealthy",
@@ -123,7 +134,8 @@ class HealthTable:
         """Drop instances of `service` that are no longer registered anywhere."""
         keep = set(urls)
         for key in [k for k in self._instances if k[0] == service and k[1] not in keep]:
-            del self._instances[key]
+            if not self._instances.pop(key).healthy:
+                self._unhealthy -= 1
 
     def __iter__(self) -> Iterator[tuple[str, str, InstanceHealth]]:
         for (service, url), health in sorted(self._instances.items()):

@@ -45,6 +45,8 @@ class ServiceRegistry:
         self.health = health or HealthTable()
         self._refresh_s = refresh_s
         self._balancers: dict[str, tuple[str, Balancer]] = {}
+        # Each service's enabled configured instances, with the configuration they came from.
+        self._configured: dict[str, tuple[ServiceConfig, tuple[InstanceConfig, ...]]] = {}
         self._refresher: asyncio.Task[None] | None = None
         self._checker: HealthChecker | None = None
 
@@ -79,20 +81,34 @@ class ServiceRegistry:
     def instances(self, name: str) -> tuple[InstanceConfig, ...]:
         """Every enabled instance of `name`, from all sources."""
         service = self.service(name)
-        found = {i.url: i for i in service.instances if i.enabled}
-        for registration in self.self_registry.live(name):
+        configured = self._configured.get(name)
+        if configured is None or configured[0] is not service:
+            # Once per snapshot: the configuration does not change under it.
+            enabled = tuple({i.url: i for i in service.instances if i.enabled}.values())
+            configured = self._configured[name] = (service, enabled)
+        registrations = self.self_registry.live(name)
+        found_in_dns = (
+            self.dns.instances(name)
+            if self.dns is not None and service.policy.dns is not None
+            else ()
+        )
+        if not registrations and not found_in_dns:
+            return configured[1]
+        found = {i.url: i for i in configured[1]}
+        for registration in registrations:
             found.setdefault(
                 registration.url,
                 InstanceConfig(0, registration.url, registration.weight, source="registered"),
             )
-        if self.dns is not None and service.policy.dns is not None:
-            for instance in self.dns.instances(name):
-                found.setdefault(instance.url, instance)
+        for instance in found_in_dns:
+            found.setdefault(instance.url, instance)
         return tuple(found.values())
 
     def routable(self, name: str) -> tuple[InstanceConfig, ...]:
         """The instances in rotation; all of them when health took every one out."""
         instances = self.instances(name)
+        if self.health.all_in_rotation():
+            return instances
         healthy = tuple(i for i in instances if self.health.in_rotation(name, i.url))
         return healthy or instances
 

@@ -57,8 +57,11 @@ class SelfRegistry:
 
     def live(self, service: str) -> tuple[Registration, ...]:
         """The instances of `service` that registered and have not expired."""
+        known = self._known.get(service)
+        if not known:
+            return ()
         now = self._clock()
-        return tuple(r for r in self._known.get(service, {}).values() if r.live(now))
+        return tuple(r for r in known.values() if r.live(now))
 
     async def register(
         self, service: str, url: str, *, weight: int = 1, ttl_s: float | None = None

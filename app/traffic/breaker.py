@@ -47,11 +47,13 @@ class _RollingWindow:
 
     def add(self, *, failed: bool) -> None:
         index = int(self._clock() / self._width)
-        bucket = self._buckets.setdefault(index, [0, 0])
+        bucket = self._buckets.get(index)
+        if bucket is None:
+            bucket = self._buckets[index] = [0, 0]
+            if len(self._buckets) > _BUCKETS:
+                self._expire(index)
         bucket[0] += 1
         bucket[1] += failed
-        if len(self._buckets) > _BUCKETS:
-            self._expire(index)
 
     def totals(self) -> tuple[int, int]:
         index = int(self._clock() / self._width)
@@ -113,6 +115,9 @@ class CircuitBreaker:
 
     def try_acquire(self) -> bool:
         """Claim the right to make one call; the caller must then record its outcome."""
+        if self._state is CircuitState.closed:
+            # Nearly every call: nothing to check, and no clock to read.
+            return True
         if not self.available():
             return False
         if self._state is CircuitState.half_open:

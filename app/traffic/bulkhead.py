@@ -6,6 +6,7 @@ else (other services, other routes) keeps its share. A call that cannot get a sl
 """
 
 import asyncio
+from collections import deque
 
 from app.errors import UpstreamUnavailable
 from app.observability.metrics import bulkhead_rejections
@@ -24,10 +25,14 @@ class BulkheadFull(UpstreamUnavailable):
 
 
 class Bulkhead:
+    """A count of the calls in flight and a queue of those waiting, rather than an
+    `asyncio.Semaphore`: a call that finds a free slot takes it without a coroutine
+    (`try_enter`), and only a full bulkhead makes one wait (`enter`)."""
+
     def __init__(self, service: str, policy: BulkheadPolicy) -> None:
         self.service = service
         self.policy = policy
-        self._slots = asyncio.Semaphore(policy.max_concurrent)
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self.in_flight = 0
         self.waiting = 0
         self.rejected = 0
@@ -37,28 +42,52 @@ class Bulkhead:
         shorten the wait."""
         return _Slot(self, max_wait_s)
 
-    async def _acquire(self, max_wait_s: float | None) -> None:
+    def try_enter(self) -> bool:
+        """Take a slot if one is free and nobody waits for it; then `leave()` after."""
+        if self.in_flight < self.policy.max_concurrent and not self._waiters:
+            self.in_flight += 1
+            return True
+        return False
+
+    async def enter(self, *, max_wait_s: float | None = None) -> None:
+        """Take a slot, waiting in turn at most `max_wait_ms` (or `max_wait_s`, when
+        shorter); BulkheadFull when none came free. Then `leave()` after."""
+        if self.try_enter():
+            return
         wait = self.policy.max_wait_ms / 1000
         if max_wait_s is not None:
             wait = max(min(wait, max_wait_s), 0.0)
-        if self._slots.locked():
-            if wait <= 0:
+        if wait <= 0:
+            self._reject()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self.waiting += 1
+        try:
+            async with asyncio.timeout(wait):
+                await waiter
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                # The slot was handed over just as time ran out or the caller went away.
+                if isinstance(exc, TimeoutError):
+                    return
+                self.leave()
+                raise
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            if isinstance(exc, TimeoutError):
                 self._reject()
-            self.waiting += 1
-            try:
-                async with asyncio.timeout(wait):
-                    await self._slots.acquire()
-            except TimeoutError:
-                self._reject()
-            finally:
-                self.waiting -= 1
-        else:
-            await self._slots.acquire()
-        self.in_flight += 1
+            raise
+        finally:
+            self.waiting -= 1
 
-    def _release(self) -> None:
+    def leave(self) -> None:
+        """Give the slot back: to the first call waiting, else free."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
         self.in_flight -= 1
-        self._slots.release()
 
     def _reject(self) -> None:
         self.rejected += 1
@@ -67,8 +96,7 @@ class Bulkhead:
 
 
 class _Slot:
-    """`Bulkhead.slot`'s context: a plain object rather than a generator-based context
-    manager, as it wraps every upstream call."""
+    """`Bulkhead.slot`'s context."""
 
     __slots__ = ("_bulkhead", "_max_wait_s")
 
@@ -77,10 +105,10 @@ class _Slot:
         self._max_wait_s = max_wait_s
 
     async def __aenter__(self) -> None:
-        await self._bulkhead._acquire(self._max_wait_s)
+        await self._bulkhead.enter(max_wait_s=self._max_wait_s)
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._bulkhead._release()
+        self._bulkhead.leave()
 
 
 class Bulkheads:

@@ -31,7 +31,7 @@ from app.errors import UpstreamError, UpstreamRejected, UpstreamTimeout, Upstrea
 from app.observability.access_log import UpstreamCall, current_access_record
 from app.observability.metrics import ClientMetrics, retry_budget_refusals, upstream_retries
 from app.observability.request_id import current_request_id
-from app.observability.tracing import current_trace
+from app.observability.tracing import ClientTry, current_trace
 from app.settings import UpstreamSettings
 from app.store.snapshot import InstanceConfig, ServiceConfig
 from app.traffic.breaker import BreakerBoard, CircuitBreaker, CircuitOpen, CircuitState
@@ -39,6 +39,7 @@ from app.traffic.bulkhead import Bulkheads
 from app.traffic.collapse import RequestCollapser, collapse_key
 from app.traffic.deadline import DEADLINE_HEADER, Deadline, current_deadline
 from app.traffic.retry import RetryBudget, RetryBudgets, backoff_s, is_repeatable, retry_after_s
+from app.traffic.shared_timer import SharedTimer
 
 M = TypeVar("M", bound=BaseModel)
 _events = logging.getLogger("gateway.upstream")
@@ -105,52 +106,81 @@ def create_session(settings: UpstreamSettings) -> aiohttp.ClientSession:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _UpstreamRequest:
-    """One logical upstream request, whatever number of attempts it takes."""
+class _Call:
+    """One logical upstream request and how far it has got, whatever number of tries it
+    takes: one plain object per call, filled in as the tries go."""
 
-    service: str
-    config: ServiceConfig
-    method: str
-    path: str
-    params: Mapping[str, str] | None
-    data: bytes | AsyncIterable[bytes] | None
-    headers: dict[str, str]
-    timeout_s: float | None
-    # `stream`: the response is handed over open; `attempts` overrides the service's.
-    streamed: bool = False
-    attempts: int | None = None
+    __slots__ = (
+        "attempts",
+        "config",
+        "data",
+        "headers",
+        "instance",
+        "method",
+        "params",
+        "path",
+        "retries",
+        "service",
+        "status",
+        "streamed",
+        "timeout_s",
+    )
+
+    def __init__(
+        self,
+        service: str,
+        config: ServiceConfig,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        data: bytes | AsyncIterable[bytes] | None,
+        headers: dict[str, str],
+        timeout_s: float | None,
+        *,
+        streamed: bool = False,
+        attempts: int | None = None,
+    ) -> None:
+        self.service = service
+        self.config = config
+        self.method = method
+        self.path = path
+        self.params = params
+        self.data = data
+        # The call's own dict: each try sets its deadline and trace headers in it.
+        self.headers = headers
+        self.timeout_s = timeout_s
+        # `stream`: the response is handed over open; `attempts` overrides the service's.
+        self.streamed = streamed
+        self.attempts = attempts
+        # The last try's instance and status, and the retries so far.
+        self.instance: str | None = None
+        self.status: int | None = None
+        self.retries = 0
 
 
-@dataclass(slots=True)
-class _CallProgress:
-    """Where a call has got to: its last try's instance and status, its retries so far."""
+class _Failure:
+    """A try that failed; `error` is what the client sees if it is not retried."""
 
-    instance: str | None = None
-    status: int | None = None
-    retries: int = 0
-
-
-class _AttemptFailed(Exception):
-    """One attempt failed; `error` is what the client sees if it is not retried."""
+    __slots__ = ("cause", "error", "kind", "response", "retry_after", "status")
 
     def __init__(
         self,
         error: UpstreamError,
         *,
         kind: str,
+        cause: BaseException | None = None,
         status: int | None = None,
         retry_after: float | None = None,
         response: UpstreamResponse | None = None,
     ) -> None:
-        super().__init__(error.detail)
         self.error = error
-        # A streamed call's 5xx: passed through as it is when it is not retried.
-        self.response = response
         # connect | timeout | status | broken
         self.kind = kind
+        self.cause = cause
         self.status = status
         self.retry_after = retry_after
+        # A streamed call's 5xx: passed through as it is when it is not retried.
+        self.response = response
 
 
 class UpstreamCaller:
@@ -169,6 +199,12 @@ class UpstreamCaller:
         self.budgets = RetryBudgets()
         self.collapser: RequestCollapser[UpstreamResponse] = RequestCollapser()
         self.metrics = ClientMetrics()
+        # Every try's bound, on one event-loop timer.
+        self._timer = SharedTimer()
+        # The usual tries' aiohttp timeouts, made once (see `_send`).
+        connect_s = settings.connect_timeout_s
+        self._timeout = aiohttp.ClientTimeout(connect=connect_s)
+        self._streamed_timeout = aiohttp.ClientTimeout(connect=connect_s, sock_connect=connect_s)
 
     @property
     def registry(self) -> ServiceRegistry:
@@ -201,7 +237,7 @@ class UpstreamCaller:
             outgoing["content-type"] = "application/json"
         if headers:
             outgoing.update(headers)
-        call = _UpstreamRequest(service, config, method, path, params, data, outgoing, timeout_s)
+        call = _Call(service, config, method, path, params, data, outgoing, timeout_s)
         if collapse is None:
             collapse = self._settings.collapse_gets and method == "GET" and data is None
         if not collapse or not self._some_circuit_closed(call):
@@ -215,7 +251,7 @@ class UpstreamCaller:
             return await shared
         try:
             # A follower keeps its own deadline even when the leader's is longer.
-            async with asyncio.timeout(max(deadline.remaining_s(), 0.0)):
+            with self._timer.bound(max(deadline.remaining_s(), 0.0)):
                 return await shared
         except TimeoutError:
             raise _deadline_passed(service) from None
@@ -264,7 +300,7 @@ class UpstreamCaller:
         outgoing = {"x-request-id": current_request_id()}
         if headers:
             outgoing.update(headers)
-        call = _UpstreamRequest(
+        call = _Call(
             service,
             self._registry.service(service),
             method.upper(),
@@ -292,16 +328,147 @@ class UpstreamCaller:
             raise UpstreamRejected(response.detail(), status=response.status, service=service)
         return response.model(model)
 
-    async def _call(self, call: _UpstreamRequest) -> UpstreamResponse:
-        """The call, written into the request's access record; a failure logged."""
-        progress = _CallProgress()
+    async def _call(self, call: _Call) -> UpstreamResponse:
+        """The call with every try it takes, written into the request's access record; a
+        failure logged.
+
+        One coroutine from the first try to the last: choosing the instance, its breaker,
+        the bulkhead, the try's timeout, trace and metrics, and the retry decision are all
+        synchronous, so nearly every call awaits only the send (a full bulkhead and a
+        retry's backoff are the other waits)."""
         started = time.perf_counter()
         error: str | None = None
         try:
-            response = await self._tries(call, progress)
-        except UpstreamError as failure:
-            error = failure.slug
-            _upstream_failure_logged(call, progress, failure)
+            service, policy = call.service, call.config.policy
+            budget = self.budgets.budget(service, policy.retries)
+            budget.record_call()
+            per_try_s = _per_try_s(call)
+            deadline = current_deadline()
+            ends_at = (
+                deadline.expires_at
+                if deadline is not None
+                else time.monotonic() + per_try_s * policy.retries.attempts
+            )
+            # A streamed upload's head is bounded by its reads (the body is still arriving
+            # from the client), every other try by its timeout; and it is never retried.
+            uploading = isinstance(call.data, AsyncIterable)
+            tried: set[str] = set()
+            timed_out: set[str] = set()
+            last_failure: _Failure | None = None
+            while True:
+                if deadline is not None and deadline.remaining_s() <= 0:
+                    raise _deadline_passed(service)
+                try:
+                    instance, breaker = self._choose(call, tried=tried, excluded=timed_out)
+                except CircuitOpen:
+                    if last_failure is not None:
+                        # The failure that opened the last circuit says more than "circuit
+                        # open".
+                        raise last_failure.error from last_failure.cause
+                    raise
+                tried.add(instance.url)
+                call.instance = instance.url
+                bulkhead = self.bulkheads.bulkhead(service, policy.bulkhead)
+                # Whether the try said something about the instance (None: it did not).
+                outcome: bool | None = None
+                try:
+                    if not bulkhead.try_enter():
+                        await bulkhead.enter(max_wait_s=_time_left(ends_at, deadline))
+                    try:
+                        timeout_s, cut_by_deadline = _try_timeout_s(
+                            service, per_try_s, ends_at, deadline
+                        )
+                        client_try = _start_try(call, instance, timeout_s)
+                        failure: _Failure | None = None
+                        status: int | None = None
+                        error_type: str | None = "cancelled"
+                        sent_at = time.perf_counter()
+                        try:
+                            with (
+                                self._timer.bound(None if uploading else timeout_s),
+                                self._registry.balancer(service).track(instance),
+                            ):
+                                if call.streamed:
+                                    answer = await self._send(call, instance, timeout_s)
+                                    body = b""
+                                else:
+                                    async with self._send(call, instance, timeout_s) as answer:
+                                        body = await answer.read()
+                            status, error_type = answer.status, None
+                        except (TimeoutError, aiohttp.ClientError) as exc:
+                            failure = _send_failure(
+                                service,
+                                exc,
+                                connect_s=min(self._settings.connect_timeout_s, timeout_s),
+                                timeout_s=timeout_s,
+                            )
+                            error_type = failure.kind
+                        finally:
+                            call.status = status
+                            self.metrics.observe(
+                                service=service,
+                                instance=instance.url,
+                                method=call.method,
+                                status=status,
+                                error_type=error_type or "",
+                                seconds=time.perf_counter() - sent_at,
+                            )
+                            if client_try is not None:
+                                client_try.end(status=status, error_type=error_type)
+                        if failure is None:
+                            if call.streamed and not uploading:
+                                _bound_body_reads(answer, timeout_s)
+                            response = UpstreamResponse(
+                                service,
+                                answer.status,
+                                answer.headers,
+                                body,
+                                stream=answer if call.streamed else None,
+                            )
+                            outcome = answer.status < 500
+                            if outcome:
+                                return response
+                            failure = _status_failure(call, response)
+                        elif not (failure.kind == "timeout" and cut_by_deadline):
+                            # A timeout only says something about the instance when it was
+                            # the service's own; a short client deadline is not its fault.
+                            outcome = False
+                    finally:
+                        bulkhead.leave()
+                finally:
+                    if outcome is None:
+                        breaker.release()
+                    else:
+                        if outcome:
+                            breaker.record_success()
+                        else:
+                            breaker.record_failure()
+                        self._registry.health.record_call(
+                            service, instance.url, ok=outcome, policy=policy.ejection
+                        )
+                if failure.kind == "timeout":
+                    timed_out.add(instance.url)
+                last_failure = failure
+                delay = self._retry_delay(
+                    call,
+                    failure,
+                    retry=call.retries + 1,
+                    repeatable=is_repeatable(call.method, call.headers) and not uploading,
+                    budget=budget,
+                    ends_at=ends_at,
+                    timed_out=timed_out,
+                )
+                if delay is None:
+                    if failure.response is not None:
+                        return failure.response
+                    raise failure.error from failure.cause
+                if failure.response is not None:
+                    failure.response.release()
+                call.retries += 1
+                await asyncio.sleep(delay)
+        except UpstreamError as failed:
+            error = failed.slug
+            _upstream_failure_logged(call, failed)
             raise
         except asyncio.CancelledError:
             error = "cancelled"
@@ -313,73 +480,15 @@ class UpstreamCaller:
                     UpstreamCall(
                         service=call.service,
                         method=call.method,
-                        instance=progress.instance,
-                        status=progress.status,
+                        instance=call.instance,
+                        status=call.status,
                         duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                        retries=progress.retries,
+                        retries=call.retries,
                         error=error,
                     )
                 )
-        return response
 
-    async def _tries(self, call: _UpstreamRequest, progress: _CallProgress) -> UpstreamResponse:
-        """Attempts until one succeeds or the failure is final."""
-        policy = call.config.policy.retries
-        budget = self.budgets.budget(call.service, policy)
-        budget.record_call()
-        per_try_s = _per_try_s(call)
-        started_deadline = current_deadline()
-        ends_at = (
-            started_deadline.expires_at
-            if started_deadline is not None
-            else time.monotonic() + per_try_s * policy.attempts
-        )
-        tried: set[str] = set()
-        timed_out: set[str] = set()
-        retry = 0
-        last_failure: _AttemptFailed | None = None
-        while True:
-            deadline = current_deadline()
-            if deadline is not None and deadline.remaining_s() <= 0:
-                raise _deadline_passed(call.service)
-            try:
-                instance, breaker = self._choose(call, tried=tried, excluded=timed_out)
-            except CircuitOpen:
-                if last_failure is not None:
-                    # The failure that opened the last circuit says more than "circuit open".
-                    raise last_failure.error from last_failure.__cause__
-                raise
-            tried.add(instance.url)
-            progress.instance = instance.url
-            try:
-                return await self._attempt(
-                    call, instance, breaker, deadline, ends_at, progress=progress
-                )
-            except _AttemptFailed as failed:
-                if failed.kind == "timeout":
-                    timed_out.add(instance.url)
-                retry += 1
-                last_failure = failed
-                delay = self._retry_delay(
-                    call,
-                    failed,
-                    retry=retry,
-                    repeatable=is_repeatable(call.method, call.headers)
-                    and not isinstance(call.data, AsyncIterable),
-                    budget=budget,
-                    ends_at=ends_at,
-                    timed_out=timed_out,
-                )
-                if delay is None:
-                    if failed.response is not None:
-                        return failed.response
-                    raise failed.error from failed.__cause__
-                if failed.response is not None:
-                    failed.response.release()
-            progress.retries = retry
-            await asyncio.sleep(delay)
-
-    def _some_circuit_closed(self, call: _UpstreamRequest) -> bool:
+    def _some_circuit_closed(self, call: _Call) -> bool:
         policy = call.config.policy.breaker
         return any(
             self.breakers.breaker(call.service, instance.url, policy).state is CircuitState.closed
@@ -387,7 +496,7 @@ class UpstreamCaller:
         )
 
     def _choose(
-        self, call: _UpstreamRequest, *, tried: set[str], excluded: set[str]
+        self, call: _Call, *, tried: set[str], excluded: set[str]
     ) -> tuple[InstanceConfig, CircuitBreaker]:
         """An instance whose circuit lets the call through, preferring one not tried yet and
         never one in `excluded`."""
@@ -422,245 +531,53 @@ class UpstreamCaller:
             open_for_calls = [pair for pair in open_for_calls if pair[0] is not instance]
         raise CircuitOpen(call.service)
 
-    async def _attempt(
-        self,
-        call: _UpstreamRequest,
-        instance: InstanceConfig,
-        breaker: CircuitBreaker,
-        deadline: Deadline | None,
-        ends_at: float,
-        *,
-        progress: _CallProgress,
-    ) -> UpstreamResponse:
-        service, policy = call.service, call.config.policy
-        per_try_s = _per_try_s(call)
-        outcome: bool | None = None
-        try:
-            bulkhead = self.bulkheads.bulkhead(service, policy.bulkhead)
-            max_wait = ends_at - time.monotonic()
-            if deadline is not None:
-                max_wait = min(max_wait, deadline.remaining_s())
-            async with bulkhead.slot(max_wait_s=max_wait):
-                # The service's own limit: the per-try timeout, within what is left of its call.
-                timeout_s = min(ends_at - time.monotonic(), per_try_s)
-                cut_by_deadline = False
-                if deadline is not None:
-                    remaining = deadline.remaining_s()
-                    if remaining <= 0:
-                        raise _deadline_passed(service)
-                    if remaining < timeout_s:
-                        timeout_s, cut_by_deadline = remaining, True
-                if timeout_s <= 0:
-                    # The bulkhead's wait took what was left of the service's timeout.
-                    raise UpstreamTimeout(
-                        f"{service} had no time left for another attempt.", service=service
-                    )
-                headers = dict(call.headers)
-                headers[DEADLINE_HEADER] = str(max(int(timeout_s * 1000), 1))
-                with self._registry.balancer(service).track(instance):
-                    try:
-                        response = await self._observed_send(
-                            call, instance, headers, timeout_s, progress=progress
-                        )
-                    except _AttemptFailed as failed:
-                        # A timeout only says something about the instance when it was the
-                        # service's own; a short client deadline is not the instance's fault.
-                        if not (failed.kind == "timeout" and cut_by_deadline):
-                            outcome = False
-                        raise
-                outcome = response.status < 500
-                if response.status >= 500:
-                    failure = _FAILURE_BY_STATUS.get(response.status, UpstreamError)
-                    raise _AttemptFailed(
-                        failure(f"{service} answered {response.status}.", service=service),
-                        kind="status",
-                        status=response.status,
-                        retry_after=retry_after_s(response.headers.get("retry-after"))
-                        if response.status == 503
-                        else None,
-                        response=response if call.streamed else None,
-                    )
-                return response
-        finally:
-            if outcome is None:
-                breaker.release()
-            else:
-                if outcome:
-                    breaker.record_success()
-                else:
-                    breaker.record_failure()
-                self._registry.health.record_call(
-                    service, instance.url, ok=outcome, policy=policy.ejection
-                )
-
-    async def _observed_send(
-        self,
-        call: _UpstreamRequest,
-        instance: InstanceConfig,
-        headers: dict[str, str],
-        timeout_s: float,
-        *,
-        progress: _CallProgress,
-    ) -> UpstreamResponse:
-        """One try, as the request's trace (a client span, its `traceparent` sent upstream)
-        and `http_client_request_duration_seconds` see it."""
-        request_trace = current_trace()
-        client_try = None
-        if request_trace is not None:
-            client_try = request_trace.start_try(
-                service=call.service,
-                method=call.method,
-                url=instance.url + call.path,
-                resend_count=progress.retries,
-            )
-            headers["traceparent"] = client_try.traceparent
-            if request_trace.tracestate:
-                headers["tracestate"] = request_trace.tracestate
-        status: int | None = None
-        error_type: str | None = "cancelled"
-        started = time.perf_counter()
-        try:
-            response = await self._send(call, instance, headers, timeout_s)
-            status, error_type = response.status, None
-            return response
-        except _AttemptFailed as failed:
-            error_type = failed.kind
-            raise
-        finally:
-            progress.status = status
-            self.metrics.observe(
-                service=call.service,
-                instance=instance.url,
-                method=call.method,
-                status=status,
-                error_type=error_type or "",
-                seconds=time.perf_counter() - started,
-            )
-            if client_try is not None:
-                client_try.end(status=status, error_type=error_type)
-
-    async def _send(
-        self,
-        call: _UpstreamRequest,
-        instance: InstanceConfig,
-        headers: dict[str, str],
-        timeout_s: float,
-    ) -> UpstreamResponse:
-        service = call.service
-        timeout = aiohttp.ClientTimeout(
-            total=timeout_s, connect=min(self._settings.connect_timeout_s, timeout_s)
-        )
-        if call.streamed:
-            return await self._send_streamed(call, instance, headers, timeout_s)
-        try:
-            async with self._session.request(
+    def _send(
+        self, call: _Call, instance: InstanceConfig, timeout_s: float
+    ) -> "aiohttp.client._RequestContextManager":
+        """One try's aiohttp request, to await (streamed: for its head) or to enter. The try
+        is bounded by the caller's timer (`SharedTimer`), so aiohttp keeps only its connect
+        timeout, which nothing but a new connection waits under."""
+        # A try with less time left than the connect timeout connects within that time.
+        short = timeout_s < self._settings.connect_timeout_s
+        if not call.streamed:
+            return self._session.request(
                 call.method,
                 instance.url + call.path,
                 params=call.params,
                 data=call.data,
-                headers=headers,
-                timeout=timeout,
+                headers=call.headers,
+                timeout=aiohttp.ClientTimeout(connect=timeout_s) if short else self._timeout,
                 allow_redirects=False,
-            ) as response:
-                body = await response.read()
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise _AttemptFailed(
-                UpstreamUnavailable(
-                    f"{service} could not be reached within {timeout.connect:g} s.",
-                    service=service,
-                ),
-                kind="connect",
-            ) from exc
-        except TimeoutError as exc:
-            raise _AttemptFailed(
-                UpstreamTimeout(
-                    f"{service} did not answer within {timeout_s:g} s.", service=service
-                ),
-                kind="timeout",
-            ) from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise _AttemptFailed(
-                UpstreamUnavailable(
-                    f"{service} could not be reached ({type(exc).__name__}).", service=service
-                ),
-                kind="connect",
-            ) from exc
-        except aiohttp.ClientError as exc:
-            # The connection broke after the request may have been sent.
-            raise _AttemptFailed(
-                UpstreamUnavailable(
-                    f"{service} could not be reached ({type(exc).__name__}).", service=service
-                ),
-                kind="broken",
-            ) from exc
-        return UpstreamResponse(service, response.status, response.headers, body)
-
-    async def _send_streamed(
-        self,
-        call: _UpstreamRequest,
-        instance: InstanceConfig,
-        headers: dict[str, str],
-        timeout_s: float,
-    ) -> UpstreamResponse:
-        """One attempt whose response is handed over open: `timeout_s` bounds the wait for
-        its head (a streamed upload: the wait for each read instead, as the body is still
-        arriving from the client), and then each read of its body."""
-        service = call.service
-        connect_s = min(self._settings.connect_timeout_s, timeout_s)
-        uploading = isinstance(call.data, AsyncIterable)
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect_s, sock_connect=connect_s, sock_read=timeout_s
+            )
+        if isinstance(call.data, AsyncIterable):
+            # A streamed upload: each read waits at most `timeout_s`, the head's included.
+            connect_s = min(self._settings.connect_timeout_s, timeout_s)
+            timeout = aiohttp.ClientTimeout(
+                connect=connect_s, sock_connect=connect_s, sock_read=timeout_s
+            )
+        elif short:
+            timeout = aiohttp.ClientTimeout(connect=timeout_s, sock_connect=timeout_s)
+        else:
+            timeout = self._streamed_timeout
+        return self._session.request(
+            call.method,
+            # As given: already encoded, never normalized again (yarl would resolve an
+            # encoded `..` against the service's paths).
+            URL(instance.url + call.path, encoded=True),
+            params=call.params,
+            data=call.data,
+            headers=call.headers,
+            timeout=timeout,
+            allow_redirects=False,
+            auto_decompress=False,
+            # Only what the caller asked for: no Accept-Encoding the client did not send.
+            skip_auto_headers=_NO_AUTO_HEADERS,
         )
-        try:
-            async with asyncio.timeout(None if uploading else timeout_s):
-                response = await self._session.request(
-                    call.method,
-                    # As given: already encoded, never normalized again (yarl would resolve
-                    # an encoded `..` against the service's paths).
-                    URL(instance.url + call.path, encoded=True),
-                    params=call.params,
-                    data=call.data,
-                    headers=headers,
-                    timeout=timeout,
-                    allow_redirects=False,
-                    auto_decompress=False,
-                    # Only what the caller asked for: no Accept-Encoding the client did not send.
-                    skip_auto_headers=_NO_AUTO_HEADERS,
-                )
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise _AttemptFailed(
-                UpstreamUnavailable(
-                    f"{service} could not be reached within {connect_s:g} s.", service=service
-                ),
-                kind="connect",
-            ) from exc
-        except TimeoutError as exc:
-            raise _AttemptFailed(
-                UpstreamTimeout(
-                    f"{service} did not answer within {timeout_s:g} s.", service=service
-                ),
-                kind="timeout",
-            ) from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise _AttemptFailed(
-                UpstreamUnavailable(
-                    f"{service} could not be reached ({type(exc).__name__}).", service=service
-                ),
-                kind="connect",
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise _AttemptFailed(
-                UpstreamUnavailable(
-                    f"{service} could not be reached ({type(exc).__name__}).", service=service
-                ),
-                kind="broken",
-            ) from exc
-        return UpstreamResponse(service, response.status, response.headers, b"", stream=response)
 
     def _retry_delay(
         self,
-        call: _UpstreamRequest,
-        failed: _AttemptFailed,
+        call: _Call,
+        failed: _Failure,
         *,
         retry: int,
         repeatable: bool,
@@ -705,7 +622,7 @@ class UpstreamCaller:
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent")
 
 
-def _per_try_s(call: "_UpstreamRequest") -> float:
+def _per_try_s(call: _Call) -> float:
     """How long one attempt may take: the call's own bound, else the policy's per-try
     timeout, else the service's timeout."""
     if call.timeout_s is not None:
@@ -714,9 +631,7 @@ def _per_try_s(call: "_UpstreamRequest") -> float:
     return per_try_ms / 1000 if per_try_ms is not None else call.config.timeout_s
 
 
-def _upstream_failure_logged(
-    call: _UpstreamRequest, progress: _CallProgress, failure: UpstreamError
-) -> None:
+def _upstream_failure_logged(call: _Call, failure: UpstreamError) -> None:
     """The `upstream_failure` event: a call the gateway gave up on (its ids added by the
     log formatter)."""
     _events.warning(
@@ -725,14 +640,112 @@ def _upstream_failure_logged(
             "fields": {
                 "service": call.service,
                 "method": call.method,
-                "instance": progress.instance,
-                "status": progress.status,
-                "retries": progress.retries,
+                "instance": call.instance,
+                "status": call.status,
+                "retries": call.retries,
                 "error": failure.slug,
                 "detail": failure.detail,
             }
         },
     )
+
+
+def _start_try(call: _Call, instance: InstanceConfig, timeout_s: float) -> ClientTry | None:
+    """The try's own headers: the time it has, and, when the request is traced, its client
+    span's `traceparent` (the span is returned, to be ended with the try)."""
+    headers = call.headers
+    headers[DEADLINE_HEADER] = str(max(int(timeout_s * 1000), 1))
+    request_trace = current_trace()
+    if request_trace is None:
+        return None
+    client_try = request_trace.start_try(
+        service=call.service,
+        method=call.method,
+        url=instance.url + call.path,
+        resend_count=call.retries,
+    )
+    headers["traceparent"] = client_try.traceparent
+    if request_trace.tracestate:
+        headers["tracestate"] = request_trace.tracestate
+    return client_try
+
+
+def _time_left(ends_at: float, deadline: Deadline | None) -> float:
+    """What is left of the call: of its tries' time, and of the request's deadline."""
+    left = ends_at - time.monotonic()
+    return min(left, deadline.remaining_s()) if deadline is not None else left
+
+
+def _try_timeout_s(
+    service: str, per_try_s: float, ends_at: float, deadline: Deadline | None
+) -> tuple[float, bool]:
+    """How long this try may take: its per-try timeout, within what is left of the call;
+    and whether the request's deadline cut it short."""
+    now = time.monotonic()
+    timeout_s = min(ends_at - now, per_try_s)
+    cut_by_deadline = False
+    if deadline is not None:
+        remaining = deadline.expires_at - now
+        if remaining <= 0:
+            raise _deadline_passed(service)
+        if remaining < timeout_s:
+            timeout_s, cut_by_deadline = remaining, True
+    if timeout_s <= 0:
+        # The bulkhead's wait took what was left of the service's timeout.
+        raise UpstreamTimeout(f"{service} had no time left for another attempt.", service=service)
+    return timeout_s, cut_by_deadline
+
+
+def _send_failure(
+    service: str, exc: BaseException, *, connect_s: float, timeout_s: float
+) -> _Failure:
+    """What aiohttp's failure of one try means, for the client and for the retry policy:
+    the one mapping for plain and streamed tries."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return _Failure(
+            UpstreamUnavailable(
+                f"{service} could not be reached within {connect_s:g} s.", service=service
+            ),
+            kind="connect",
+            cause=exc,
+        )
+    if isinstance(exc, TimeoutError):
+        return _Failure(
+            UpstreamTimeout(f"{service} did not answer within {timeout_s:g} s.", service=service),
+            kind="timeout",
+            cause=exc,
+        )
+    unreachable = UpstreamUnavailable(
+        f"{service} could not be reached ({type(exc).__name__}).", service=service
+    )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return _Failure(unreachable, kind="connect", cause=exc)
+    # The connection broke after the request may have been sent.
+    return _Failure(unreachable, kind="broken", cause=exc)
+
+
+def _status_failure(call: _Call, response: UpstreamResponse) -> _Failure:
+    """A 5xx answer, as a failed try."""
+    status = response.status
+    failure = _FAILURE_BY_STATUS.get(status, UpstreamError)
+    return _Failure(
+        failure(f"{call.service} answered {status}.", service=call.service),
+        kind="status",
+        status=status,
+        retry_after=retry_after_s(response.headers.get("retry-after")) if status == 503 else None,
+        response=response if call.streamed else None,
+    )
+
+
+def _bound_body_reads(answer: aiohttp.ClientResponse, timeout_s: float) -> None:
+    """A streamed answer whose body is still arriving: each of its reads waits at most
+    `timeout_s` (aiohttp's read timeout, set once the head is in: the head itself was
+    bounded as a whole)."""
+    connection = answer.connection
+    if connection is None or connection.protocol is None or answer.content.is_eof():
+        return
+    connection.protocol.read_timeout = timeout_s
+    connection.protocol.start_timeout()
 
 
 def _deadline_passed(service: str) -> UpstreamTimeout:
