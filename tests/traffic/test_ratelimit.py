@@ -146,6 +146,46 @@ async def test_a_membership_question_shares_the_round_trip(shared_redis: Prefixe
     assert [o.remaining for o in inside.outcomes + outside.outcomes] == [4, 3]
 
 
+async def test_a_requests_limits_claim_and_question_are_one_command(
+    shared_redis: PrefixedRedis,
+) -> None:
+    shared = shared_redis.shared
+    limiter = RedisGcra(shared, prefix=shared_redis.prefix)
+    sent: list[int] = []
+    pipeliner = shared.pipeliner
+    execute = pipeliner.execute
+
+    def counted(commands):  # type: ignore[no-untyped-def]
+        sent.append(len(commands))
+        return execute(commands)
+
+    pipeliner.execute = counted  # type: ignore[method-assign]
+    members = shared_redis.prefix + "members"
+    await shared_redis.client.sadd(members, "in")
+    limits = [
+        ("a", RateLimit.of("a", limit=5, period_s=60)),
+        ("b", RateLimit.of("b", limit=3, period_s=60)),
+    ]
+    claim = SlotClaim(key="c:1", limit=2, lease_ms=10_000)
+    verdict = await limiter.admit(limits, claim, SetMembership(members, "in"))
+    assert sent == [1]
+    assert [o.remaining for o in verdict.outcomes] == [4, 2]
+    assert (verdict.granted, verdict.member) == (True, True)
+    limiter.release(claim)
+    await limiter.aclose()
+
+
+async def test_a_refused_request_claims_no_in_flight_slot(shared_redis: PrefixedRedis) -> None:
+    limiter = RedisGcra(shared_redis.shared, prefix=shared_redis.prefix)
+    one = RateLimit.of("one", limit=1, period_s=60)
+    first = SlotClaim(key="c:2", limit=5, lease_ms=10_000)
+    assert (await limiter.admit([("k", one)], first)).granted is True
+    refused = await limiter.admit([("k", one)], SlotClaim(key="c:2", limit=5, lease_ms=10_000))
+    assert not refused.outcomes[0].admitted and refused.granted is False
+    slots = await shared_redis.client.zrange(shared_redis.prefix + "if:c:2", 0, -1)
+    assert slots == [first.token.encode()]
+
+
 def _limited_settings(settings: Settings, **limits: object) -> Settings:
     return settings.model_copy(update={"rate_limit": RateLimitSettings(**limits)})  # type: ignore[arg-type]
 
