@@ -10,7 +10,6 @@ validator's clock-skew allowance. Streams sharing a credential are confirmed onc
 
 import base64
 import binascii
-import time
 from dataclasses import dataclass
 
 import orjson
@@ -62,9 +61,6 @@ class StreamCredential:
             headers=self.headers,
             deadline=Deadline.after_ms(max(int(within_s * 1000), 1)),
         )
-
-    def expired(self) -> bool:
-        return self.expires_at is not None and time.time() >= self.expires_at
 
 
 def _token_expiry(authorization: str) -> float | None:

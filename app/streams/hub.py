@@ -12,8 +12,10 @@ event, the hub reconnects with jittered exponential backoff (`streams.reconnect_
 to `streams.reconnect_max_s`, to whichever instance the balancer picks), subscribes again
 and tells the clients `live`.
 
-A housekeeping task sends the heartbeats, confirms the streams' credentials
-(`app.streams.credentials`) and ends every stream when the process starts draining. The
+A housekeeping task, on a timer rather than per event, sends the heartbeats, closes the
+streams whose token expired, drops the clients whose write stalled, confirms the streams'
+credentials (`app.streams.credentials`) and ends every stream when the process starts
+draining. The
 caps: `streams.max_per_principal` open streams per principal (429) and
 `streams.max_per_process` per process (503).
 """
@@ -307,17 +309,24 @@ class QuoteHub:
                 next_heartbeat = now + settings.heartbeat_s
                 for subscriber in self._streams:
                     subscriber.heartbeat()
-            for subscriber, credential in self._streams.items():
-                if credential.expired():
-                    subscriber.close("credential-expired")
-                if subscriber.stalled(now, settings.write_stall_s) and subscriber.drop():
-                    self.record_drop()
-                    logger.info(
-                        "stream client dropped: a write waited over %s s", settings.write_stall_s
-                    )
+            self._sweep(now, time.time())
             if now >= next_check:
                 await self._confirm_credentials()
                 next_check = time.monotonic() + settings.credential_check_s
+
+    def _sweep(self, now: float, wall: float) -> None:
+        """Close the streams whose token expired, drop the clients whose write stalled: once
+        a housekeeping round for every stream, so written out rather than called per
+        stream."""
+        stall_s = self.settings.write_stall_s
+        for subscriber, credential in self._streams.items():
+            expires_at = credential.expires_at
+            if expires_at is not None and wall >= expires_at:
+                subscriber.close("credential-expired")
+            since = subscriber.writing_since
+            if since is not None and now - since > stall_s and subscriber.drop():
+                self.record_drop()
+                logger.info("stream client dropped: a write waited over %s s", stall_s)
 
     async def _confirm_credentials(self) -> None:
         groups: dict[tuple[str, str, str], list[Subscriber]] = {}

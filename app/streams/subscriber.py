@@ -146,10 +146,6 @@ class Subscriber:
         finally:
             self.writing_since = None
 
-    def stalled(self, now: float, limit_s: float) -> bool:
-        since = self.writing_since
-        return since is not None and now - since > limit_s
-
     def drop(self) -> bool:
         """End a stalled client: its writer is cancelled in the write (True the first time)."""
         if self.closing == "too-slow" or self.writer is None:
