@@ -98,12 +98,14 @@ class CachedRoutes:
         if found is None:
             await self.app(scope, receive, send)
             return
-        request = Request(scope)
-        state: GatewayState = request.state.gateway
+        # The lifespan's state, read without a Request: nothing else is needed when the cache
+        # is off.
+        state: GatewayState = scope["state"]["gateway"]
         if not state.cache.settings.enabled:
             # Nothing stored to answer with: no headers parsed, no format negotiated here.
             await self.app(scope, receive, send)
             return
+        request = Request(scope)
         choose, rule = found
         headers = request.headers
         try:

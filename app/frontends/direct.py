@@ -55,7 +55,7 @@ class DirectRoute:
     async def answer(self, request: Request) -> Response:
         context = context_of(request)
         context.route = self.template
-        await request.state.gateway.chain.run(context, self.rule)
+        await request.scope["state"]["gateway"].chain.run(context, self.rule)
         values, errors = request_params_to_args(self.query, request.query_params)
         if errors:
             raise RequestValidationError(errors)
