@@ -78,7 +78,8 @@ class _Client(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.reads.append((time.time(), data))
-        if len(self.reads) == 1:
+        if len(self.reads) == 1 and not self.ok.done():
+            # (Done already: the connect timed out.)
             self.ok.set_result(data.startswith(b"HTTP/1.1 200"))
 
     def connection_lost(self, exc: Exception | None) -> None:
