@@ -79,7 +79,7 @@ class EventStreamResponse(Response):
         listener = asyncio.create_task(_until_disconnect(receive, subscriber))
 
         async def write(body: bytes, *, more: bool = True) -> None:
-            # `writing()` inlined: this runs once per client and tick.
+            # `writing()` inlined: without a lent connection, this runs once per client and tick.
             subscriber.writing_since = time.monotonic()
             try:
                 await send({"type": "http.response.body", "body": body, "more_body": more})
