@@ -10,6 +10,7 @@ the ASGI scope or `request.state`: what one stage tells another is a typed field
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.requests import cookie_parser
@@ -28,6 +29,20 @@ def peer_address(scope: Scope) -> str:
     """The address of the connection's other end."""
     client = scope.get("client")
     return client[0] if client else "unknown"
+
+
+class RequestHeaders(Headers):
+    """The request's headers (Starlette's: read-only, case-insensitive) with a `get` that
+    does not raise and catch a `KeyError` for an absent header, as `Mapping.get` does: most
+    lookups on the request's way (cookie, authorization, API key, accept) ask for one the
+    request does not carry."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        wanted = key.lower().encode("latin-1")
+        for name, value in self._list:
+            if name == wanted:
+                return value.decode("latin-1")
+        return default
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +109,7 @@ class RequestContext:
             method=scope.get("method", "GET"),
             path=scope["path"],
             client_address=client_address or peer_address(scope),
-            headers=Headers(scope=scope),
+            headers=RequestHeaders(scope=scope),
             deadline=deadline,
             request_id=request_id,
         )
@@ -102,7 +117,8 @@ class RequestContext:
     @property
     def cookies(self) -> dict[str, str]:
         if self._cookies is None:
-            self._cookies = cookie_parser(self.headers.get("cookie", ""))
+            cookie = self.headers.get("cookie")
+            self._cookies = cookie_parser(cookie) if cookie else {}
         return self._cookies
 
     def release(self) -> None:
