@@ -13,8 +13,9 @@ with the clients connected and ticking, less its resident set before them, per c
 The clients run in this process, on the cores the gateway does not have (`pinned`): uvloop,
 one protocol object per connection that only notes each read and its time; the reads are
 parsed after the measurement, so a client's own work delays the ones after it as little as
-it can (at 10,000 clients, parsing as they came cost about as much as the gateway's
-fan-out).
+it can (parsing each read as it came cost the clients about 20 us of CPU per event, twice
+what they cost now: most of it is the kernel's receive, and one process keeps up with the
+gateway at 10,000 clients).
 
     python -m bench.streams         BENCH_STREAM_CLIENTS (1000,5000,10000)
                                     BENCH_STREAM_SECONDS (10)
