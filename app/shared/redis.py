@@ -46,9 +46,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote
 
+import hiredis
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, ClusterPubSub
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -417,6 +424,45 @@ def redis_target(settings: Settings) -> RedisTarget | None:
     )
 
 
+class _HiredisPacking:
+    """Commands packed by hiredis (C) instead of redis-py's Python packer, several times
+    cheaper per command (every request's admission sends one). What hiredis does not pack
+    as redis-py would (a command name of several words, a value of another type) goes to
+    redis-py's packer, which also raises its own error for what cannot be sent."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        name = args[0]
+        if (isinstance(name, bytes) and b" " not in name) or (
+            isinstance(name, str) and " " not in name
+        ):
+            try:
+                return [hiredis.pack_command(args)]
+            except TypeError:
+                pass
+        packed: list[bytes] = super().pack_command(*args)  # type: ignore[misc]
+        return packed
+
+
+class _PackedConnection(_HiredisPacking, Connection):
+    pass
+
+
+class _PackedSSLConnection(_HiredisPacking, SSLConnection):
+    pass
+
+
+class _PackedUnixConnection(_HiredisPacking, UnixDomainSocketConnection):
+    pass
+
+
+# The connection class redis-py picks for a URL's scheme, and its hiredis-packing twin.
+_PACKED: dict[type[AbstractConnection], type[AbstractConnection]] = {
+    Connection: _PackedConnection,
+    SSLConnection: _PackedSSLConnection,
+    UnixDomainSocketConnection: _PackedUnixConnection,
+}
+
+
 def connect_redis(settings: Settings) -> SharedRedis | None:
     """The process's Redis client, None on embedded defaults (no `REDIS_URL`).
 
@@ -490,4 +536,5 @@ def connect_redis(settings: Settings) -> SharedRedis | None:
         socket_connect_timeout=timeout_s,
         retry=retry,
     )
+    pool.connection_class = _PACKED.get(pool.connection_class, pool.connection_class)
     return SharedRedis(Redis.from_pool(pool), retry_s=retry_s)
