@@ -3,15 +3,18 @@ without FastAPI's router and dependency solving.
 
 On partner quotes those cost as much as the endpoint itself: the walk through the nested
 routers, then two dependants solved (the route and its `RouteAccess`), each with a pass over
-every kind of parameter. A route whose whole request handling is "its access rule, its query
-parameters, its endpoint" needs none of that. For such a route this layer takes FastAPI's
-steps itself, in FastAPI's order and with FastAPI's own parts where they decide an answer:
+every kind of parameter. A route whose whole request handling is "its access rule, its path
+and query parameters, its endpoint" (partner quotes and candles) needs none of that. For
+such a route this layer takes FastAPI's steps itself, in FastAPI's order and with FastAPI's
+own parts where they decide an answer:
 
 1. the access rule through the policy chain, the route template recorded on the context
    first (the edge's access record, metrics and span name it as they would);
-2. the query parameters through FastAPI's `request_params_to_args`, the same values and
-   the same errors (a 422 problem naming `query.<name>`, after the rule, as FastAPI does);
-3. the endpoint, whose `Response` is sent as it is;
+2. the path and query parameters through FastAPI's `request_params_to_args`, the same
+   values and the same errors (a 422 problem naming `path.<name>`, `query.<name>`, after the
+   rule, as FastAPI does);
+3. the endpoint, whose `Response` is sent as it is (it takes its path parameters as
+   arguments: `request.path_params` stays empty, as nothing but the edge writes the scope);
 4. an exception answered by the app's own handler for it (`app.errors`), else left to the
    edge, as from the route.
 
@@ -22,8 +25,9 @@ under a root path, dependency overrides) reaches it.
 """
 
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, get_type_hints
 
 from fastapi import Request, Response
@@ -32,6 +36,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import request_params_to_args
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
+from starlette.convertors import Convertor
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -44,19 +49,40 @@ ExceptionHandler = Callable[[Request, Exception], Any]
 
 @dataclass(frozen=True, slots=True)
 class DirectRoute:
-    """What answering one route takes: its template, rule, query fields and endpoint."""
+    """What answering one route takes: its template, rule, parameters and endpoint."""
 
     template: str
     rule: AccessRule
+    path: Sequence[ModelField]
     query: Sequence[ModelField]
     endpoint: Callable[..., Awaitable[Response]]
     request_name: str | None
+    # A template's pattern and its parameters' convertors (None for a literal path), and the
+    # patterns of routes before it that might take a GET of one of its paths.
+    pattern: re.Pattern[str] | None = None
+    convertors: Mapping[str, Convertor[Any]] = field(default_factory=dict)
+    earlier: Sequence[re.Pattern[str]] = ()
 
-    async def answer(self, request: Request) -> Response:
+    def path_params(self, path: str) -> dict[str, Any] | None:
+        """The template's parameters in `path`, or None when the router would not give a GET
+        of `path` to this route."""
+        assert self.pattern is not None
+        matched = self.pattern.match(path)
+        if matched is None or any(pattern.match(path) for pattern in self.earlier):
+            return None
+        return {
+            name: self.convertors[name].convert(value)
+            for name, value in matched.groupdict().items()
+        }
+
+    async def answer(self, request: Request, path_params: Mapping[str, Any]) -> Response:
         context = context_of(request)
         context.route = self.template
         await request.scope["state"]["gateway"].chain.run(context, self.rule)
-        values, errors = request_params_to_args(self.query, request.query_params)
+        values, errors = request_params_to_args(self.path, path_params)
+        query_values, query_errors = request_params_to_args(self.query, request.query_params)
+        values.update(query_values)
+        errors += query_errors
         if errors:
             raise RequestValidationError(errors)
         if self.request_name is not None:
@@ -72,7 +98,8 @@ class DirectRoutes:
         self.app = app
         # Built from the app's routes and exception handlers on first use (the app is
         # complete by then, as Starlette's own middleware stack is built at first call).
-        self._routes: dict[str, DirectRoute] | None = None
+        self._literal: dict[str, DirectRoute] | None = None
+        self._templates: tuple[DirectRoute, ...] = ()
         self._handlers: ExceptionHandlers | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -80,17 +107,22 @@ class DirectRoutes:
             await self.app(scope, receive, send)
             return
         gateway = scope["app"]
-        routes = self._routes
-        if routes is None:
-            routes = self._routes = direct_routes(gateway.routes)
+        literal = self._literal
+        if literal is None:
+            routes = direct_routes(gateway.routes)
+            literal = self._literal = {
+                template: route for template, route in routes.items() if route.pattern is None
+            }
+            self._templates = tuple(route for route in routes.values() if route.pattern)
             self._handlers = ExceptionHandlers(gateway.exception_handlers)
-        route = routes.get(scope["path"])
-        if route is None or getattr(gateway, "dependency_overrides", None):
+        found = self._route(literal, scope["path"])
+        if found is None or getattr(gateway, "dependency_overrides", None):
             await self.app(scope, receive, send)
             return
+        route, path_params = found
         request = Request(scope, receive, send)
         try:
-            response = await route.answer(request)
+            response = await route.answer(request, path_params)
         except Exception as exc:
             assert self._handlers is not None
             handler = self._handlers.for_error(exc)
@@ -100,6 +132,18 @@ class DirectRoutes:
             if inspect.isawaitable(response):
                 response = await response
         await response(scope, receive, send)
+
+    def _route(
+        self, literal: dict[str, DirectRoute], path: str
+    ) -> tuple[DirectRoute, Mapping[str, Any]] | None:
+        route = literal.get(path)
+        if route is not None:
+            return route, {}
+        for template in self._templates:
+            path_params = template.path_params(path)
+            if path_params is not None:
+                return template, path_params
+        return None
 
 
 class ExceptionHandlers:
@@ -128,14 +172,25 @@ class ExceptionHandlers:
 
 
 def direct_routes(routes: Sequence[BaseRoute]) -> dict[str, DirectRoute]:
-    """The app's routes that qualify, by path, each the route FastAPI's router would choose
-    for a GET of its path: no route before it takes that GET."""
+    """The app's routes that qualify, by template, each the route FastAPI's router would
+    choose for a GET of its paths: a literal path no route before it takes; a template's
+    path is checked against the routes before it that might take it, when it is asked."""
     found: dict[str, DirectRoute] = {}
     earlier: list[RouteContext] = []
     for context in iter_route_contexts(routes):
         direct = _direct_route(context)
-        if direct is not None and not any(_takes_get(seen, direct.template) for seen in earlier):
-            found[direct.template] = direct
+        if direct is not None and direct.pattern is None:
+            if not any(_takes_get(seen, direct.template) for seen in earlier):
+                found[direct.template] = direct
+        elif direct is not None:
+            before = [seen for seen in earlier if _may_take_get(seen, direct.template)]
+            patterns: list[re.Pattern[str] | None] = [
+                getattr(seen, "path_regex", None) for seen in before
+            ]
+            readable = [pattern for pattern in patterns if pattern is not None]
+            # A route whose match cannot be read from a pattern might take any path.
+            if len(readable) == len(patterns):
+                found[direct.template] = replace(direct, earlier=tuple(readable))
         earlier.append(context)
     return found
 
@@ -151,45 +206,62 @@ def _takes_get(context: RouteContext, path: str) -> bool:
     )
 
 
+def _may_take_get(context: RouteContext, template: str) -> bool:
+    """Whether this route might take a GET of a path of `template`: it takes GETs, and the
+    literal starts of the two templates (up to their first parameter) do not rule it out."""
+    methods = context.methods
+    if methods and "GET" not in methods:
+        return False
+    other = context.path_format or context.path
+    if other is None:
+        return True
+    mine, theirs = template.split("{", 1)[0], other.split("{", 1)[0]
+    return mine.startswith(theirs) or theirs.startswith(mine)
+
+
 def _direct_route(context: RouteContext) -> DirectRoute | None:
-    """The direct route for a FastAPI route, if it qualifies: a plain `APIRoute` for GET at a
-    path without parameters; its one dependency its access rule (`RouteAccess`, which takes
-    the request alone); its own parameters query parameters and the request; its endpoint a
-    coroutine function declared to return a `Response` (sent as it is, no response model)."""
+    """The direct route for a FastAPI route, if it qualifies: a plain `APIRoute` for GET; its
+    one dependency its access rule (`RouteAccess`, which takes the request alone); its own
+    parameters path and query parameters and the request; its endpoint a coroutine function
+    declared to return a `Response` (sent as it is, no response model)."""
     route = context.original_route
-    path = context.path
-    if type(route) is not APIRoute or path is None or "{" in path:
+    path = context.path_format
+    if type(route) is not APIRoute or not path:
         return None
     if "GET" not in (context.methods or ()):
         return None
     dependant: Dependant = context.dependant
-    if len(dependant.dependencies) != 1 or not _takes_only(dependant, query=True):
+    if len(dependant.dependencies) != 1 or not _takes_only(dependant, params=True):
         return None
     access = dependant.dependencies[0]
-    if not isinstance(access.call, RouteAccess) or not _takes_only(access, query=False):
+    if not isinstance(access.call, RouteAccess) or not _takes_only(access, params=False):
         return None
     endpoint = dependant.call
     if not inspect.iscoroutinefunction(endpoint) or not _returns_response(endpoint):
         return None
+    template = "{" in path
     return DirectRoute(
         template=path,
         rule=access.call.rule,
+        path=list(dependant.path_params),
         query=list(dependant.query_params),
         endpoint=endpoint,
         request_name=dependant.request_param_name,
+        pattern=context.path_regex if template else None,
+        convertors=dict(context.param_convertors) if template else {},
     )
 
 
-def _takes_only(dependant: Dependant, *, query: bool) -> bool:
-    """Whether `dependant` takes nothing but the request (and, with `query`, query
-    parameters), besides its sub-dependencies."""
+def _takes_only(dependant: Dependant, *, params: bool) -> bool:
+    """Whether `dependant` takes nothing but the request (and, with `params`, path and query
+    parameters and its sub-dependencies)."""
     return not (
-        dependant.path_params
-        or dependant.header_params
+        dependant.header_params
         or dependant.cookie_params
         or dependant.body_params
-        or (dependant.query_params and not query)
-        or (dependant.dependencies and not query)
+        or (dependant.path_params and not params)
+        or (dependant.query_params and not params)
+        or (dependant.dependencies and not params)
         or dependant.websocket_param_name
         or dependant.http_connection_param_name
         or dependant.response_param_name

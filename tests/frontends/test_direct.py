@@ -55,15 +55,26 @@ def _routes(build: Callable[[APIRouter], Any]) -> set[str]:
 RULE = [require_partner("quotes:read")]
 
 
-def test_the_gateway_answers_partner_quotes_directly_under_their_rule() -> None:
+def test_the_gateway_answers_partner_quotes_and_candles_directly_under_their_rules() -> None:
     routes = direct_routes(create_app().routes)
-    assert set(routes) == {"/partner/v1/quotes"}
-    assert routes["/partner/v1/quotes"].rule.scopes == ("quotes:read",)
-    assert [field.alias for field in routes["/partner/v1/quotes"].query] == ["symbols"]
+    assert set(routes) == {"/partner/v1/quotes", "/partner/v1/candles/{symbol}"}
+    quotes, candles = routes["/partner/v1/quotes"], routes["/partner/v1/candles/{symbol}"]
+    assert quotes.rule.scopes == ("quotes:read",)
+    assert [field.alias for field in quotes.query] == ["symbols"]
+    assert candles.rule.scopes == ("candles:read",)
+    assert [field.alias for field in candles.path] == ["symbol"]
+    assert [field.alias for field in candles.query] == ["interval", "range"]
+    # No route before candles might take a GET of its paths.
+    assert candles.earlier == ()
+    assert candles.path_params("/partner/v1/candles/AAPL") == {"symbol": "AAPL"}
+    assert candles.path_params("/partner/v1/candles/AAPL/x") is None
 
 
-def test_a_rule_query_parameters_and_the_request_qualify() -> None:
+def test_a_rule_path_and_query_parameters_and_the_request_qualify() -> None:
     assert _routes(lambda r: r.get("/quotes", dependencies=RULE)(quotes)) == {"/p/v1/quotes"}
+    assert _routes(lambda r: r.get("/candles/{symbol}", dependencies=RULE)(with_path)) == {
+        "/p/v1/candles/{symbol}"
+    }
 
 
 @pytest.mark.parametrize(
@@ -76,8 +87,6 @@ def test_a_rule_query_parameters_and_the_request_qualify() -> None:
         # Another dependency.
         lambda r: r.get("/quotes", dependencies=RULE)(with_client),
         lambda r: r.get("/quotes", dependencies=RULE)(with_another_dependency),
-        # A path parameter.
-        lambda r: r.get("/candles/{symbol}", dependencies=RULE)(with_path),
         # A response model to serialize.
         lambda r: r.get("/quotes", dependencies=RULE)(as_model),
         # Not a GET.
@@ -93,7 +102,24 @@ def test_a_route_behind_one_that_takes_its_path_is_left_to_fastapi() -> None:
         router.get("/{anything}", dependencies=RULE)(with_path)
         router.get("/quotes", dependencies=RULE)(quotes)
 
-    assert _routes(build) == set()
+    # The template before it takes `/p/v1/quotes`, and is answered directly itself.
+    assert _routes(build) == {"/p/v1/{anything}"}
+
+
+def test_a_template_knows_the_routes_before_it_that_might_take_its_paths() -> None:
+    app = FastAPI()
+    router = FrontendRouter(prefix="/p/v1")
+    router.get("/candles/special", dependencies=RULE)(as_model)
+    router.get("/quotes", dependencies=RULE)(quotes)
+    router.post("/candles/new", dependencies=RULE)(quotes)
+    router.get("/candles/{symbol}", dependencies=RULE)(with_path)
+    app.include_router(router)
+    candles = direct_routes(app.routes)["/p/v1/candles/{symbol}"]
+    # Only the GET whose path starts as the template's might take one of its paths; the
+    # router gives it that path, so the direct route does not take it.
+    assert [pattern.pattern for pattern in candles.earlier] == ["^/p/v1/candles/special$"]
+    assert candles.path_params("/p/v1/candles/special") is None
+    assert candles.path_params("/p/v1/candles/AAPL") == {"symbol": "AAPL"}
 
 
 def test_the_first_of_two_routes_at_one_path_is_the_direct_one() -> None:

@@ -6,7 +6,6 @@ from fastapi import Depends, Query, Request, Response, status
 
 from app.deps import (
     IdempotencyDep,
-    MarketDataDep,
     OrdersDep,
     PartnerCaller,
     StateDep,
@@ -41,6 +40,7 @@ from app.frontends.routing import FrontendRouter
 from app.frontends.symbols import SymbolList, SymbolPath
 from app.security.principal import Principal
 from app.upstreams.caller import UpstreamCaller
+from app.upstreams.market_data import MarketDataClient
 
 # Partner credentials only (API key or client-credentials token); each route names its scope.
 router = FrontendRouter(prefix="/partner/v1", responses=problem_responses(401, 403))
@@ -93,7 +93,6 @@ async def partner_quotes(symbols: SymbolList, request: Request) -> Response:
 )
 async def partner_candles(
     symbol: SymbolPath,
-    market_data: MarketDataDep,
     request: Request,
     interval: Annotated[CandleInterval, Query(description="Width of one candle")] = (
         CandleInterval.five_minutes
@@ -103,7 +102,10 @@ async def partner_candles(
     ] = CandleRange.one_day,
 ) -> Response:
     """OHLCV candles of one symbol."""
+    # The client from the lifespan state rather than a dependency: with its access rule as
+    # its one dependency the route is answered past FastAPI's routing (`app.frontends.direct`).
     answer_format = negotiate(request.headers.get("accept"))
+    market_data = MarketDataClient(request.state.gateway.caller)
 
     async def document() -> bytes:
         candles = await compose.candles(market_data, symbol=symbol, interval=interval, span=span)

@@ -2,6 +2,7 @@
 
 import pytest
 
+from tests.fixtures.direct_routes import direct_and_routed
 from tests.fixtures.gateway import RunningGateway
 from tests.fixtures.platform_control import PlatformControl
 from tests.fixtures.problems import assert_problem, field_errors
@@ -57,3 +58,27 @@ async def test_bad_parameters_are_refused(
 
     assert field_errors(assert_problem(response, 422)) == {field}
     assert await backends.requests("market-data") == {}
+
+
+async def test_the_direct_answer_is_fastapis(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Candles are answered past FastAPI's routing (`app.frontends.direct`), alike: statuses,
+    headers, bodies, problems naming the same fields, path and query."""
+    candles = "/partner/v1/candles/"
+    cases = [
+        (candles + "AAPL", {"interval": "1h", "range": "5d"}, {}),
+        (candles + "MSFT", {}, {}),
+        (candles + "aapl", {"interval": "2h"}, {}),
+        (candles + "AAPL", {"range": "10y"}, {}),
+        (candles + "ZZZZ", {}, {}),
+        (candles + "AAPL", {}, {"Accept": "text/csv"}),
+        (candles + "AAPL", {}, {"Accept": "application/xml"}),
+        (candles + "AAPL", {}, {"Authorization": "Bearer not-a-token"}),
+    ]
+    directly, routed, answered_directly = await direct_and_routed(
+        gateway, monkeypatch, cases, cached=candles + "*"
+    )
+    assert answered_directly == len(cases)
+    assert routed == directly
+    assert [status for status, _, _ in routed] == [200, 200, 422, 422, 404, 200, 406, 401]
