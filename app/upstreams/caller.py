@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -28,16 +29,17 @@ from yarl import URL
 
 from app.discovery.registry import ServiceRegistry
 from app.errors import UpstreamError, UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
-from app.observability.access_log import UpstreamCall, current_access_record
+from app.observability.access_log import UpstreamCall, access_record_var
 from app.observability.metrics import ClientMetrics, retry_budget_refusals, upstream_retries
-from app.observability.request_id import current_request_id
-from app.observability.tracing import ClientTry, current_trace
+from app.observability.request_id import request_id_var
+from app.observability.tracing import ClientTry, RequestTrace, trace_var
 from app.settings import UpstreamSettings
 from app.store.snapshot import InstanceConfig, ServiceConfig
+from app.traffic.balancer import Balancer
 from app.traffic.breaker import BreakerBoard, CircuitBreaker, CircuitOpen, CircuitState
-from app.traffic.bulkhead import Bulkheads
+from app.traffic.bulkhead import Bulkhead, Bulkheads
 from app.traffic.collapse import RequestCollapser, collapse_key
-from app.traffic.deadline import DEADLINE_HEADER, Deadline, current_deadline
+from app.traffic.deadline import DEADLINE_HEADER, Deadline, deadline_var
 from app.traffic.retry import RetryBudget, RetryBudgets, backoff_s, is_repeatable, retry_after_s
 from app.traffic.shared_timer import SharedTimer
 
@@ -50,7 +52,9 @@ _FAILURE_BY_STATUS: dict[int, type[UpstreamError]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: made for every call, and a frozen dataclass's constructor costs four times a
+# plain one's (each field set through `object.__setattr__`). Nothing changes one.
+@dataclass(slots=True)
 class UpstreamResponse:
     service: str
     status: int
@@ -106,13 +110,39 @@ def create_session(settings: UpstreamSettings) -> aiohttp.ClientSession:
     )
 
 
+class _ServiceRoute:
+    """What every call to one service needs and only its configuration changes: its
+    policies, per-try timeout, retry budget, bulkhead, balancer and instances' breakers,
+    found once per configuration snapshot rather than on every call."""
+
+    __slots__ = ("balancer", "breakers", "budget", "bulkhead", "config", "per_try_s", "policy")
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        *,
+        budget: RetryBudget,
+        bulkhead: Bulkhead,
+        balancer: Balancer,
+    ) -> None:
+        self.config = config
+        self.policy = config.policy
+        per_try_ms = config.policy.retries.per_try_timeout_ms
+        # An attempt's time: the policy's per-try timeout, else the service's timeout.
+        self.per_try_s = per_try_ms / 1000 if per_try_ms is not None else config.timeout_s
+        self.budget = budget
+        self.bulkhead = bulkhead
+        self.balancer = balancer
+        # By instance URL, filled in as instances are called (`UpstreamCaller._breaker`).
+        self.breakers: dict[str, CircuitBreaker] = {}
+
+
 class _Call:
     """One logical upstream request and how far it has got, whatever number of tries it
     takes: one plain object per call, filled in as the tries go."""
 
     __slots__ = (
         "attempts",
-        "config",
         "data",
         "headers",
         "instance",
@@ -120,6 +150,7 @@ class _Call:
         "params",
         "path",
         "retries",
+        "route",
         "service",
         "status",
         "streamed",
@@ -129,7 +160,7 @@ class _Call:
     def __init__(
         self,
         service: str,
-        config: ServiceConfig,
+        route: _ServiceRoute,
         method: str,
         path: str,
         params: Mapping[str, str] | None,
@@ -141,7 +172,7 @@ class _Call:
         attempts: int | None = None,
     ) -> None:
         self.service = service
-        self.config = config
+        self.route = route
         self.method = method
         self.path = path
         self.params = params
@@ -199,6 +230,7 @@ class UpstreamCaller:
         self.budgets = RetryBudgets()
         self.collapser: RequestCollapser[UpstreamResponse] = RequestCollapser()
         self.metrics = ClientMetrics()
+        self._routes: dict[str, _ServiceRoute] = {}
         # Every try's bound, on one event-loop timer.
         self._timer = SharedTimer()
         # The usual tries' aiohttp timeouts, made once (see `_send`).
@@ -229,15 +261,15 @@ class UpstreamCaller:
         identical.
         """
         method = method.upper()
-        config = self._registry.service(service)
-        outgoing = {"x-request-id": current_request_id()}
+        route = self._route(service)
+        outgoing = {"x-request-id": request_id_var.get()}
         data = None
         if json_body is not None:
             data = orjson.dumps(json_body)
             outgoing["content-type"] = "application/json"
         if headers:
             outgoing.update(headers)
-        call = _Call(service, config, method, path, params, data, outgoing, timeout_s)
+        call = _Call(service, route, method, path, params, data, outgoing, timeout_s)
         if collapse is None:
             collapse = self._settings.collapse_gets and method == "GET" and data is None
         if not collapse or not self._some_circuit_closed(call):
@@ -245,7 +277,7 @@ class UpstreamCaller:
             # once: the breaker lets one probe through, and nobody queues behind it.
             return await self._call(call)
         key = collapse_key(service, path, params=params, headers=outgoing)
-        deadline = current_deadline()
+        deadline = deadline_var.get()
         shared = self.collapser.run(key, lambda: self._call(call))
         if deadline is None:
             return await shared
@@ -270,7 +302,7 @@ class UpstreamCaller:
                 socket = await self._session.ws_connect(
                     instance.url + path,
                     heartbeat=heartbeat_s,
-                    headers={"x-request-id": current_request_id()},
+                    headers={"x-request-id": request_id_var.get()},
                 )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamUnavailable(
@@ -297,12 +329,12 @@ class UpstreamCaller:
         never retried (it cannot be sent twice). `path` (with its query, when `params` is
         None) is sent exactly as given, already percent-encoded. Connection failures and
         timeouts raise."""
-        outgoing = {"x-request-id": current_request_id()}
+        outgoing = {"x-request-id": request_id_var.get()}
         if headers:
             outgoing.update(headers)
         call = _Call(
             service,
-            self._registry.service(service),
+            self._route(service),
             method.upper(),
             path,
             params,
@@ -328,6 +360,28 @@ class UpstreamCaller:
             raise UpstreamRejected(response.detail(), status=response.status, service=service)
         return response.model(model)
 
+    def _route(self, service: str) -> _ServiceRoute:
+        """The service's route for the configuration in force."""
+        config = self._registry.service(service)
+        route = self._routes.get(service)
+        if route is None or route.config is not config:
+            policy = config.policy
+            route = self._routes[service] = _ServiceRoute(
+                config,
+                budget=self.budgets.budget(service, policy.retries),
+                bulkhead=self.bulkheads.bulkhead(service, policy.bulkhead),
+                balancer=self._registry.balancer(service),
+            )
+        return route
+
+    def _breaker(self, call: _Call, url: str) -> CircuitBreaker:
+        breaker = call.route.breakers.get(url)
+        if breaker is None:
+            breaker = call.route.breakers[url] = self.breakers.breaker(
+                call.service, url, call.route.policy.breaker
+            )
+        return breaker
+
     async def _call(self, call: _Call) -> UpstreamResponse:
         """The call with every try it takes, written into the request's access record; a
         failure logged.
@@ -339,24 +393,24 @@ class UpstreamCaller:
         started = time.perf_counter()
         error: str | None = None
         try:
-            service, policy = call.service, call.config.policy
-            budget = self.budgets.budget(service, policy.retries)
-            budget.record_call()
-            per_try_s = _per_try_s(call)
-            deadline = current_deadline()
+            service, route = call.service, call.route
+            route.budget.record_call()
+            per_try_s = call.timeout_s if call.timeout_s is not None else route.per_try_s
+            deadline = deadline_var.get()
             ends_at = (
                 deadline.expires_at
                 if deadline is not None
-                else time.monotonic() + per_try_s * policy.retries.attempts
+                else time.monotonic() + per_try_s * route.policy.retries.attempts
             )
             # A streamed upload's head is bounded by its reads (the body is still arriving
             # from the client), every other try by its timeout; and it is never retried.
-            uploading = isinstance(call.data, AsyncIterable)
-            tried: set[str] = set()
-            timed_out: set[str] = set()
+            uploading = call.streamed and isinstance(call.data, AsyncIterable)
+            # Made by the first retry: nearly every call has none.
+            tried: AbstractSet[str] = _NONE
+            timed_out: AbstractSet[str] = _NONE
             last_failure: _Failure | None = None
             while True:
-                if deadline is not None and deadline.remaining_s() <= 0:
+                if deadline is not None and deadline.expires_at <= time.monotonic():
                     raise _deadline_passed(service)
                 try:
                     instance, breaker = self._choose(call, tried=tried, excluded=timed_out)
@@ -366,9 +420,8 @@ class UpstreamCaller:
                         # open".
                         raise last_failure.error from last_failure.cause
                     raise
-                tried.add(instance.url)
                 call.instance = instance.url
-                bulkhead = self.bulkheads.bulkhead(service, policy.bulkhead)
+                bulkhead = route.bulkhead
                 # Whether the try said something about the instance (None: it did not).
                 outcome: bool | None = None
                 try:
@@ -378,7 +431,13 @@ class UpstreamCaller:
                         timeout_s, cut_by_deadline = _try_timeout_s(
                             service, per_try_s, ends_at, deadline
                         )
-                        client_try = _start_try(call, instance, timeout_s)
+                        call.headers[DEADLINE_HEADER] = str(max(int(timeout_s * 1000), 1))
+                        request_trace = trace_var.get()
+                        client_try = (
+                            None
+                            if request_trace is None
+                            else _start_client_try(request_trace, call, instance)
+                        )
                         failure: _Failure | None = None
                         status: int | None = None
                         error_type: str | None = "cancelled"
@@ -386,7 +445,7 @@ class UpstreamCaller:
                         try:
                             with (
                                 self._timer.bound(None if uploading else timeout_s),
-                                self._registry.balancer(service).track(instance),
+                                route.balancer.track(instance),
                             ):
                                 if call.streamed:
                                     answer = await self._send(call, instance, timeout_s)
@@ -444,17 +503,17 @@ class UpstreamCaller:
                         else:
                             breaker.record_failure()
                         self._registry.health.record_call(
-                            service, instance.url, ok=outcome, policy=policy.ejection
+                            service, instance.url, ok=outcome, policy=route.policy.ejection
                         )
+                tried = {*tried, instance.url}
                 if failure.kind == "timeout":
-                    timed_out.add(instance.url)
+                    timed_out = {*timed_out, instance.url}
                 last_failure = failure
                 delay = self._retry_delay(
                     call,
                     failure,
                     retry=call.retries + 1,
                     repeatable=is_repeatable(call.method, call.headers) and not uploading,
-                    budget=budget,
                     ends_at=ends_at,
                     timed_out=timed_out,
                 )
@@ -474,7 +533,7 @@ class UpstreamCaller:
             error = "cancelled"
             raise
         finally:
-            record = current_access_record()
+            record = access_record_var.get()
             if record is not None:
                 record.add_upstream_call(
                     UpstreamCall(
@@ -489,14 +548,13 @@ class UpstreamCaller:
                 )
 
     def _some_circuit_closed(self, call: _Call) -> bool:
-        policy = call.config.policy.breaker
         return any(
-            self.breakers.breaker(call.service, instance.url, policy).state is CircuitState.closed
+            self._breaker(call, instance.url).state is CircuitState.closed
             for instance in self._registry.routable(call.service)
         )
 
     def _choose(
-        self, call: _Call, *, tried: set[str], excluded: set[str]
+        self, call: _Call, *, tried: AbstractSet[str], excluded: AbstractSet[str]
     ) -> tuple[InstanceConfig, CircuitBreaker]:
         """An instance whose circuit lets the call through, preferring one not tried yet and
         never one in `excluded`."""
@@ -505,12 +563,11 @@ class UpstreamCaller:
             raise UpstreamUnavailable(
                 f"{call.service} has no enabled instance.", service=call.service
             )
-        policy = call.config.policy.breaker
         if len(instances) == 1:
             # The common case: one instance, nothing to balance between.
             instance = instances[0]
             if instance.url not in excluded:
-                breaker = self.breakers.breaker(call.service, instance.url, policy)
+                breaker = self._breaker(call, instance.url)
                 if breaker.try_acquire():
                     return instance, breaker
             raise CircuitOpen(call.service)
@@ -518,13 +575,12 @@ class UpstreamCaller:
             (instance, breaker)
             for instance in instances
             if instance.url not in excluded
-            and (breaker := self.breakers.breaker(call.service, instance.url, policy)).available()
+            and (breaker := self._breaker(call, instance.url)).available()
         ]
-        balancer = self._registry.balancer(call.service)
         while open_for_calls:
             untried = [pair for pair in open_for_calls if pair[0].url not in tried]
             pool = untried or open_for_calls
-            instance = balancer.pick([pair[0] for pair in pool])
+            instance = call.route.balancer.pick([pair[0] for pair in pool])
             breaker = next(b for i, b in pool if i is instance)
             if breaker.try_acquire():
                 return instance, breaker
@@ -581,12 +637,11 @@ class UpstreamCaller:
         *,
         retry: int,
         repeatable: bool,
-        budget: RetryBudget,
         ends_at: float,
-        timed_out: set[str],
+        timed_out: AbstractSet[str],
     ) -> float | None:
         """Seconds to wait before trying again, or None when this failure is final."""
-        policy = call.config.policy.retries
+        policy = call.route.policy.retries
         attempts = call.attempts if call.attempts is not None else policy.attempts
         if not repeatable or retry >= attempts:
             return None
@@ -602,33 +657,26 @@ class UpstreamCaller:
         if failed.retry_after is not None:
             delay = max(delay, failed.retry_after)
         room = ends_at - time.monotonic()
-        deadline = current_deadline()
+        deadline = deadline_var.get()
         if deadline is not None:
             room = min(room, deadline.remaining_s())
         if delay >= room:
             return None
-        if not budget.try_spend():
+        if not call.route.budget.try_spend():
             retry_budget_refusals.labels(call.service).inc()
             return None
         upstream_retries.labels(call.service).inc()
         return delay
 
-    def _instance_left(self, service: str, timed_out: set[str]) -> bool:
+    def _instance_left(self, service: str, timed_out: AbstractSet[str]) -> bool:
         """Whether the service has a routable instance that has not timed out on this call."""
         return any(i.url not in timed_out for i in self._registry.routable(service))
 
 
+# The instances a call has tried, or that timed out on it, before its first retry.
+_NONE: frozenset[str] = frozenset()
 # Headers aiohttp would add to a streamed call on its own.
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent")
-
-
-def _per_try_s(call: _Call) -> float:
-    """How long one attempt may take: the call's own bound, else the policy's per-try
-    timeout, else the service's timeout."""
-    if call.timeout_s is not None:
-        return call.timeout_s
-    per_try_ms = call.config.policy.retries.per_try_timeout_ms
-    return per_try_ms / 1000 if per_try_ms is not None else call.config.timeout_s
 
 
 def _upstream_failure_logged(call: _Call, failure: UpstreamError) -> None:
@@ -650,23 +698,20 @@ def _upstream_failure_logged(call: _Call, failure: UpstreamError) -> None:
     )
 
 
-def _start_try(call: _Call, instance: InstanceConfig, timeout_s: float) -> ClientTry | None:
-    """The try's own headers: the time it has, and, when the request is traced, its client
-    span's `traceparent` (the span is returned, to be ended with the try)."""
-    headers = call.headers
-    headers[DEADLINE_HEADER] = str(max(int(timeout_s * 1000), 1))
-    request_trace = current_trace()
-    if request_trace is None:
-        return None
+def _start_client_try(
+    request_trace: RequestTrace, call: _Call, instance: InstanceConfig
+) -> ClientTry:
+    """The try as the request's trace sees it: a client span, its `traceparent` sent
+    upstream."""
     client_try = request_trace.start_try(
         service=call.service,
         method=call.method,
         url=instance.url + call.path,
         resend_count=call.retries,
     )
-    headers["traceparent"] = client_try.traceparent
+    call.headers["traceparent"] = client_try.traceparent
     if request_trace.tracestate:
-        headers["tracestate"] = request_trace.tracestate
+        call.headers["tracestate"] = request_trace.tracestate
     return client_try
 
 
