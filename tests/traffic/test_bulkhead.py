@@ -69,3 +69,21 @@ async def test_a_full_news_bulkhead_leaves_market_data_unaffected(
     requests = news.stats()["requests"]
     assert isinstance(requests, dict)
     assert requests["GET /news"] == 2
+
+
+async def test_a_slot_handed_to_a_waiter_that_is_cancelled_passes_on() -> None:
+    bulkhead = Bulkhead("news", BulkheadPolicy(max_concurrent=1, max_wait_ms=5000))
+    assert bulkhead.try_enter()
+    waiting = asyncio.create_task(bulkhead.enter())
+    await asyncio.sleep(0.01)
+    assert bulkhead.waiting == 1
+    # The slot is handed over, and the waiter's caller goes away before it could run.
+    bulkhead.leave()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    # The handed-over slot was given back, not lost, and not counted twice.
+    assert bulkhead.in_flight == 0
+    assert bulkhead.waiting == 0
+    assert bulkhead.try_enter()
+    assert not bulkhead.try_enter()
