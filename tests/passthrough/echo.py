@@ -96,6 +96,18 @@ async def _slow(request: web.Request) -> web.Response:
     return web.json_response({"headline": "late", "id": 1})
 
 
+async def _stall(request: web.Request) -> web.StreamResponse:
+    """A head and a first chunk, then nothing for `s` seconds, then the rest."""
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    response.content_length = 2 * CHUNK
+    await response.prepare(request)
+    await response.write(b"s" * CHUNK)
+    await asyncio.sleep(float(request.query.get("s", "30")))
+    await response.write(b"s" * CHUNK)
+    await response.write_eof()
+    return response
+
+
 async def _hop(request: web.Request) -> web.Response:
     return web.Response(
         text="ok",
@@ -127,6 +139,7 @@ def _app(upstream: EchoUpstream) -> web.Application:
     app.router.add_get("/articles", _articles)
     app.router.add_get("/hop", _hop)
     app.router.add_get("/slow", _slow)
+    app.router.add_get("/stall", _stall)
     app.router.add_route("*", "/{tail:.*}", _echo)
     return app
 

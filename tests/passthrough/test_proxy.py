@@ -186,3 +186,33 @@ async def test_prefix_is_the_only_place_routes_live(gateway: RunningGateway) -> 
     assert (await gateway.client.get("/healthz")).status_code == 200
     assert (await gateway.client.get("/api/web/v1/dashboard")).json()["path"] == "/x/v1/dashboard"
     assert_problem(await gateway.client.get("/web/v1/dashboard"), 401)
+
+
+async def test_an_answer_that_stalls_after_its_head_is_cut_at_the_route_timeout(
+    gateway: RunningGateway,
+) -> None:
+    await add_route(
+        gateway.client,
+        name="echo-stall",
+        match={"path": "/stall"},
+        upstream={"service": "echo", "path": "/stall"},
+        timeout_ms=500,
+    )
+    started = asyncio.get_running_loop().time()
+    received = 0
+    async with gateway.client.stream(
+        "GET", "/api/stall?s=4", headers={"Accept-Encoding": "identity"}
+    ) as response:
+        # The head and the first chunk came in time: they are the client's.
+        assert response.status_code == 200
+        assert response.headers["content-length"] == str(2 * 64 * 1024)
+        try:
+            async for chunk in response.aiter_bytes():
+                received += len(chunk)
+        except httpx.TransportError:
+            pass
+    waited = asyncio.get_running_loop().time() - started
+    # The stalled body is given up within the route's bound, not after the upstream's 4 s,
+    # and the client never gets a complete-looking answer.
+    assert received == 64 * 1024
+    assert waited < 3
