@@ -20,7 +20,7 @@ import httpx
 from backends.launcher import start_platform
 from bench.batch import batch_against_separate
 from bench.cache import cached_against_uncached
-from bench.instructions import measure_both
+from bench.instructions import measure_targets
 from bench.load import print_result, run_load
 from bench.mcp import mcp_tool_calls
 from bench.observability import instructions_on_against_off, observability_on_against_off
@@ -55,13 +55,14 @@ def migrated_database(directory: str) -> str:
 
 
 def instructions_per_request(upstream: Server) -> None:
-    """Callgrind's count for one request of the gateway and of the bare handler."""
-    print("\n## Instructions per request (callgrind, in-process driver, partner quotes)")
+    """Callgrind's count for one request of the gateway (partner quotes, the pass-through
+    route) and of the bare handler."""
+    print("\n## Instructions per request (callgrind, in-process driver)")
     if shutil.which("valgrind") is None:
         print("skipped: valgrind is not installed (`make bench` installs it where it can)")
         return
     try:
-        counts = measure_both(upstream.url)
+        counts = measure_targets(upstream.url)
     except subprocess.CalledProcessError as failed:
         error = failed.stderr.decode(errors="replace") if failed.stderr else ""
         print(f"skipped: the driver failed ({failed.returncode}): {error.strip()[-400:]}")
@@ -69,10 +70,13 @@ def instructions_per_request(upstream: Server) -> None:
     except subprocess.TimeoutExpired as expired:
         print(f"skipped: the driver did not finish within {expired.timeout:g} s")
         return
-    bare, gateway = counts["baseline"], counts["gateway"]
+    bare = counts["baseline"]
     print(f"{'bare FastAPI + aiohttp handler':<48} {bare:>12,.0f}")
-    ratio = gateway / bare
-    print(f"{'gateway, API key + Redis rate limit':<48} {gateway:>12,.0f}   {ratio:.2f}x bare")
+    for label, target in (
+        ("gateway, API key + Redis rate limit", "gateway"),
+        ("pass-through route, key + limit + metrics + log", "passthrough"),
+    ):
+        print(f"{label:<48} {counts[target]:>12,.0f}   {counts[target] / bare:.2f}x bare")
 
 
 def dashboard_latency(directory: str) -> None:

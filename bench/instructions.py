@@ -12,10 +12,12 @@ a loaded 2-core machine.) The gateway's periodic tasks (config revision check an
 registry refresh, usage flush) are stretched so they do not run during the count: under
 callgrind's slowdown they would add 80-200 k instructions per request, varying with load.
 
-    python -m bench.instructions gateway|baseline   # prints instructions per request
+    python -m bench.instructions           # prints instructions per request of each target
 
-The gateway runs as `make bench` runs it: partner quotes with an API key, Redis rate
-limits, collapsing off, no access log.
+`gateway` runs as `make bench`'s partner-quotes rows run it: partner quotes with an API key,
+Redis rate limits, collapsing off, no access log. `passthrough` runs as its pass-through row:
+the config-driven route `/api/market-data/quotes` with an API key, the route's Redis rate
+limit, metrics and the access log on (to /dev/null). `baseline` is the bare handler.
 """
 
 import asyncio
@@ -28,7 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from backends.catalog import INSTRUMENTS
@@ -141,8 +143,13 @@ def _run_in_process(target: str, requests: int, upstream: str, database_url: str
     settings.startup_db_timeout_s = 600
     settings.db_connect_timeout_s = 60
     settings.db_statement_timeout_s = 300
+    path = "/partner/v1/quotes"
+    if target == "passthrough":
+        path = "/api/market-data/quotes"
+        settings.access_log = True
+        settings.metrics.enabled = True
     headers = {"X-API-Key": os.environ["BENCH_API_KEY"]}
-    uvloop.run(_drive(create_app(settings), "/partner/v1/quotes", headers, requests))
+    uvloop.run(_drive(create_app(settings), path, headers, requests))
 
 
 def _callgrind_instructions(target: str, requests: int, env: Mapping[str, str]) -> int:
@@ -215,9 +222,14 @@ def instructions_per_request(target: str, env: Mapping[str, str]) -> float:
     return _callgrind_instructions(target, REQUESTS, env) / REQUESTS
 
 
-def measure_both(upstream: str) -> dict[str, float]:
-    """Instructions per request of the bare handler and of the gateway, against `upstream`."""
+TARGETS = ("baseline", "gateway", "passthrough")
+
+
+def measure_targets(upstream: str, targets: Sequence[str] = TARGETS) -> dict[str, float]:
+    """Instructions per request of each of `targets` (the bare handler, the gateway's partner
+    quotes, its pass-through route), against `upstream`."""
     from bench.__main__ import migrated_database
+    from bench.passthrough import seed_routes
     from bench.rate_limited import delete_keys, provision_partner
 
     if shutil.which("valgrind") is None:
@@ -225,6 +237,7 @@ def measure_both(upstream: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as directory:
         database_url = migrated_database(directory)
         key = asyncio.run(provision_partner(database_url))
+        asyncio.run(seed_routes(database_url, count=1))
         prefix = f"bench:{uuid.uuid4().hex[:8]}:"
         env = {
             "BENCH_UPSTREAM": upstream,
@@ -233,9 +246,7 @@ def measure_both(upstream: str) -> dict[str, float]:
             "BENCH_REDIS_PREFIX": prefix,
         }
         try:
-            return {
-                target: instructions_per_request(target, env) for target in ("baseline", "gateway")
-            }
+            return {target: instructions_per_request(target, env) for target in targets}
         finally:
             asyncio.run(delete_keys(prefix))
 
@@ -251,7 +262,7 @@ def main() -> None:
 
     upstream = start_upstream()
     try:
-        figures = measure_both(upstream.url)
+        figures = measure_targets(upstream.url)
     finally:
         upstream.stop()
     print(json.dumps({name: round(value) for name, value in figures.items()}))
