@@ -276,8 +276,9 @@ class _Script:
 
 
 _ADMIT = _Script(ADMIT_SCRIPT)
-# Arguments of the script's command, encoded once: redis-py sends bytes as they are.
-_EVALSHA = b"EVALSHA"
+# Arguments of the script's command, encoded once: redis-py sends bytes as they are. The
+# command's name stays text: a cluster client looks up its routing policy by it.
+_EVALSHA = "EVALSHA"
 _NO_MEMBER = b""
 _CLAIM, _NO_CLAIM = b"1", b"0"
 
