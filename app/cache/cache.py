@@ -36,7 +36,6 @@ from app.cache.http import (
     cache_status,
     directives,
     explicit_freshness,
-    format_http_date,
     not_modified,
     seconds,
     strong_etag,
@@ -216,6 +215,9 @@ class ResponseCache:
             if name.lower() not in HOP_HEADERS
         ]
         field = _FieldReader(headers)
+        origin_headers = dict(headers)
+        # The server dates each answer (see `_answer`).
+        headers = [(name, value) for name, value in headers if name != "date"]
         asked = directives(request.headers.get("cache-control"))
         answered = directives(field.joined("cache-control"))
         if "no-store" in asked or "no-store" in answered:
@@ -231,7 +233,7 @@ class ResponseCache:
                 return None
             if "*" in field.vary_names():
                 return None
-            fresh = explicit_freshness(answered, dict(headers), now=now)
+            fresh = explicit_freshness(answered, origin_headers, now=now)
             if fresh is None:
                 # The route's TTL as the heuristic freshness, for the statuses that allow it;
                 # otherwise only worth keeping to revalidate.
@@ -651,9 +653,13 @@ class ResponseCache:
         result: str,
     ) -> CacheAnswer:
         now = time.time()
-        headers = [*entry.headers, ("age", str(int(entry.age(now)))), ("cache-status", status)]
-        if not _has(headers, "date"):
-            headers.append(("date", _date_now(now)))
+        # No `Date` of the entry's: the server stamps every answer with one, and `Date` is a
+        # singleton field; `Age` says how old the entry is. (Entries stored before `storable`
+        # left it out may still hold one.)
+        stored = entry.headers
+        if _has(stored, "date"):
+            stored = [(name, value) for name, value in stored if name != "date"]
+        headers = [*stored, ("age", str(int(entry.age(now)))), ("cache-status", status)]
         coding = self._coding(request)
         if entry.status == 200 and (
             not_modified(request.headers, etag=entry.etag, last_modified=entry.last_modified)
@@ -728,18 +734,6 @@ class _FieldReader:
                 names += [part.strip().lower() for part in value.split(",") if part.strip()]
         # The cache encodes per client itself; the identity body does not vary on it.
         return tuple(sorted(set(names) - {"accept-encoding"}))
-
-
-_date_cache: tuple[int, str] = (0, "")
-
-
-def _date_now(now: float) -> str:
-    """`Date` for this second, formatted once per second."""
-    global _date_cache
-    second = int(now)
-    if _date_cache[0] != second:
-        _date_cache = (second, format_http_date(second))
-    return _date_cache[1]
 
 
 def _has(headers: Sequence[tuple[str, str]], name: str) -> bool:

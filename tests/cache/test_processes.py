@@ -119,6 +119,9 @@ async def test_two_processes_share_the_redis_level(
             assert "stored" in stored.headers["cache-status"]
             assert served.headers["cache-status"].startswith("gateway; hit")
             assert served.content == stored.content
+            # `Date` is a singleton field: the server's, never a second one from the entry.
+            for answer in (stored, served):
+                assert len(answer.headers.get_list("date")) == 1, answer.headers
             assert await backends.requests("market-data") == {"GET /quotes": 1}
 
             await backends.fault("market-data", latency_ms=300)
