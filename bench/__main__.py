@@ -4,7 +4,8 @@ Ratios against a bare baseline measured in the same run keep a noisy machine com
 with itself: each side is measured ROUNDS times, interleaved, and the best run counts.
 Instruction counts (callgrind) do not move with the machine's noise at all.
 
-    BENCH_SECONDS (5)  BENCH_ROUNDS (3)  BENCH_CONNECTIONS (50)  BENCH_REDIS_URL
+    BENCH_SECONDS (5)  BENCH_ROUNDS (3)  BENCH_CONNECTIONS (50)
+    BENCH_REDIS_URL (unset: a redis-server of the bench's own, off the measured core)
 """
 
 import io
@@ -25,9 +26,9 @@ from bench.load import print_result, run_load
 from bench.mcp import mcp_tool_calls
 from bench.observability import instructions_on_against_off, observability_on_against_off
 from bench.passthrough import passthrough_rows
-from bench.rate_limited import REDIS_URL
+from bench.rate_limited import redis_url
 from bench.scaleout import scaleout
-from bench.servers import Server, start_gateway, start_upstream
+from bench.servers import Server, bench_redis, start_gateway, start_upstream
 from bench.streams import stream_capacity
 from bench.throughput import partner_quotes
 from bench.usage import usage_on_against_off
@@ -132,6 +133,11 @@ def main() -> None:
     if isinstance(sys.stdout, io.TextIOWrapper):
         # A run takes minutes: each line shows when printed, also through a pipe.
         sys.stdout.reconfigure(line_buffering=True)
+    with bench_redis():
+        every_row()
+
+
+def every_row() -> None:
     with tempfile.TemporaryDirectory() as directory:
         upstream = start_upstream()
         try:
@@ -162,7 +168,7 @@ def main() -> None:
         dashboard_latency(directory)
     upstream = start_upstream()
     try:
-        scaleout(upstream, REDIS_URL)
+        scaleout(upstream, redis_url())
     finally:
         upstream.stop()
     with tempfile.TemporaryDirectory() as directory:

@@ -113,11 +113,12 @@ def _run_in_process(target: str, requests: int, upstream: str, database_url: str
         return
     from app.main import create_app
     from app.settings import Settings
+    from bench.rate_limited import redis_url
 
     settings = Settings(
         database_url=database_url,
         services={"market-data": [upstream]},
-        redis_url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        redis_url=redis_url(),
         redis_prefix=os.environ["BENCH_REDIS_PREFIX"],
         # Off as in `make bench`'s rows, unless a row measures it (`bench.observability`).
         access_log=os.environ.get("BENCH_ACCESS_LOG") == "true",

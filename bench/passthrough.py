@@ -16,8 +16,8 @@ from app.store.database import create_engine, session_factory
 from app.store.route_declarations import RouteDeclaration
 from app.store.routes import RevisionRepository, RouteRepository
 from bench.load import ROUNDS, load_tool, print_result
-from bench.rate_limited import REDIS_URL, delete_keys, provision_partner
-from bench.servers import Server, start_gateway, start_upstream, start_uvicorn
+from bench.rate_limited import delete_keys, provision_partner, redis_url
+from bench.servers import Server, start_baseline, start_gateway, start_upstream
 from bench.throughput import SERVICES, SPREAD_PATHS, Target, measure_interleaved, verdict
 
 # The targets: the route against the bare handler; 1,000 routes against 1.
@@ -87,7 +87,7 @@ def passthrough_rows(upstream: Server, directory: str, *, connections: int, seco
         asyncio.run(seed_routes(database_url, count=count))
     redis_prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     env = {
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": redis_url(),
         "GATEWAY_REDIS_PREFIX": redis_prefix,
         "GATEWAY_RATE_LIMIT__ENABLED": "true",
         "GATEWAY_UPSTREAM__COLLAPSE_GETS": "false",
@@ -99,13 +99,7 @@ def passthrough_rows(upstream: Server, directory: str, *, connections: int, seco
     many_label = f"the same among {ROUTES_MANY} routes"
     try:
         with ExitStack() as servers:
-            baseline = start_uvicorn(
-                "baseline",
-                "bench.baseline:app",
-                health_path="/docs",
-                env={"BENCH_UPSTREAM": upstream.url},
-                measured=True,
-            )
+            baseline = start_baseline(upstream)
             servers.callback(baseline.stop)
             targets = [Target("bare FastAPI + aiohttp handler", baseline.url, SPREAD_PATHS)]
             for label, database_url in ((headline_label, alone_db), (many_label, many_db)):

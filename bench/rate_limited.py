@@ -3,7 +3,8 @@
 The partner, its plan (a per-second rate far above what the load reaches, so every request
 is checked and admitted) and its key are written to the config database before the
 gateways start. Their keys live under a prefix of their own in the Redis at BENCH_REDIS_URL
-and are deleted afterwards.
+(where unset, `make bench` starts a Redis of its own: `bench.servers.bench_redis`) and are
+deleted afterwards.
 """
 
 import os
@@ -14,8 +15,13 @@ from app.security.apikeys import KeyHasher, issue_key
 from app.store.database import create_engine, session_factory
 from app.store.models import ApiKey, Consumer, Plan
 
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 PLAN_RATE_PER_SECOND = 1_000_000
+
+
+def redis_url() -> str:
+    """BENCH_REDIS_URL, read when a row runs, not at import (`bench_redis` sets it for the
+    rows it serves); unset, the machine's own Redis."""
+    return os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 async def provision_partner(database_url: str) -> str:
@@ -48,7 +54,7 @@ async def provision_partner(database_url: str) -> str:
 
 
 async def delete_keys(prefix: str) -> None:
-    redis = Redis.from_url(REDIS_URL)
+    redis = Redis.from_url(redis_url())
     try:
         keys = [key async for key in redis.scan_iter(match=prefix + "*", count=1000)]
         if keys:

@@ -434,13 +434,13 @@ def scaleout(upstream: Server, redis_url: str, sections: Sequence[str] = SECTION
 
 def main() -> None:
     """`python -m bench.scaleout [workers] [cluster] [redis]` (default: all three)."""
-    from bench.rate_limited import REDIS_URL
+    from bench.rate_limited import redis_url
     from bench.servers import start_upstream
 
     sections = [name for name in sys.argv[1:] if name in SECTIONS] or list(SECTIONS)
     upstream = start_upstream()
     try:
-        scaleout(upstream, REDIS_URL, sections)
+        scaleout(upstream, redis_url(), sections)
     finally:
         upstream.stop()
 

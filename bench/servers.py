@@ -6,11 +6,14 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
+import redis
 
 # The gateway's admin API is not under load; a token only so that it starts as deployed.
 ADMIN_TOKEN = "bench-admin-token"
@@ -142,6 +145,18 @@ def start_gateway(
     )
 
 
+def start_baseline(upstream: Server) -> Server:
+    """The bare FastAPI + aiohttp handler (`bench.baseline`) the gateway is compared with,
+    on the measured core as the gateway is."""
+    return start_uvicorn(
+        "baseline",
+        "bench.baseline:app",
+        health_path="/docs",
+        env={"BENCH_UPSTREAM": upstream.url},
+        measured=True,
+    )
+
+
 def start_upstream() -> Server:
     """The canned market-data stand-in (`bench.upstream`), beside the load tool and off the
     measured core."""
@@ -151,6 +166,66 @@ def start_upstream() -> Server:
     url = f"http://127.0.0.1:{port}"
     wait_until_up("upstream", url + "/health", process)
     return Server("upstream", url, process)
+
+
+@contextmanager
+def bench_redis() -> Iterator[str]:
+    """The Redis of the rate-limited rows, as BENCH_REDIS_URL while the block runs: the one
+    BENCH_REDIS_URL names if set, else a private `redis-server` (no persistence) off the
+    measured core. The system Redis is pinned nowhere: under load the scheduler may run it
+    on the gateway's core, where it would be counted against the gateway."""
+    given = os.environ.get("BENCH_REDIS_URL")
+    if given:
+        print(
+            f"Redis for the rate-limited rows: {given} (BENCH_REDIS_URL), not pinned by the "
+            "bench: it may share the gateway's core"
+        )
+        yield given
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed: install it or set BENCH_REDIS_URL")
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    with tempfile.TemporaryDirectory() as directory:
+        command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", directory]
+        command += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+        confined = pinned(command, measured=False)
+        process = subprocess.Popen(confined, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_for_ping(url, process)
+            where = (
+                "off the gateway's core"
+                if confined != command
+                else "not pinned (one core or no taskset)"
+            )
+            print(f"Redis for the rate-limited rows: a private redis-server at {url}, {where}")
+            os.environ["BENCH_REDIS_URL"] = url
+            try:
+                yield url
+            finally:
+                del os.environ["BENCH_REDIS_URL"]
+        finally:
+            process.kill()
+            process.wait()
+
+
+def _wait_for_ping(url: str, process: subprocess.Popen[bytes]) -> None:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    deadline = time.monotonic() + START_WITHIN_S
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {process.returncode} on start-up")
+            try:
+                if client.ping():
+                    return
+            except (redis.RedisError, OSError):
+                pass
+            time.sleep(0.05)
+    finally:
+        client.close()
+    raise RuntimeError(f"redis-server did not answer at {url} within {START_WITHIN_S:g} s")
 
 
 def wait_until_up(name: str, url: str, process: subprocess.Popen[bytes]) -> None:

@@ -9,14 +9,14 @@ load repeats one URL.
 
 import asyncio
 import uuid
-from collections.abc import Collection, Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 
 from backends.catalog import INSTRUMENTS
 from bench.load import ROUNDS, LoadResult, load_tool, print_result, run_load
-from bench.rate_limited import REDIS_URL, delete_keys, provision_partner
-from bench.servers import Server, start_gateway, start_uvicorn
+from bench.rate_limited import delete_keys, provision_partner, redis_url
+from bench.servers import Server, start_baseline, start_gateway
 
 SPREAD_PATHS = tuple(f"/quotes?symbols={symbol}" for symbol in sorted(INSTRUMENTS))
 ONE_PATH = ("/quotes?symbols=AAPL",)
@@ -39,7 +39,7 @@ class Target:
     url: str
     paths: Sequence[str]
     runs: list[LoadResult] = field(default_factory=list)
-    # The target's own request headers, where the targets' differ.
+    # What its requests carry: a gateway's, the partner's key; the bare handler's, nothing.
     headers: Mapping[str, str] | None = None
 
     def best(self) -> LoadResult:
@@ -50,6 +50,9 @@ class Target:
         return replace(best, upstream_cores=max(cores, default=None))
 
 
+# What the bare handler does not do either: the rows compare the request path, not log
+# I/O or the cache (whose rows are `bench.cache`).
+REQUEST_PATH_ONLY = {"GATEWAY_ACCESS_LOG": "false", "GATEWAY_CACHE__ENABLED": "false"}
 REDIS_LIMITS = {"GATEWAY_RATE_LIMIT__ENABLED": "true", "GATEWAY_UPSTREAM__COLLAPSE_GETS": "false"}
 HEADLINE = GatewayVariant("gateway, API key + Redis rate limit", REDIS_LIMITS)
 VARIANTS = (
@@ -79,7 +82,6 @@ def measure_interleaved(
     connections: int,
     seconds: float,
     upstream: Server,
-    headers: Mapping[str, str] | None = None,
 ) -> None:
     """Warm each target for a second (pools, caches, Redis scripts), then run each for
     `seconds`, ROUNDS times interleaved, so the machine's drift falls on every target alike."""
@@ -89,7 +91,7 @@ def measure_interleaved(
             target.paths,
             connections=connections,
             seconds=1,
-            headers=target.headers or headers,
+            headers=target.headers,
         )
     for _ in range(ROUNDS):
         for target in targets:
@@ -99,57 +101,66 @@ def measure_interleaved(
                     target.paths,
                     connections=connections,
                     seconds=seconds,
-                    headers=target.headers or headers,
+                    headers=target.headers,
                     upstream=upstream,
                 )
             )
 
 
-def partner_quotes(
-    upstream: Server, database_url: str, *, connections: int, seconds: float
-) -> None:
-    """Start the bare handler and every gateway variant, load them in turns, print rows."""
+@contextmanager
+def partner_gateways(
+    upstream: Server,
+    database_url: str,
+    variants: Sequence[GatewayVariant],
+    *,
+    env: Mapping[str, str],
+    quiet: bool = False,
+) -> Iterator[list[Target]]:
+    """A gateway per variant (`env`, then the variant's own settings), each a target with
+    the key of a partner provisioned in `database_url`; the gateways' Redis keys under a
+    prefix of their own, deleted when the block ends. `quiet`: their output to /dev/null."""
     key = asyncio.run(provision_partner(database_url))
     redis_prefix = f"bench:{uuid.uuid4().hex[:8]}:"
-    common = {
-        "REDIS_URL": REDIS_URL,
-        "GATEWAY_REDIS_PREFIX": redis_prefix,
-        # The bare handler logs nothing either: this compares the request path, not log I/O.
-        "GATEWAY_ACCESS_LOG": "false",
-        # Nor does it cache: the request path again (the cache's rows are `bench.cache`).
-        "GATEWAY_CACHE__ENABLED": "false",
-    }
+    common = {**env, "REDIS_URL": redis_url(), "GATEWAY_REDIS_PREFIX": redis_prefix}
     services = {name: [upstream.url] for name in SERVICES}
     try:
         with ExitStack() as servers:
-            baseline = start_uvicorn(
-                "baseline",
-                "bench.baseline:app",
-                health_path="/docs",
-                env={"BENCH_UPSTREAM": upstream.url},
-                measured=True,
-            )
-            servers.callback(baseline.stop)
-            targets = [Target("bare FastAPI + aiohttp handler", baseline.url, SPREAD_PATHS)]
-            for variant in VARIANTS:
+            targets = []
+            for variant in variants:
                 gateway = start_gateway(
                     variant.label,
                     services=services,
                     database_url=database_url,
                     env={**common, **variant.env},
                     unset=variant.unset,
+                    quiet=quiet,
                 )
                 servers.callback(gateway.stop)
-                targets.append(Target(variant.label, gateway.url + "/partner/v1", variant.paths))
-            measure_interleaved(
-                targets,
-                connections=connections,
-                seconds=seconds,
-                upstream=upstream,
-                headers={"X-API-Key": key},
-            )
+                targets.append(
+                    Target(
+                        variant.label,
+                        gateway.url + "/partner/v1",
+                        variant.paths,
+                        headers={"X-API-Key": key},
+                    )
+                )
+            yield targets
     finally:
         asyncio.run(delete_keys(redis_prefix))
+
+
+def partner_quotes(
+    upstream: Server, database_url: str, *, connections: int, seconds: float
+) -> None:
+    """Start the bare handler and every gateway variant, load them in turns, print rows."""
+    with ExitStack() as servers:
+        baseline = start_baseline(upstream)
+        servers.callback(baseline.stop)
+        gateways = servers.enter_context(
+            partner_gateways(upstream, database_url, VARIANTS, env=REQUEST_PATH_ONLY)
+        )
+        targets = [Target("bare FastAPI + aiohttp handler", baseline.url, SPREAD_PATHS), *gateways]
+        measure_interleaved(targets, connections=connections, seconds=seconds, upstream=upstream)
     print_rows(targets, connections=connections, seconds=seconds)
 
 

@@ -6,15 +6,11 @@ What the cache, usage-metering and observability rows have in common (`bench.cac
 `bench.usage`, `bench.observability`); each says what its variants switch.
 """
 
-import asyncio
-import uuid
 from collections.abc import Mapping
-from contextlib import ExitStack
 
 from bench.load import ROUNDS, LoadResult, load_tool, print_result
-from bench.rate_limited import REDIS_URL, delete_keys, provision_partner
-from bench.servers import Server, start_gateway
-from bench.throughput import SERVICES, SPREAD_PATHS, Target, measure_interleaved
+from bench.servers import Server
+from bench.throughput import SPREAD_PATHS, GatewayVariant, measure_interleaved, partner_gateways
 
 # Every variant's gateway: API key and Redis rate limits on, collapsing off, load spread
 # over the catalogue's symbols (so each request is the request path's, not collapsing's).
@@ -34,32 +30,9 @@ def first_against_second(
     """Start a gateway per variant (label: its settings beyond `COMMON`), load them in turns,
     print the table under `title` and return both best runs; `quiet` sends the gateways'
     output (an access log, say: still written, at its cost) to /dev/null."""
-    key = asyncio.run(provision_partner(database_url))
-    redis_prefix = f"bench:{uuid.uuid4().hex[:8]}:"
-    common = {**COMMON, "REDIS_URL": REDIS_URL, "GATEWAY_REDIS_PREFIX": redis_prefix}
-    services = {name: [upstream.url] for name in SERVICES}
-    targets: list[Target] = []
-    try:
-        with ExitStack() as servers:
-            for label, env in variants.items():
-                gateway = start_gateway(
-                    label,
-                    services=services,
-                    database_url=database_url,
-                    env={**common, **env},
-                    quiet=quiet,
-                )
-                servers.callback(gateway.stop)
-                targets.append(Target(label, gateway.url + "/partner/v1", SPREAD_PATHS))
-            measure_interleaved(
-                targets,
-                connections=connections,
-                seconds=seconds,
-                upstream=upstream,
-                headers={"X-API-Key": key},
-            )
-    finally:
-        asyncio.run(delete_keys(redis_prefix))
+    gateways = [GatewayVariant(label, env) for label, env in variants.items()]
+    with partner_gateways(upstream, database_url, gateways, env=COMMON, quiet=quiet) as targets:
+        measure_interleaved(targets, connections=connections, seconds=seconds, upstream=upstream)
     print(
         f"\n## {title}: partner quotes, {connections} connections, {load_tool()}, best of "
         f"{ROUNDS} interleaved round(s) of {seconds:g} s, {len(SPREAD_PATHS)} catalogue "
