@@ -10,9 +10,12 @@ own parts where they decide an answer:
 
 1. the access rule through the policy chain, the route template recorded on the context
    first (the edge's access record, metrics and span name it as they would);
-2. the path and query parameters through FastAPI's `request_params_to_args`, the same
+2. the path and query parameters as FastAPI's `request_params_to_args` reads them, the same
    values and the same errors (a 422 problem naming `path.<name>`, `query.<name>`, after the
-   rule, as FastAPI does);
+   rule, as FastAPI does): for plain one-value parameters (`ParamReader`), what that
+   function works out per request and per field (model, aliases, sequence or not: a third
+   of the route's own cost) is worked out once, and each value goes to FastAPI's own
+   validation of the field; any other parameter goes through the function itself;
 3. the endpoint, whose `Response` is sent as it is (it takes its path parameters as
    arguments: `request.path_params` stays empty, as nothing but the edge writes the scope);
 4. an exception answered by the app's own handler for it (`app.errors`), else left to the
@@ -30,10 +33,17 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, get_type_hints
 
-from fastapi import Request, Response
-from fastapi._compat import ModelField
+from fastapi import Request, Response, params
+from fastapi._compat import ModelField, Undefined
 from fastapi.dependencies.models import Dependant
-from fastapi.dependencies.utils import request_params_to_args
+from fastapi.dependencies.utils import (
+    _get_param_aliases,
+    _get_param_model,
+    _is_json_field,
+    _validate_value_with_model_field,
+    field_annotation_is_sequence,
+    request_params_to_args,
+)
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from starlette.convertors import Convertor
@@ -63,6 +73,10 @@ class DirectRoute:
     convertors: Mapping[str, Convertor[Any]] = field(default_factory=dict)
     earlier: Sequence[re.Pattern[str]] = ()
 
+    # How its parameters are read, worked out once (None: by `request_params_to_args`).
+    path_readers: "tuple[ParamReader, ...] | None" = None
+    query_readers: "tuple[ParamReader, ...] | None" = None
+
     def path_params(self, path: str) -> dict[str, Any] | None:
         """The template's parameters in `path`, or None when the router would not give a GET
         of `path` to this route."""
@@ -79,8 +93,8 @@ class DirectRoute:
         context = context_of(request)
         context.route = self.template
         await request.scope["state"]["gateway"].chain.run(context, self.rule)
-        values, errors = request_params_to_args(self.path, path_params)
-        query_values, query_errors = request_params_to_args(self.query, request.query_params)
+        values, errors = _read(self.path, self.path_readers, path_params)
+        query_values, query_errors = _read(self.query, self.query_readers, request.query_params)
         values.update(query_values)
         errors += query_errors
         if errors:
@@ -88,6 +102,60 @@ class DirectRoute:
         if self.request_name is not None:
             values[self.request_name] = request
         return await self.endpoint(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class ParamReader:
+    """One plain parameter (one value, one name, no model, no JSON) as
+    `request_params_to_args` reads it: the value under `key`, absent when missing, validated
+    by FastAPI for `field`, errors located at `loc`."""
+
+    field: ModelField
+    key: str
+    loc: tuple[str, str]
+
+
+def param_readers(fields: Sequence[ModelField]) -> tuple[ParamReader, ...] | None:
+    """Readers for `fields`, when every one is plain (else None)."""
+    readers = []
+    for model_field in fields:
+        if (
+            _get_param_model(model_field) is not None
+            or _is_json_field(model_field)
+            or field_annotation_is_sequence(model_field.field_info.annotation)
+        ):
+            return None
+        info = model_field.field_info
+        aliases = _get_param_aliases(model_field)
+        if not isinstance(info, params.Param) or len(aliases) != 1:
+            return None
+        key = aliases[0][1]
+        readers.append(ParamReader(model_field, key, (info.in_.value, key)))
+    return tuple(readers)
+
+
+def _read(
+    fields: Sequence[ModelField],
+    readers: tuple[ParamReader, ...] | None,
+    received: Mapping[str, Any],
+) -> tuple[dict[str, Any], list[Any]]:
+    if readers is None:
+        return request_params_to_args(fields, received)
+    values: dict[str, Any] = {}
+    errors: list[Any] = []
+    for reader in readers:
+        value = received.get(reader.key)
+        valid, found = _validate_value_with_model_field(
+            field=reader.field,
+            value=Undefined if value is None else value,
+            values=values,
+            loc=reader.loc,
+        )
+        if found:
+            errors.extend(found)
+        else:
+            values[reader.field.name] = valid
+    return values, errors
 
 
 class DirectRoutes:
@@ -245,6 +313,8 @@ def _direct_route(context: RouteContext) -> DirectRoute | None:
         rule=access.call.rule,
         path=list(dependant.path_params),
         query=list(dependant.query_params),
+        path_readers=param_readers(dependant.path_params),
+        query_readers=param_readers(dependant.query_params),
         endpoint=endpoint,
         request_name=dependant.request_param_name,
         pattern=context.path_regex if template else None,

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import pytest
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
@@ -68,6 +68,27 @@ def test_the_gateway_answers_partner_quotes_and_candles_directly_under_their_rul
     assert candles.earlier == ()
     assert candles.path_params("/partner/v1/candles/AAPL") == {"symbol": "AAPL"}
     assert candles.path_params("/partner/v1/candles/AAPL/x") is None
+    # Plain parameters all: read without `request_params_to_args`, located as it locates.
+    assert quotes.query_readers is not None and candles.path_readers is not None
+    assert [reader.loc for reader in quotes.query_readers] == [("query", "symbols")]
+    assert candles.query_readers is not None
+    assert [reader.loc for reader in candles.query_readers] == [
+        ("query", "interval"),
+        ("query", "range"),
+    ]
+
+
+async def with_list(request: Request, symbol: Annotated[list[str], Query()]) -> Response:
+    return Response()
+
+
+def test_a_parameter_with_several_values_is_read_by_fastapis_own_function() -> None:
+    router = FrontendRouter(prefix="/p/v1")
+    router.get("/quotes", dependencies=RULE)(with_list)
+    app = FastAPI()
+    app.include_router(router)
+    route = direct_routes(app.routes)["/p/v1/quotes"]
+    assert route.query_readers is None
 
 
 def test_a_rule_path_and_query_parameters_and_the_request_qualify() -> None:
