@@ -17,7 +17,8 @@ callgrind's slowdown they would add 80-200 k instructions per request, varying w
 `gateway` runs as `make bench`'s partner-quotes rows run it: partner quotes with an API key,
 Redis rate limits, collapsing off, no access log. `passthrough` runs as its pass-through row:
 the config-driven route `/api/market-data/quotes` with an API key, the route's Redis rate
-limit, metrics and the access log on (to /dev/null). `baseline` is the bare handler.
+limit, metrics and the access log on (to /dev/null). `baseline` is the bare handler, `raw`
+the same forward without a framework (`bench.baseline.RawForward`).
 """
 
 import asyncio
@@ -70,7 +71,8 @@ async def _drive(app: Any, path: str, headers: Mapping[str, str], requests: int)
     # Set by `_callgrind_instructions`: the driver says when its warm-up is done (READY
     # file) and waits for the GO file, created once callgrind counts.
     ready_file, go_file = os.environ.get("BENCH_READY_FILE"), os.environ.get("BENCH_GO_FILE")
-    async with app.router.lifespan_context(app) as state:
+    lifespan = app.router.lifespan_context if hasattr(app, "router") else app.lifespan_context
+    async with lifespan(app) as state:
         statuses: list[int] = []
 
         async def one(index: int) -> None:
@@ -105,11 +107,12 @@ def _run_in_process(target: str, requests: int, upstream: str, database_url: str
     """The driver itself (what callgrind measures)."""
     import uvloop
 
-    if target == "baseline":
+    if target in ("baseline", "raw"):
         os.environ["BENCH_UPSTREAM"] = upstream
-        from bench.baseline import app
+        from bench import baseline
 
-        uvloop.run(_drive(app, "/quotes", {}, requests))
+        handler = baseline.app if target == "baseline" else baseline.raw
+        uvloop.run(_drive(handler, "/quotes", {}, requests))
         return
     from app.main import create_app
     from app.settings import Settings
@@ -223,12 +226,12 @@ def instructions_per_request(target: str, env: Mapping[str, str]) -> float:
     return _callgrind_instructions(target, REQUESTS, env) / REQUESTS
 
 
-TARGETS = ("baseline", "gateway", "passthrough")
+TARGETS = ("baseline", "raw", "gateway", "passthrough")
 
 
 def measure_targets(upstream: str, targets: Sequence[str] = TARGETS) -> dict[str, float]:
-    """Instructions per request of each of `targets` (the bare handler, the gateway's partner
-    quotes, its pass-through route), against `upstream`."""
+    """Instructions per request of each of `targets` (the bare handler, the same without a
+    framework, the gateway's partner quotes, its pass-through route), against `upstream`."""
     from bench.__main__ import migrated_database
     from bench.passthrough import seed_routes
     from bench.rate_limited import delete_keys, provision_partner
