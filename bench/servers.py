@@ -50,11 +50,15 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """User and system CPU time the process has used so far (Linux /proc)."""
+        return sum(self.cpu_times())
+
+    def cpu_times(self) -> tuple[float, float]:
+        """User and system (kernel) CPU time the process has used so far, apart."""
         with open(f"/proc/{self.process.pid}/stat") as stat:
             # Fields after the parenthesised command name, which may itself hold spaces.
             fields = stat.read().rpartition(")")[2].split()
-        utime, stime = int(fields[11]), int(fields[12])
-        return (utime + stime) / os.sysconf("SC_CLK_TCK")
+        ticks = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / ticks, int(fields[12]) / ticks
 
     def stop(self) -> None:
         self.process.terminate()
