@@ -32,6 +32,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, get_type_hints
+from urllib.parse import parse_qsl
 
 from fastapi import Request, Response, params
 from fastapi._compat import ModelField, Undefined
@@ -94,7 +95,16 @@ class DirectRoute:
         context.route = self.template
         await request.scope["state"]["gateway"].chain.run(context, self.rule)
         values, errors = _read(self.path, self.path_readers, path_params)
-        query_values, query_errors = _read(self.query, self.query_readers, request.query_params)
+        query: Mapping[str, Any]
+        if self.query_readers is None or not self.query:
+            query = request.query_params
+        else:
+            # What `QueryParams.get` would find (the last value of a name), without the
+            # multi-dict a plain reader has no use for.
+            query = dict(
+                parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
+            )
+        query_values, query_errors = _read(self.query, self.query_readers, query)
         values.update(query_values)
         errors += query_errors
         if errors:

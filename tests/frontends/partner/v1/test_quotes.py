@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.fixtures.direct_routes import direct_and_routed
+from tests.fixtures.direct_routes import Case, direct_and_routed
 from tests.fixtures.gateway import RunningGateway
 from tests.fixtures.platform_control import PlatformControl
 from tests.fixtures.problems import assert_problem, field_errors
@@ -81,8 +81,11 @@ async def test_the_direct_answer_is_fastapis(
 ) -> None:
     """Partner quotes are answered past FastAPI's routing (`app.frontends.direct`), alike:
     statuses, headers, bodies, problems naming the same fields."""
-    cases = [
+    cases: list[Case] = [
         (QUOTES, {"symbols": "MSFT,AAPL,AAPL,NOPE"}, {}),
+        # A repeated name: the last value counts, as FastAPI reads one.
+        (QUOTES, (("symbols", "NOPE"), ("symbols", "AAPL")), {}),
+        (QUOTES, (("symbols", "AAPL"), ("symbols", "")), {}),
         (QUOTES, {"symbols": "AAPL,msft"}, {}),
         (QUOTES, {"symbols": ""}, {}),
         (QUOTES, {"symbols": "A," * 600}, {}),
@@ -98,4 +101,7 @@ async def test_the_direct_answer_is_fastapis(
     # here, by the cache's shortcut in front (`app.frontends.caching.CachedRoutes`).
     assert answered_directly == len(cases) - 1
     assert routed == directly
-    assert [status for status, _, _ in routed] == [200, 422, 422, 422, 422, 200, 406, 401]
+    assert [status for status, _, _ in routed] == [
+        200, 200, 422, 422, 422, 422, 422, 200, 406, 401
+    ]  # fmt: skip
+    assert routed[1][2] == {"quotes": ["AAPL"]}
