@@ -9,7 +9,8 @@ hub then writes each event's chunk, encoded once, to the transport itself.
 
 What it skips is safe for an event stream: the gateway's layers pass its body through
 untouched (an event stream is never compressed; the edge only counts its bytes for the
-access log, which then counts the bytes sent through ASGI). The status line, the headers,
+access log, and the stream adds what the hub wrote directly when it ends:
+`Subscriber.direct_bytes`). The status line, the headers,
 the first and last chunks and whatever a backlogged client is sent still go through ASGI.
 Under any other server (another protocol, an in-process test client) there is no such
 transport, and every write goes through ASGI as before.

@@ -20,6 +20,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from app.observability.access_log import access_record_var
 from app.streams.connection import chunked_transport
 from app.streams.frames import HEARTBEAT
 from app.streams.hub import QuoteHub, status_notice
@@ -119,6 +120,9 @@ class EventStreamResponse(Response):
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
         finally:
             subscriber.transport = None
+            record = access_record_var.get()
+            if record is not None:
+                record.bytes_out += subscriber.direct_bytes
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.streams.frames import HEARTBEAT_CHUNK
+from app.streams.frames import HEARTBEAT, HEARTBEAT_CHUNK
 from app.streams.messages import CloseReason
 
 # WebSocket replies (subscribed, error) waiting for the writer; a client sending commands
@@ -92,11 +92,13 @@ class Subscriber:
     # The task writing to the client, and since when its current write waits (None: none).
     writer: "asyncio.Task[Any] | None" = None
     writing_since: float | None = None
+    # Body bytes written to the lent connection (for the access record: they pass no ASGI).
+    direct_bytes: int = 0
 
     def offer(self, event: QuoteEvent) -> None:
         # Once per client and tick: the direct write is the common case.
         transport = self.transport
-        if transport is not None and self._written(transport, event.chunk):
+        if transport is not None and self._written(transport, event.chunk, len(event.sse)):
             return
         if event.symbol in self.pending:
             self.conflated += 1
@@ -105,7 +107,7 @@ class Subscriber:
 
     def offer_status(self, notice: StatusNotice) -> None:
         transport = self.transport
-        if transport is not None and self._written(transport, notice.chunk):
+        if transport is not None and self._written(transport, notice.chunk, len(notice.sse)):
             return
         # Only the latest state matters.
         self.status = notice
@@ -117,7 +119,7 @@ class Subscriber:
 
     def heartbeat(self) -> None:
         transport = self.transport
-        if transport is not None and self._written(transport, HEARTBEAT_CHUNK):
+        if transport is not None and self._written(transport, HEARTBEAT_CHUNK, len(HEARTBEAT)):
             return
         self.heartbeat_due = True
         self.wake.set()
@@ -128,11 +130,12 @@ class Subscriber:
         self.transport = None
         self.wake.set()
 
-    def _written(self, transport: "asyncio.WriteTransport", frame: bytes) -> bool:
-        """Whether `frame` went straight to the connection; if not, the connection is
-        taken back until the writer has sent what is buffered."""
+    def _written(self, transport: "asyncio.WriteTransport", frame: bytes, size: int) -> bool:
+        """Whether `frame` (a chunk of `size` body bytes) went straight to the connection;
+        if not, the connection is taken back until the writer has sent what is buffered."""
         if not transport.is_closing() and transport.get_write_buffer_size() <= DIRECT_WRITE_BOUND:
             transport.write(frame)
+            self.direct_bytes += size
             return True
         self.transport = None
         return False

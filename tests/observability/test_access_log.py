@@ -289,3 +289,34 @@ async def test_in_the_event_loop_access_lines_reach_the_file_together_soon_after
         handler.setStream(previous)  # type: ignore[arg-type]
         for other in others:
             gateway.addHandler(other)
+
+
+async def test_a_streams_record_counts_the_events_written_past_asgi(
+    settings: Settings, platform: Platform, captured_log: CapturedLog
+) -> None:
+    """Quote events go to an SSE client's connection directly (`app.streams.connection`):
+    the stream's access record still counts them."""
+    token = await dev_token(platform.urls["identity"][0], username="alice")
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Accept": "text/event-stream",
+        "X-Request-ID": "stream-record",
+    }
+    received = b""
+    async with (
+        running_gateway(settings.model_copy(update={"access_log": True})) as gw,
+        gw.client.stream(
+            "GET", "/web/v1/stream/quotes", params={"symbols": "AAPL"}, headers=headers
+        ) as response,
+    ):
+        assert response.status_code == 200
+        async with asyncio.timeout(15):
+            async for part in response.aiter_raw():
+                received += part
+                if received.count(b"event: quote") >= 3:
+                    break
+    # Written when the stream saw the client go, before the gateway stopped.
+    line = captured_log.access_of("stream-record")
+    assert line["route"] == "/web/v1/stream/quotes" and line["status"] == 200
+    # At least what the client read: the retry line (through ASGI) and the quotes (direct).
+    assert line["bytes_out"] >= len(received) > len(b"retry: 2000\n\n") + 200
