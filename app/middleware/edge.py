@@ -115,10 +115,13 @@ class EdgeMiddleware:
         self.tracing = tracing if tracing is not None else Tracing(enabled=False)
         self.proxies = TrustedProxies(settings.http.trusted_proxies)
 
-    def _websocket_context(self, scope: Scope) -> None:
-        """A WebSocket connect's context: its request id and the client's address as trusted
-        proxies name it, so its limits key on the client, not on the proxy in front. The socket
-        route sets its own connect deadline and answers for itself."""
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket session: its context (request id, the client's address as trusted
+        proxies name it, so its limits key on the client, not on the proxy in front) and,
+        with the access log on, one record when the session ends: status 101 for an accepted
+        socket (its duration the session's), the refusal's status otherwise (403 for a close
+        before accepting, as the server answers it), the messages' bytes each way. The
+        socket route sets its own connect deadline and answers for itself."""
         sent_id: bytes | None = None
         forwarded_for: list[bytes] = []
         for name, value in scope["headers"]:
@@ -126,17 +129,55 @@ class EdgeMiddleware:
                 sent_id = value
             elif name == FORWARDED_FOR_HEADER:
                 forwarded_for.append(value)
-        scope[CONTEXT_SCOPE_KEY] = RequestContext.of_scope(
+        request_id = request_id_for(sent_id)
+        client_address = self.proxies.client_address(peer_address(scope), forwarded_for)
+        context = RequestContext.of_scope(
             scope,
             deadline=Deadline.after_ms(self.default_deadline_ms),
-            request_id=request_id_for(sent_id),
-            client_address=self.proxies.client_address(peer_address(scope), forwarded_for),
+            request_id=request_id,
+            client_address=client_address,
         )
+        scope[CONTEXT_SCOPE_KEY] = context
+        if not (self.access_log and access_logged()):
+            await self.app(scope, receive, send)
+            return
+        record = AccessRecord(
+            request_id=request_id, method="GET", path=scope["path"], client=client_address
+        )
+        context.access = record
+        status = 500
+
+        async def receive_counted() -> Message:
+            message = await receive()
+            if message["type"] == "websocket.receive":
+                record.bytes_in += _message_size(message)
+            return message
+
+        async def send_counted(message: Message) -> None:
+            nonlocal status
+            kind = message["type"]
+            if kind == "websocket.send":
+                record.bytes_out += _message_size(message)
+            elif kind == "websocket.accept":
+                status = 101
+            elif kind == "websocket.http.response.start":
+                status = message["status"]
+            elif kind == "websocket.close" and status == 500:
+                status = 403
+            await send(message)
+
+        record_token = access_record_var.set(record)
+        try:
+            await self.app(scope, receive_counted, send_counted)
+        finally:
+            access_record_var.reset(record_token)
+            _write_record(record, context, route=_route_template(scope, context), status=status)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "websocket":
-                self._websocket_context(scope)
+                await self._websocket(scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
         sent_id: bytes | None = None
@@ -390,6 +431,15 @@ def _limited_receive(receive: Receive, *, limit: int, record: AccessRecord | Non
         return message
 
     return receive_limited
+
+
+def _message_size(message: Message) -> int:
+    """A WebSocket message's payload in bytes (text as UTF-8)."""
+    data = message.get("bytes")
+    if data is not None:
+        return len(data)
+    text = message.get("text")
+    return len(text.encode()) if text is not None else 0
 
 
 def _route_template(scope: Scope, context: RequestContext | None) -> str | None:

@@ -7,6 +7,8 @@ import json
 import logging
 
 import pytest
+import websockets
+from websockets.asyncio.client import connect
 
 from app.observability.access_log import AccessRecord, write_access_record
 from app.observability.logging import (
@@ -320,3 +322,30 @@ async def test_a_streams_record_counts_the_events_written_past_asgi(
     assert line["route"] == "/web/v1/stream/quotes" and line["status"] == 200
     # At least what the client read: the retry line (through ASGI) and the quotes (direct).
     assert line["bytes_out"] >= len(received) > len(b"retry: 2000\n\n") + 200
+
+
+async def test_a_websocket_session_is_one_record_when_it_ends(
+    settings: Settings, platform: Platform, captured_log: CapturedLog
+) -> None:
+    token = await dev_token(platform.urls["identity"][0], username="alice")
+    subscribe = '{"type": "subscribe", "symbols": ["AAPL"]}'
+    received: list[str] = []
+    async with running_gateway(settings.model_copy(update={"access_log": True})) as gw:
+        url = gw.url.replace("http://", "ws://") + "/web/v1/ws/quotes"
+        headers = {"Authorization": f"Bearer {token}", "X-Request-ID": "socket-record"}
+        async with connect(url, additional_headers=headers) as socket:
+            await socket.send(subscribe)
+            async with asyncio.timeout(10):
+                while not any('"type":"quote"' in text for text in received):
+                    received.append(str(await socket.recv()))
+        with pytest.raises(websockets.InvalidStatus):
+            async with connect(url, additional_headers={"X-Request-ID": "socket-refused"}):
+                pass
+
+    line = captured_log.access_of("socket-record")
+    assert (line["route"], line["method"], line["status"]) == ("/web/v1/ws/quotes", "GET", 101)
+    assert line["principal"] == "alice"
+    assert line["bytes_in"] == len(subscribe)
+    assert line["bytes_out"] >= sum(len(text.encode()) for text in received)
+    refused = captured_log.access_of("socket-refused")
+    assert (refused["status"], refused["bytes_out"]) == (401, 0)
