@@ -59,7 +59,8 @@ def migrated_database(directory: str) -> str:
 
 def instructions_per_request(upstream: Server) -> None:
     """Callgrind's count for one request of the gateway (partner quotes, the pass-through
-    route) and of the bare handler."""
+    route), of the bare handler and of the same forward without a framework (the floor of
+    Python and aiohttp for this request)."""
     print("\n## Instructions per request (callgrind, in-process driver)")
     if shutil.which("valgrind") is None:
         print("skipped: valgrind is not installed (`make bench` installs it where it can)")
@@ -76,6 +77,7 @@ def instructions_per_request(upstream: Server) -> None:
     bare = counts["baseline"]
     print(f"{'bare FastAPI + aiohttp handler':<48} {bare:>12,.0f}")
     for label, target in (
+        ("the same forward, plain ASGI (no framework)", "raw"),
         ("gateway, API key + Redis rate limit", "gateway"),
         ("pass-through route, key + limit + metrics + log", "passthrough"),
     ):
