@@ -45,8 +45,10 @@ DASHBOARD_P50_TARGET = 1.15
 DASHBOARD_P99_TARGET = 1.5
 
 
-def migrated_database(directory: str) -> str:
-    url = f"sqlite+aiosqlite:///{directory}/bench.db"
+def migrated_database(directory: str, name: str = "bench") -> str:
+    """A new SQLite config database `name` in `directory`, migrated to the latest schema:
+    one per row (each row files its own partner, plan and routes)."""
+    url = f"sqlite+aiosqlite:///{directory}/{name}.db"
     subprocess.run(
         [sys.executable, "-m", "alembic", "upgrade", "head"],
         cwd=ROOT,
@@ -161,9 +163,9 @@ def every_row() -> None:
     with tempfile.TemporaryDirectory() as directory:
         upstream = start_upstream()
         try:
-            observability_on_against_off(upstream, migrated_database(directory))
+            observability_on_against_off(upstream, migrated_database(directory, "observability"))
             instructions_on_against_off(upstream)
-            usage_on_against_off(upstream, migrated_database(directory))
+            usage_on_against_off(upstream, migrated_database(directory, "usage"))
         finally:
             upstream.stop()
     with tempfile.TemporaryDirectory() as directory:

@@ -10,7 +10,6 @@ import os
 import tempfile
 import uuid
 from contextlib import ExitStack
-from pathlib import Path
 
 from app.store.database import create_engine, session_factory
 from app.store.route_declarations import RouteDeclaration
@@ -69,18 +68,12 @@ async def seed_routes(database_url: str, *, count: int) -> None:
         await engine.dispose()
 
 
-def _database(directory: Path, name: str) -> str:
-    from bench.__main__ import migrated_database
-
-    place = directory / name
-    place.mkdir()
-    return migrated_database(str(place))
-
-
 def passthrough_rows(upstream: Server, directory: str, *, connections: int, seconds: float) -> None:
     """Start the bare handler and the two gateways, load them in turns, print the rows."""
-    alone_db = _database(Path(directory), "one")
-    many_db = _database(Path(directory), "many")
+    from bench.__main__ import migrated_database
+
+    alone_db = migrated_database(directory, "one-route")
+    many_db = migrated_database(directory, "many-routes")
     keys = {}
     for database_url, count in ((alone_db, 1), (many_db, ROUTES_MANY)):
         keys[database_url] = asyncio.run(provision_partner(database_url))
