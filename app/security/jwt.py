@@ -180,8 +180,23 @@ class TrustedIssuer:
         return document
 
 
+# Tokens whose signature was verified, kept with the key that verified it (see
+# `TokenValidator`); the oldest goes first when it is full.
+VERIFIED_TOKENS = 2048
+
+
 class TokenValidator:
-    """Checks a compact JWS against the trusted issuer: algorithm, key, signature, claims."""
+    """Checks a compact JWS against the trusted issuer: algorithm, key, signature, claims.
+
+    A client sends the same token with every request until it expires, and the signature
+    check (an RSA or ECDSA verification, with the token's parsing) is most of what a
+    validation costs. So a token whose signature was verified is kept, by its exact text,
+    with its key id, the key object that verified it and its claims. A later request with
+    the same text skips the parsing and the signature check only while the issuer still
+    publishes that very key object under that id (a refreshed key set holds new objects, a
+    retired key none: the token is then checked in full again); the claims (expiry, not
+    before, issuer, audience) are checked on every request.
+    """
 
     def __init__(self, *, issuer: TrustedIssuer, settings: IdentitySettings) -> None:
         self._issuer = issuer
@@ -190,9 +205,16 @@ class TokenValidator:
         self._registries = {
             algorithm: JWSRegistry(algorithms=[algorithm]) for algorithm in settings.algorithms
         }
+        self._verified: dict[str, tuple[str, VerificationKey, dict[str, Any]]] = {}
 
     async def validate(self, token: str, *, audience: str | None = None) -> dict[str, Any]:
         """The token's claims; `InvalidToken` when it must be refused."""
+        verified = self._verified.get(token)
+        if verified is not None:
+            kept_kid, kept_key, kept_claims = verified
+            if await self._issuer.signing_key(kept_kid) is kept_key:
+                return await self._checked(token, kept_claims, audience)
+            self._verified.pop(token, None)
         settings = self._settings
         if len(token) > settings.max_token_bytes:
             raise InvalidToken("token is too large")
@@ -226,9 +248,25 @@ class TokenValidator:
             raise InvalidToken("token is malformed") from None
         if not isinstance(claims, dict):
             raise InvalidToken("token is malformed")
+        if len(self._verified) >= VERIFIED_TOKENS:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (kid, key, claims)
+        return await self._checked(token, claims, audience)
+
+    async def _checked(
+        self, token: str, claims: dict[str, Any], audience: str | None
+    ) -> dict[str, Any]:
+        """`claims` (a copy: the kept ones stay as verified) once they pass the policy; a
+        token refused for its claims is forgotten."""
         metadata = await self._issuer.metadata()
-        self._check_claims(claims, issuer=metadata.issuer, audience=audience or settings.audience)
-        return claims
+        try:
+            self._check_claims(
+                claims, issuer=metadata.issuer, audience=audience or self._settings.audience
+            )
+        except InvalidToken:
+            self._verified.pop(token, None)
+            raise
+        return dict(claims)
 
     def _check_claims(self, claims: dict[str, Any], *, issuer: str, audience: str) -> None:
         registry = jwt.JWTClaimsRegistry(

@@ -16,6 +16,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
+from app.security import jwt as jwt_module
 from app.settings import Settings
 from backends.launcher import BackendProcess, Platform, free_port, start_service
 from tests.fixtures.gateway import RunningGateway, running_gateway
@@ -431,3 +432,36 @@ async def test_a_slow_jwks_refresh_holds_up_only_the_request_that_started_it(
     assert meanwhile.status_code == 200
     assert still_refreshing
     assert first.status_code == 200
+
+
+async def test_a_token_is_verified_once_and_its_claims_on_every_request(
+    settings: Settings, provider_url: str, forge: TokenForge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signature of a token already verified by a key still published is not checked
+    again; its expiry is, every time."""
+    verifications = 0
+    verify = jwt_module.validate_compact
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal verifications
+        verifications += 1
+        return verify(*args, **kwargs)
+
+    monkeypatch.setattr(jwt_module, "validate_compact", counted)
+    identity = identity_settings(provider_url, clock_skew_s=0)
+    now = int(time.time())
+    lasting = forge.sign(forge.claims(sub="dora"))
+    brief = forge.sign(forge.claims(sub="eve", exp=now + 2))
+    async with running_gateway(settings.model_copy(update={"identity": identity})) as gateway:
+        answers = [await whoami(gateway, lasting) for _ in range(3)]
+        fresh = await whoami(gateway, brief)
+        counted_before_expiry = verifications
+        await asyncio.sleep(max(0.0, now + 3 - time.time()))
+        expired = await whoami(gateway, brief)
+        still = await whoami(gateway, lasting)
+
+    assert [answer.json()["subject"] for answer in answers] == ["dora"] * 3
+    assert fresh.json()["subject"] == "eve" and counted_before_expiry == 2
+    assert_rejected(expired, brief, because="expired")
+    assert still.json()["subject"] == "dora"
+    assert verifications == 2
