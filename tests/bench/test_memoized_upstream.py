@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from bench.memoized_upstream import listen
+from tests.fixtures.web_server import serving
 
 DELAY_S = 0.1
 # The origin takes this long for /slow, so that later requests overtake its fetch.
@@ -45,15 +46,8 @@ async def origin() -> AsyncIterator[Origin]:
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield Origin(f"http://127.0.0.1:{port}", hits)
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield Origin(url, hits)
 
 
 @pytest.fixture

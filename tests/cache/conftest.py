@@ -16,6 +16,7 @@ from app.cache.policy import CachePolicy, CacheRequest, OriginResponse
 from app.settings import CacheSettings, CompressionSettings
 from app.shared.redis import SharedRedis
 from tests.fixtures.redis import PrefixedRedis, prefixed_redis
+from tests.fixtures.web_server import serving
 
 # The header the proxy takes as the caller's identity (a signed-in user, in a real route).
 USER_HEADER = "X-Test-User"
@@ -46,19 +47,6 @@ class Origin:
         if answer.delay_s:
             await asyncio.sleep(answer.delay_s)
         return web.Response(status=answer.status, headers=answer.headers, body=answer.body)
-
-
-@asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

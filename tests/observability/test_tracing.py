@@ -18,6 +18,7 @@ from tests.fixtures.consumers import create_partner
 from tests.fixtures.gateway import running_gateway
 from tests.fixtures.identity import bearer_headers
 from tests.fixtures.platform_control import platform_control
+from tests.fixtures.web_server import serving
 from tests.observability.conftest import CapturedLog
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -246,19 +247,12 @@ async def test_the_standard_otel_variables_switch_otlp_export_on(
 
     receiver = web.Application()
     receiver.router.add_post("/v1/traces", collect)
-    runner = web.AppRunner(receiver)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("OTEL_SERVICE_NAME", "gateway-under-test")
-    try:
+    async with serving(receiver) as receiver_url:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver_url)
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "gateway-under-test")
         async with running_gateway(settings) as gw:
             response = await gw.client.get("/healthz", headers={"traceparent": TRACEPARENT})
             assert response.status_code == 200
-    finally:
-        await runner.cleanup()
     spans = [
         (resource_spans.resource, span)
         for message in received

@@ -15,8 +15,9 @@ from app.traffic.deadline import deadline_scope
 from app.traffic.retry import RetryBudget, backoff_s, is_repeatable, retry_after_s
 from app.traffic.service_policy import RetryPolicy
 from app.upstreams.orders import OrdersClient
-from backends.launcher import BackendProcess, Platform, free_port, start_service
+from backends.launcher import BackendProcess, Platform, start_service
 from tests.fixtures.upstream_caller import upstream_caller
+from tests.fixtures.web_server import serving
 
 ORDER = {"symbol": "AAPL", "side": "buy", "type": "market", "quantity": 1, "time_in_force": "day"}
 
@@ -184,14 +185,8 @@ async def busy_once() -> AsyncIterator[tuple[str, list[float]]]:
 
     app = web.Application()
     app.router.add_get("/news/latest", latest)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", free_port())
-    await site.start()
-    try:
-        yield site.name.rstrip("/"), hits
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url, hits
 
 
 async def test_retry_after_is_honoured_within_the_deadline(
