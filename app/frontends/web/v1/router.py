@@ -14,10 +14,7 @@ from app.deps import (
     AccountIdDep,
     BotsDep,
     IdempotencyDep,
-    MarketDataDep,
-    NewsDep,
     OrdersDep,
-    PortfolioDep,
     require_user,
 )
 from app.domain import SYMBOL_PATTERN
@@ -55,7 +52,11 @@ from app.frontends.web.v1.views import (
     PositionView,
     SymbolDetailView,
 )
+from app.upstreams.bots import BotsClient
+from app.upstreams.market_data import MarketDataClient
+from app.upstreams.news import NewsClient
 from app.upstreams.orders import OrdersClient
+from app.upstreams.portfolio import PortfolioClient
 
 # Signed-in users only; reads need "read", writes also the scope of what they change.
 # Superseded by /web/v2: every answer names its successor (`app.frontends.versions`).
@@ -111,21 +112,18 @@ BotIdPath = Annotated[
 ]
 
 
-async def web_services(
-    market_data: MarketDataDep,
-    portfolio: PortfolioDep,
-    orders: OrdersDep,
-    news: NewsDep,
-    bots: BotsDep,
-    request: Request,
-) -> WebServices:
+async def web_services(request: Request) -> WebServices:
+    """Every service client a composed view uses, made here rather than as five more
+    dependencies for FastAPI to solve on every request."""
+    state = request.state.gateway
+    caller = state.caller
     return WebServices(
-        market_data=market_data,
-        portfolio=portfolio,
-        orders=orders,
-        news=news,
-        bots=bots,
-        cache=request.state.gateway.cache,
+        market_data=MarketDataClient(caller),
+        portfolio=PortfolioClient(caller),
+        orders=OrdersClient(caller),
+        news=NewsClient(caller),
+        bots=BotsClient(caller),
+        cache=state.cache,
     )
 
 
