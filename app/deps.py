@@ -187,8 +187,11 @@ async def current_principal(request: Request) -> Principal | None:
 CurrentPrincipal = Annotated[Principal | None, Depends(current_principal)]
 
 
-async def current_account_id(principal: CurrentPrincipal) -> str:
-    """The account the request acts for: the caller's own, from its identity, never a parameter."""
+async def current_account_id(request: Request) -> str:
+    """The account the request acts for: the caller's own, from its identity, never a parameter.
+    (The caller as `current_principal` finds it, asked here rather than as one more dependency
+    to solve on every request of a user's view.)"""
+    principal = await current_principal(request)
     if principal is None:
         raise Unauthorized(
             "This operation needs a signed-in user.",
