@@ -96,7 +96,9 @@ class DirectRoute:
         await request.scope["state"]["gateway"].chain.run(context, self.rule)
         values, errors = _read(self.path, self.path_readers, path_params)
         query: Mapping[str, Any]
-        if self.query_readers is None or not self.query:
+        if not self.query:
+            query = {}
+        elif self.query_readers is None:
             query = request.query_params
         else:
             # What `QueryParams.get` would find (the last value of a name), without the
