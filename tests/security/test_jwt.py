@@ -449,14 +449,16 @@ async def test_a_token_is_verified_once_and_its_claims_on_every_request(
 
     monkeypatch.setattr(jwt_module, "validate_compact", counted)
     identity = identity_settings(provider_url, clock_skew_s=0)
-    now = int(time.time())
     lasting = forge.sign(forge.claims(sub="dora"))
-    brief = forge.sign(forge.claims(sub="eve", exp=now + 2))
     async with running_gateway(settings.model_copy(update={"identity": identity})) as gateway:
         answers = [await whoami(gateway, lasting) for _ in range(3)]
+        # Signed once the gateway runs (its start may take seconds on a loaded machine), with
+        # room to be used before it expires.
+        expires_at = int(time.time()) + 5
+        brief = forge.sign(forge.claims(sub="eve", exp=expires_at))
         fresh = await whoami(gateway, brief)
         counted_before_expiry = verifications
-        await asyncio.sleep(max(0.0, now + 3 - time.time()))
+        await asyncio.sleep(max(0.0, expires_at + 1.5 - time.time()))
         expired = await whoami(gateway, brief)
         still = await whoami(gateway, lasting)
 
