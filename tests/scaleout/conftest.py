@@ -31,6 +31,13 @@ class Deployment:
     sentinel: LocalSentinel | None = None
 
 
+def deployment_settings(url: str) -> Settings:
+    """The gateway's settings for `url`, with a Redis bound of 2 s instead of 0.5 s: these
+    tests check what the deployments share, and a loaded CI machine has taken longer than
+    0.5 s to open the first connection to a freshly started Sentinel's primary."""
+    return Settings(redis_url=url, redis={"timeout_s": 2.0})
+
+
 @pytest.fixture(params=["cluster", "sentinel"])
 async def deployment(request: pytest.FixtureRequest) -> AsyncIterator[Deployment]:
     """The gateway's Redis client on a Redis Cluster, then on a Sentinel-managed primary."""
@@ -41,7 +48,7 @@ async def deployment(request: pytest.FixtureRequest) -> AsyncIterator[Deployment
     else:
         sentinel = request.getfixturevalue("redis_sentinel")
         url = sentinel.url
-    shared = connect_redis(Settings(redis_url=url))
+    shared = connect_redis(deployment_settings(url))
     assert shared is not None
     try:
         yield Deployment(

@@ -19,13 +19,12 @@ from app.errors import ServiceUnavailable, TooManyRequests
 from app.policy.idempotency import RedisRecords
 from app.security.quotas import QuotaCounter
 from app.security.sessions import RedisDocuments
-from app.settings import Settings
 from app.shared.redis import RedisCluster, connect_redis, delete_keys, receive
 from app.store.snapshot import PlanConfig
 from app.traffic.gcra import RateLimit, RedisGcra, SetMembership, SlotClaim
 from app.traffic.ratelimit import RateLimiter
 from tests.fixtures.redis_cluster import RedisProcess
-from tests.scaleout.conftest import Deployment
+from tests.scaleout.conftest import Deployment, deployment_settings
 
 pytestmark = pytest.mark.redis
 
@@ -228,7 +227,7 @@ def _all_servers(deployment: Deployment) -> list:
 
 async def test_notices_reach_another_client_over_sharded_pub_sub(deployment: Deployment) -> None:
     """What change notices and cache invalidations use: SPUBLISH/SSUBSCRIBE on a cluster."""
-    listener = connect_redis(Settings(redis_url=deployment.url))
+    listener = connect_redis(deployment_settings(deployment.url))
     assert listener is not None
     channel = deployment.prefix + "config-changed"
     try:
