@@ -47,6 +47,7 @@ from app.observability.access_log import set_cache_status
 from app.observability.metrics import count_cache_lookup
 from app.settings import CacheSettings, CompressionSettings
 from app.shared.redis import REDIS_ERRORS, RedisUnavailable, SharedRedis, receive
+from app.shared.tasks import stop_tasks
 
 logger = logging.getLogger("gateway.cache")
 
@@ -112,12 +113,7 @@ class ResponseCache:
             self._listener = asyncio.create_task(self._listen(), name="cache-invalidations")
 
     async def stop(self) -> None:
-        tasks = [*self._background, *([self._listener] if self._listener else [])]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(*self._background, self._listener)
         self._listener = None
 
     # -- keys --------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ since refusing every call is no better than trying).
 """
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,6 +19,7 @@ from typing import Protocol
 import aiohttp
 
 from app.observability.metrics import instance_ejections, instance_healthy
+from app.shared.tasks import stop_tasks
 from app.store.snapshot import InstanceConfig, ServiceConfig
 from app.traffic.service_policy import EjectionPolicy, HealthCheckPolicy
 
@@ -171,12 +171,7 @@ class HealthChecker:
         self._supervisor = asyncio.create_task(self._supervise(), name="health-checks")
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._supervisor, *self._tasks.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._supervisor, *self._tasks.values())
         self._tasks.clear()
         self._supervisor = None
 

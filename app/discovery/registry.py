@@ -8,7 +8,6 @@ a background task; the hot path only reads memory.
 """
 
 import asyncio
-import contextlib
 import logging
 
 import aiohttp
@@ -19,6 +18,7 @@ from app.discovery.selfreg import SelfRegistry
 from app.errors import UpstreamUnavailable
 from app.settings import Settings
 from app.shared.redis import SharedRedis
+from app.shared.tasks import stop_tasks
 from app.store.snapshot import ConfigStore, InstanceConfig, ServiceConfig
 from app.traffic.balancer import Balancer, create_balancer
 
@@ -145,11 +145,8 @@ class ServiceRegistry:
         if self._checker is not None:
             await self._checker.stop()
             self._checker = None
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
-            self._refresher = None
+        await stop_tasks(self._refresher)
+        self._refresher = None
 
     async def _keep_fresh(self) -> None:
         while True:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from app.settings import PortalSettings
 from app.shared.redis import RedisUnavailable, SharedRedis
+from app.shared.tasks import stop_tasks
 
 logger = logging.getLogger("gateway.usage")
 
@@ -181,11 +182,8 @@ class UsageMeter:
         self._task = asyncio.create_task(self._flush_every(), name="usage-flush")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_tasks(self._task)
+        self._task = None
         with contextlib.suppress(RedisUnavailable):
             await self.flush()
 

@@ -24,6 +24,7 @@ from redis.asyncio.client import PubSub
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.shared.redis import REDIS_ERRORS, RedisUnavailable, SharedRedis, receive
+from app.shared.tasks import stop_tasks
 from app.store.database import is_unavailable
 from app.store.snapshot import ConfigSnapshot, ConfigStore
 
@@ -82,11 +83,7 @@ class ChangeNotices:
             await asyncio.wait_for(attempted.wait(), _SUBSCRIBE_WAIT_S)
 
     async def stop(self) -> None:
-        for task in (self._listener, self._refresher, self._watcher):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await stop_tasks(self._listener, self._refresher, self._watcher)
         self._listener = self._refresher = self._watcher = None
 
     async def changed(self) -> ConfigSnapshot:

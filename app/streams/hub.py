@@ -40,6 +40,7 @@ from app.observability.metrics import (
 )
 from app.policy.chain import PolicyChain
 from app.settings import StreamSettings
+from app.shared.tasks import stop_tasks
 from app.streams.credentials import StreamCredential
 from app.streams.frames import chunk
 from app.streams.messages import CloseReason, StatusEvent, StreamQuote, UpstreamState
@@ -201,11 +202,7 @@ class QuoteHub:
         self._closed = True
         for subscriber in self._streams:
             subscriber.close("shutdown")
-        for task in (self._runner, self._housekeeper):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await stop_tasks(self._runner, self._housekeeper)
         if self._upstream is not None:
             await self._upstream.close()
 
