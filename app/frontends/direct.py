@@ -1,25 +1,33 @@
-"""Direct dispatch of the simplest hot read routes: a FastAPI route's own endpoint, called
-without FastAPI's router and dependency solving.
+"""Direct dispatch of the hot read routes: a FastAPI route's own endpoint, called without
+FastAPI's router and dependency solving.
 
 On partner quotes those cost as much as the endpoint itself: the walk through the nested
 routers, then two dependants solved (the route and its `RouteAccess`), each with a pass over
-every kind of parameter. A route whose whole request handling is "its access rule, its path
-and query parameters, its endpoint" (partner quotes and candles) needs none of that. For
-such a route this layer takes FastAPI's steps itself, in FastAPI's order and with FastAPI's
-own parts where they decide an answer:
+every kind of parameter; on the web dashboard they are the larger part of what the gateway
+does before its first upstream call. A route whose whole request handling is "its access
+rule, a few dependencies of the request alone, its path and query parameters, its endpoint"
+(partner quotes and candles, the web and mobile dashboards, a symbol's page) needs none of
+that. For such a route this layer takes FastAPI's steps itself, in FastAPI's order and with
+FastAPI's own parts where they decide an answer:
 
 1. the access rule through the policy chain, the route template recorded on the context
    first (the edge's access record, metrics and span name it as they would);
-2. the path and query parameters as FastAPI's `request_params_to_args` reads them, the same
+2. the route's other dependencies, each a coroutine function of the request (the service
+   clients, the caller's account), in FastAPI's order;
+3. the path and query parameters as FastAPI's `request_params_to_args` reads them, the same
    values and the same errors (a 422 problem naming `path.<name>`, `query.<name>`, after the
-   rule, as FastAPI does): for plain one-value parameters (`ParamReader`), what that
-   function works out per request and per field (model, aliases, sequence or not: a third
-   of the route's own cost) is worked out once, and each value goes to FastAPI's own
-   validation of the field; any other parameter goes through the function itself;
-3. the endpoint, whose `Response` is sent as it is (it takes its path parameters as
-   arguments: `request.path_params` stays empty, as nothing but the edge writes the scope);
-4. an exception answered by the app's own handler for it (`app.errors`), else left to the
-   edge, as from the route.
+   rule and the dependencies, as FastAPI does): for plain one-value parameters
+   (`ParamReader`), what that function works out per request and per field (model,
+   aliases, sequence or not: a third of the route's own cost) is worked out once, and each
+   value goes to FastAPI's own validation of the field; any other parameter goes through
+   the function itself;
+4. the endpoint: a `Response` it returns is sent as it is, a value of its response model is
+   serialized by FastAPI's own `serialize_response`, as FastAPI's request handler does
+   (the path parameters are passed as arguments and also put in the scope, as the router
+   puts them);
+5. an exception answered by the app's own handler for it (`app.errors`), else left to the
+   edge, as from the route; and what the route's class adds to every answer (a superseded
+   version's successor, `app.frontends.versions`).
 
 A route qualifies when nothing else stands between the request and its endpoint, checked
 once from the app's routes (`_direct_route`). The FastAPI route stays registered: the OpenAPI
@@ -36,6 +44,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import Request, Response, params
 from fastapi._compat import ModelField, Undefined
+from fastapi.datastructures import DefaultPlaceholder
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import (
     _get_param_aliases,
@@ -46,7 +55,7 @@ from fastapi.dependencies.utils import (
     request_params_to_args,
 )
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
+from fastapi.routing import APIRoute, RouteContext, iter_route_contexts, serialize_response
 from starlette.convertors import Convertor
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute
@@ -66,8 +75,18 @@ class DirectRoute:
     rule: AccessRule
     path: Sequence[ModelField]
     query: Sequence[ModelField]
-    endpoint: Callable[..., Awaitable[Response]]
+    endpoint: Callable[..., Awaitable[Any]]
     request_name: str | None
+    # The endpoint's parameter that takes the caller (the rule's result), if any.
+    principal_name: str | None = None
+    # The route's other dependencies, each a coroutine function of the request alone, in
+    # FastAPI's order, with the endpoint's parameter each result goes to (None: unused).
+    dependencies: Sequence[tuple[str | None, Callable[[Request], Awaitable[Any]]]] = ()
+    # The answer from the endpoint's result when it is not a `Response` (a response model's
+    # serialization, as FastAPI serializes it); None: the endpoint returns a `Response`.
+    serialize: Callable[[Any], Awaitable[Response]] | None = None
+    # What the route's class adds to every answer, a problem's too (`finish`).
+    finish: Callable[[Request, Response], None] | None = None
     # A template's pattern and its parameters' convertors (None for a literal path), and the
     # patterns of routes before it that might take a GET of one of its paths.
     pattern: re.Pattern[str] | None = None
@@ -93,7 +112,12 @@ class DirectRoute:
     async def answer(self, request: Request, path_params: Mapping[str, Any]) -> Response:
         context = context_of(request)
         context.route = self.template
-        await request.scope["state"]["gateway"].chain.run(context, self.rule)
+        outcome = await request.scope["state"]["gateway"].chain.run(context, self.rule)
+        resolved = {} if self.principal_name is None else {self.principal_name: outcome.principal}
+        for name, dependency in self.dependencies:
+            result = await dependency(request)
+            if name is not None:
+                resolved[name] = result
         values, errors = _read(self.path, self.path_readers, path_params)
         query: Mapping[str, Any]
         if not self.query:
@@ -113,7 +137,11 @@ class DirectRoute:
             raise RequestValidationError(errors)
         if self.request_name is not None:
             values[self.request_name] = request
-        return await self.endpoint(**values)
+        values.update(resolved)
+        result = await self.endpoint(**values)
+        if self.serialize is None or isinstance(result, Response):
+            return result
+        return await self.serialize(result)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +228,9 @@ class DirectRoutes:
             await self.app(scope, receive, send)
             return
         route, path_params = found
+        if path_params:
+            # As the router records them, for a dependency that reads `request.path_params`.
+            scope["path_params"] = path_params
         request = Request(scope, receive, send)
         try:
             response = await route.answer(request, path_params)
@@ -211,6 +242,8 @@ class DirectRoutes:
             response = handler(request, exc)
             if inspect.isawaitable(response):
                 response = await response
+        if route.finish is not None:
+            route.finish(request, response)
         await response(scope, receive, send)
 
     def _route(
@@ -300,25 +333,43 @@ def _may_take_get(context: RouteContext, template: str) -> bool:
 
 
 def _direct_route(context: RouteContext) -> DirectRoute | None:
-    """The direct route for a FastAPI route, if it qualifies: a plain `APIRoute` for GET; its
-    one dependency its access rule (`RouteAccess`, which takes the request alone); its own
-    parameters path and query parameters and the request; its endpoint a coroutine function
-    declared to return a `Response` (sent as it is, no response model)."""
+    """The direct route for a FastAPI route, if it qualifies:
+    - an `APIRoute` for GET, of its own class or of one whose handler is `APIRoute`'s and
+      then its `finish` on the answer (`app.frontends.versions`' superseded routes);
+    - its first dependency its access rule (`RouteAccess`, which takes the request alone),
+      each other one a coroutine function of the request alone (none of them twice: FastAPI
+      would call it once), no `yield`;
+    - its own parameters path and query parameters, the request and those dependencies;
+    - its endpoint a coroutine function that returns a `Response` (sent as it is) or a value
+      of its response model, serialized to JSON as FastAPI serializes it (the default
+      response class, a 200)."""
     route = context.original_route
     path = context.path_format
-    if type(route) is not APIRoute or not path:
+    finish = getattr(type(route), "finish", None)
+    if not isinstance(route, APIRoute) or not path:
+        return None
+    if type(route) is not APIRoute and finish is None:
         return None
     if "GET" not in (context.methods or ()):
         return None
     dependant: Dependant = context.dependant
-    if len(dependant.dependencies) != 1 or not _takes_only(dependant, params=True):
+    if not dependant.dependencies or not _takes_only(dependant, params=True):
         return None
-    access = dependant.dependencies[0]
+    access, *others = dependant.dependencies
     if not isinstance(access.call, RouteAccess) or not _takes_only(access, params=False):
         return None
-    endpoint = dependant.call
-    if not inspect.iscoroutinefunction(endpoint) or not _returns_response(endpoint):
+    if not all(_of_the_request_alone(other) for other in others):
         return None
+    if len({id(other.call) for other in dependant.dependencies}) != len(dependant.dependencies):
+        return None
+    endpoint = dependant.call
+    if not inspect.iscoroutinefunction(endpoint):
+        return None
+    serialize = None
+    if not _returns_response(endpoint):
+        serialize = _serializer(route)
+        if serialize is None:
+            return None
     template = "{" in path
     return DirectRoute(
         template=path,
@@ -329,9 +380,53 @@ def _direct_route(context: RouteContext) -> DirectRoute | None:
         query_readers=param_readers(dependant.query_params),
         endpoint=endpoint,
         request_name=dependant.request_param_name,
+        principal_name=access.name,
+        dependencies=tuple((other.name, other.call) for other in others),  # type: ignore[misc]
+        serialize=serialize,
+        finish=route.finish if finish is not None else None,  # type: ignore[attr-defined]
         pattern=context.path_regex if template else None,
         convertors=dict(context.param_convertors) if template else {},
     )
+
+
+def _of_the_request_alone(dependant: Dependant) -> bool:
+    """A dependency that is a coroutine function taking the request, or nothing at all."""
+    return (
+        inspect.iscoroutinefunction(dependant.call)
+        and _takes_only(dependant, params=False)
+        and not dependant.dependencies
+    )
+
+
+def _serializer(route: APIRoute) -> Callable[[Any], Awaitable[Response]] | None:
+    """The route's answer from a value of its response model, as FastAPI's request handler
+    makes it with the default response class: FastAPI's own `serialize_response`, straight
+    to JSON bytes. None for a route without a response model, with a response class of its
+    own, or with a status other than 200."""
+    if (
+        route.response_field is None
+        or not isinstance(route.response_class, DefaultPlaceholder)
+        or route.status_code not in (None, 200)
+    ):
+        return None
+    field = route.response_field
+
+    async def serialize(content: Any) -> Response:
+        body = await serialize_response(
+            field=field,
+            response_content=content,
+            include=route.response_model_include,
+            exclude=route.response_model_exclude,
+            by_alias=route.response_model_by_alias,
+            exclude_unset=route.response_model_exclude_unset,
+            exclude_defaults=route.response_model_exclude_defaults,
+            exclude_none=route.response_model_exclude_none,
+            is_coroutine=True,
+            dump_json=True,
+        )
+        return Response(content=body, media_type="application/json")
+
+    return serialize
 
 
 def _takes_only(dependant: Dependant, *, params: bool) -> bool:

@@ -108,26 +108,33 @@ def superseded_route(version: ApiVersion) -> type[APIRoute]:
 
         def get_route_handler(self) -> RouteHandler:
             handle = super().get_route_handler()
+            finish = self.finish
 
             async def handle_superseded(request: Request) -> Response:
-                settings: Settings = request.state.gateway.settings
-                headers = deprecation_headers(
-                    settings.versions.superseded.get(version.key),
-                    successor=successor + request.url.path[own:],
-                )
                 try:
                     response = await handle(request)
                 except Exception as error:
                     # Answered here by the app's own handler, so a problem carries them too.
                     response = await _handled(request, error)
-                link = response.headers.get("link")
-                response.headers.update(headers)
-                if link:
-                    # The route's own links (a page's rel="next") stay beside the successor's.
-                    response.headers["link"] = f"{link}, {headers['Link']}"
+                finish(request, response)
                 return response
 
             return handle_superseded
+
+        @staticmethod
+        def finish(request: Request, response: Response) -> None:
+            """What the version adds to each answer of the route, a problem's too (a direct
+            route calls it as well: `app.frontends.direct`)."""
+            settings: Settings = request.state.gateway.settings
+            headers = deprecation_headers(
+                settings.versions.superseded.get(version.key),
+                successor=successor + request.url.path[own:],
+            )
+            link = response.headers.get("link")
+            response.headers.update(headers)
+            if link:
+                # The route's own links (a page's rel="next") stay beside the successor's.
+                response.headers["link"] = f"{link}, {headers['Link']}"
 
     return SupersededRoute
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
@@ -38,6 +39,32 @@ async def as_model() -> Body:
     return Body(value=1)
 
 
+async def the_request_alone(request: Request) -> str:
+    return "thing"
+
+
+async def with_request_dependency(
+    thing: Annotated[str, Depends(the_request_alone)], symbols: SymbolList
+) -> Body:
+    return Body(value=len(thing))
+
+
+async def nested(thing: Annotated[str, Depends(the_request_alone)]) -> str:
+    return thing
+
+
+async def with_nested_dependency(thing: Annotated[str, Depends(nested)]) -> Response:
+    return Response()
+
+
+def generated() -> Any:
+    yield "thing"
+
+
+async def with_generated(thing: Annotated[str, Depends(generated)]) -> Response:
+    return Response()
+
+
 async def with_another_dependency(
     request: Request, x_thing: Annotated[str, Depends(lambda: "")]
 ) -> Response:
@@ -55,9 +82,24 @@ def _routes(build: Callable[[APIRouter], Any]) -> set[str]:
 RULE = [require_partner("quotes:read")]
 
 
-def test_the_gateway_answers_partner_quotes_and_candles_directly_under_their_rules() -> None:
+def test_the_gateway_answers_its_hot_reads_directly_under_their_rules() -> None:
     routes = direct_routes(create_app().routes)
-    assert set(routes) == {"/partner/v1/quotes", "/partner/v1/candles/{symbol}"}
+    assert {
+        "/partner/v1/quotes",
+        "/partner/v1/candles/{symbol}",
+        "/web/v1/dashboard",
+        "/web/v2/dashboard",
+        "/mobile/v1/home",
+    } <= set(routes)
+    # Placing an order is never one (a POST), nor a list that reads its format from a header.
+    assert not any("orders" in template for template in routes)
+    dashboard = routes["/web/v1/dashboard"]
+    assert dashboard.rule.scopes == ("read",)
+    assert [name for name, _ in dashboard.dependencies] == ["services", "account_id"]
+    # A view, serialized as FastAPI serializes it; version 1 is superseded: its answers
+    # carry its successor, which version 2's do not.
+    assert dashboard.serialize is not None and dashboard.finish is not None
+    assert routes["/web/v2/dashboard"].finish is None
     quotes, candles = routes["/partner/v1/quotes"], routes["/partner/v1/candles/{symbol}"]
     assert quotes.rule.scopes == ("quotes:read",)
     assert [field.alias for field in quotes.query] == ["symbols"]
@@ -98,6 +140,15 @@ def test_a_rule_path_and_query_parameters_and_the_request_qualify() -> None:
     }
 
 
+def test_dependencies_of_the_request_alone_and_a_response_model_qualify() -> None:
+    assert _routes(lambda r: r.get("/model", dependencies=RULE)(as_model)) == {"/p/v1/model"}
+    assert _routes(lambda r: r.get("/view", dependencies=RULE)(with_request_dependency)) == {
+        "/p/v1/view"
+    }
+    # A service client is one (`app.deps`).
+    assert _routes(lambda r: r.get("/quotes", dependencies=RULE)(with_client)) == {"/p/v1/quotes"}
+
+
 @pytest.mark.parametrize(
     "build",
     [
@@ -105,11 +156,15 @@ def test_a_rule_path_and_query_parameters_and_the_request_qualify() -> None:
         lambda r: r.get("/quotes")(quotes),
         # Two rules.
         lambda r: r.get("/quotes", dependencies=[*RULE, require_partner("candles:read")])(quotes),
-        # Another dependency.
-        lambda r: r.get("/quotes", dependencies=RULE)(with_client),
+        # A dependency with dependencies of its own, a plain function, one with `yield`.
+        lambda r: r.get("/quotes", dependencies=RULE)(with_nested_dependency),
         lambda r: r.get("/quotes", dependencies=RULE)(with_another_dependency),
-        # A response model to serialize.
-        lambda r: r.get("/quotes", dependencies=RULE)(as_model),
+        lambda r: r.get("/quotes", dependencies=RULE)(with_generated),
+        # A dependency before the rule: FastAPI would run it first.
+        lambda r: r.get("/view", dependencies=[Depends(the_request_alone), *RULE])(quotes),
+        # A response model with a response class of its own, or another status.
+        lambda r: r.get("/quotes", dependencies=RULE, response_class=HTMLResponse)(as_model),
+        lambda r: r.get("/quotes", dependencies=RULE, status_code=203)(as_model),
         # Not a GET.
         lambda r: r.post("/quotes", dependencies=RULE)(quotes),
     ],
