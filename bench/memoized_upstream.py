@@ -128,6 +128,38 @@ def start_memoized_upstreams(
     return Server("memoized upstreams", last, process), urls
 
 
+async def _stages(session: aiohttp.ClientSession, stages: Sequence[Sequence[str]]) -> float:
+    """One run of `stages` (each a list of URLs fetched at once, after the stage before it),
+    in milliseconds."""
+    started = time.perf_counter()
+    for stage in stages:
+
+        async def fetch(url: str) -> None:
+            async with session.get(url) as reply:
+                await reply.read()
+
+        await asyncio.gather(*(fetch(url) for url in stage))
+    return (time.perf_counter() - started) * 1000
+
+
+def stages_floor(stages: Sequence[Sequence[str]], *, seconds: float) -> tuple[float, float]:
+    """p50 and p99 (ms) of a plain client making `stages` one run after another against the
+    stand-ins: what a gateway that cost nothing would take for the same calls on this
+    machine (each call's own round trip and the processes' wake-ups included)."""
+
+    async def measure() -> list[float]:
+        async with aiohttp.ClientSession() as session:
+            await _stages(session, stages)
+            runs: list[float] = []
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                runs.append(await _stages(session, stages))
+            return sorted(runs)
+
+    runs = asyncio.run(measure())
+    return runs[len(runs) // 2], runs[min(len(runs) - 1, int(len(runs) * 0.99))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--delay-ms", type=float, required=True)
