@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bench.memoized_upstream import listen
+from bench.memoized_upstream import listen, stages_floor
 from tests.fixtures.web_server import serving
 
 DELAY_S = 0.1
@@ -182,3 +182,16 @@ async def test_other_methods_are_refused_and_the_connection_closed(
     assert reply.headers["connection"] == "close"
     assert rest == b""
     assert not origin.hits
+
+
+async def test_the_floor_of_two_stages_is_two_delays_and_not_five_queued_ones(
+    upstream: tuple[str, int],
+) -> None:
+    """`stages_floor`: five calls at once, then one, against the stand-in, take two of its
+    delays (the five wait side by side), not six."""
+    host, port = upstream
+    url = f"http://{host}:{port}/kept"
+    await fetch(upstream, "/kept")
+    p50, p99 = await asyncio.to_thread(stages_floor, [[url] * 5, [url]], seconds=0.5)
+    assert 2 * DELAY_S * 1000 <= p50 <= p99
+    assert p50 < 3 * DELAY_S * 1000
