@@ -23,8 +23,9 @@ FastAPI's own parts where they decide an answer:
    the function itself;
 4. the endpoint: a `Response` it returns is sent as it is, a value of its response model is
    serialized by FastAPI's own `serialize_response`, as FastAPI's request handler does
-   (the path parameters are passed as arguments and also put in the scope, as the router
-   puts them);
+   (it takes its path parameters as arguments: `request.path_params` stays empty, as
+   nothing but the edge writes the scope; a dependency of the request alone that read them
+   would find none, and none of the gateway's does);
 5. an exception answered by the app's own handler for it (`app.errors`), else left to the
    edge, as from the route; and what the route's class adds to every answer (a superseded
    version's successor, `app.frontends.versions`).
@@ -228,9 +229,6 @@ class DirectRoutes:
             await self.app(scope, receive, send)
             return
         route, path_params = found
-        if path_params:
-            # As the router records them, for a dependency that reads `request.path_params`.
-            scope["path_params"] = path_params
         request = Request(scope, receive, send)
         try:
             response = await route.answer(request, path_params)
