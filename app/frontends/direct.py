@@ -343,7 +343,7 @@ def _direct_route(context: RouteContext) -> DirectRoute | None:
       response class, a 200)."""
     route = context.original_route
     path = context.path_format
-    finish = getattr(type(route), "finish", None)
+    finish: Callable[[Request, Response], None] | None = getattr(route, "finish", None)
     if not isinstance(route, APIRoute) or not path:
         return None
     if type(route) is not APIRoute and finish is None:
@@ -381,7 +381,7 @@ def _direct_route(context: RouteContext) -> DirectRoute | None:
         principal_name=access.name,
         dependencies=tuple((other.name, other.call) for other in others),  # type: ignore[misc]
         serialize=serialize,
-        finish=route.finish if finish is not None else None,  # type: ignore[attr-defined]
+        finish=finish,
         pattern=context.path_regex if template else None,
         convertors=dict(context.param_convertors) if template else {},
     )
